@@ -1,0 +1,50 @@
+/* cli.h: the command line of pulsar-lua (API.md §1).
+ *
+ * Parsing is separate from acting: pl_cli_parse checks every option and
+ * value and fills a pl_cli; main.c and host.c then act on it. Options a
+ * later part of the runtime uses are parsed and checked here already, so a
+ * typo is refused on the day it is typed. */
+#ifndef PULSAR_CLI_H
+#define PULSAR_CLI_H
+
+#include <stddef.h>
+
+/* Settings visible to scripts as pulsar.cfg. */
+typedef struct pl_config {
+    int workers;
+    const char *concurrency; /* "process" or "thread" */
+    double timeout;          /* notify timeout, seconds */
+    double exit_timeout;     /* graceful stop budget, seconds */
+    const char *bind;        /* NULL when not given */
+    const char *mailbox;
+    const char *log_level;
+    const char *pid_file;
+    const char *attach;
+} pl_config;
+
+/* A -e or -l, run in command-line order before the script. */
+typedef struct pl_action {
+    char kind; /* 'e' or 'l' */
+    const char *text;
+} pl_action;
+
+typedef struct pl_cli {
+    pl_config cfg;
+    pl_action *actions; /* malloc'd; free with pl_cli_free */
+    int nactions;
+    int interactive;  /* -i */
+    int show_version; /* -v */
+    int show_help;    /* -h */
+    int script;       /* argv index of the script ("-" for stdin), or 0 */
+} pl_cli;
+
+/* 0, or -1 with a one-line message in err. */
+int pl_cli_parse(int argc, char **argv, pl_cli *cli, char *err, size_t errlen);
+void pl_cli_free(pl_cli *cli);
+
+/* Checks an address as API.md §1 takes it: HOST:PORT, :PORT or unix:PATH. */
+int pl_cli_check_address(const char *addr, char *err, size_t errlen);
+
+void pl_cli_usage(const char *progname);
+
+#endif

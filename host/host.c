@@ -1,0 +1,252 @@
+/* host.c: starts and ends the arbiter: its Lua VM, its loop, its exit status.
+ *
+ * pl_host_main sets up one Lua 5.4 VM with the pulsar library on its path,
+ * hands the command line to lua/pulsar/host.lua (which runs the -e and -l
+ * actions and the script in the main coroutine), runs the libuv loop until
+ * nothing is left to do or an exit is asked for, then closes every handle and
+ * the VM so that nothing leaks. */
+#include "host.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "log.h"
+
+#ifndef PULSAR_LUA_INSTALL_DIR
+#define PULSAR_LUA_INSTALL_DIR "share/pulsar-lua/lua"
+#endif
+
+/* Message handler for protected calls: adds a traceback to the message. */
+static int traceback_handler(lua_State *L) {
+    const char *msg = lua_tostring(L, 1);
+    if (msg == NULL) {
+        if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+            return 1;
+        msg = lua_pushfstring(L, "(error object is a %s value)",
+                              luaL_typename(L, 1));
+    }
+    luaL_traceback(L, L, msg, 1);
+    return 1;
+}
+
+int pl_host_pcall(pl_host *h, int nargs, int nresults, const char *where) {
+    lua_State *L = h->L;
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback_handler);
+    lua_insert(L, base);
+    int status = lua_pcall(L, nargs, nresults, base);
+    lua_remove(L, base);
+    if (status != LUA_OK) {
+        pl_log(PL_LOG_ERROR, "arbiter", "%s: %s", where,
+               lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no message)");
+        lua_pop(L, 1);
+    }
+    return status;
+}
+
+int pl_host_run_once(pl_host *h) {
+    h->loop_depth++;
+    int alive = uv_run(&h->loop, UV_RUN_ONCE);
+    h->loop_depth--;
+    return alive;
+}
+
+void pl_host_request_exit(pl_host *h, int code) {
+    h->exit_code = code;
+    h->exit_requested = 1;
+    uv_stop(&h->loop);
+}
+
+static int file_exists(const char *path) { return access(path, R_OK) == 0; }
+
+/* The folder holding pulsar/init.lua: $PULSAR_LUA_DIR, else <exe dir>/lua
+ * (the build tree), else <exe dir>/../<install dir>. */
+static int find_lua_dir(char *out, size_t outlen) {
+    const char *env = getenv("PULSAR_LUA_DIR");
+    char probe[4096];
+    if (env && *env) {
+        snprintf(out, outlen, "%s", env);
+        return 0;
+    }
+    char exe[4000];
+    size_t n = sizeof exe;
+    if (uv_exepath(exe, &n) != 0) return -1;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return -1;
+    *slash = 0;
+    const char *candidates[] = {"%s/lua", "%s/../" PULSAR_LUA_INSTALL_DIR};
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(out, outlen, candidates[i], exe);
+        snprintf(probe, sizeof probe, "%s/pulsar/init.lua", out);
+        if (file_exists(probe)) return 0;
+    }
+    return -1;
+}
+
+static int prepend_package_path(lua_State *L, const char *dir) {
+    lua_getglobal(L, "package");
+    lua_getfield(L, -1, "path");
+    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
+                    lua_tostring(L, -1));
+    lua_setfield(L, -3, "path");
+    lua_pop(L, 2);
+    return 0;
+}
+
+/* arg as lua.c builds it: the script at 0, options below, args above. */
+static void create_arg_table(lua_State *L, int argc, char **argv, int script) {
+    int first = script ? script : argc;
+    lua_createtable(L, argc - first, first + 1);
+    for (int i = 0; i < argc; i++) {
+        lua_pushstring(L, argv[i]);
+        lua_rawseti(L, -2, i - (script ? script : 0));
+    }
+    lua_setglobal(L, "arg");
+}
+
+/* The table handed to host.lua's main: what the command line asked for. */
+static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
+                             char **argv) {
+    lua_createtable(L, 0, 6);
+    lua_createtable(L, cli->nactions, 0);
+    for (int i = 0; i < cli->nactions; i++) {
+        lua_createtable(L, 0, 2);
+        lua_pushlstring(L, &cli->actions[i].kind, 1);
+        lua_setfield(L, -2, "kind");
+        lua_pushstring(L, cli->actions[i].text);
+        lua_setfield(L, -2, "text");
+        lua_rawseti(L, -2, i + 1);
+    }
+    lua_setfield(L, -2, "actions");
+    if (cli->script) {
+        lua_pushstring(L, argv[cli->script]);
+        lua_setfield(L, -2, "script");
+        lua_createtable(L, argc - cli->script - 1, 0);
+        for (int i = cli->script + 1; i < argc; i++) {
+            lua_pushstring(L, argv[i]);
+            lua_rawseti(L, -2, i - cli->script);
+        }
+        lua_setfield(L, -2, "args");
+    }
+    lua_pushboolean(L, cli->interactive);
+    lua_setfield(L, -2, "interactive");
+    lua_pushboolean(L, isatty(STDIN_FILENO));
+    lua_setfield(L, -2, "stdin_is_tty");
+    lua_pushboolean(L, cli->show_version);
+    lua_setfield(L, -2, "show_version");
+}
+
+static int setup_vm(pl_host *h, int argc, char **argv) {
+    char dir[4096];
+    lua_State *L = luaL_newstate();
+    if (!L) {
+        fprintf(stderr, "pulsar-lua: cannot create a Lua state: out of memory\n");
+        return -1;
+    }
+    h->L = L;
+    *(pl_host **)lua_getextraspace(L) = h;
+    luaL_openlibs(L);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_pulsar_core);
+    lua_setfield(L, -2, "pulsar.core");
+    lua_pop(L, 1);
+    if (find_lua_dir(dir, sizeof dir) != 0) {
+        fprintf(stderr, "pulsar-lua: cannot find the pulsar Lua library "
+                        "(set PULSAR_LUA_DIR to the folder holding pulsar/)\n");
+        return -1;
+    }
+    prepend_package_path(L, dir);
+    create_arg_table(L, argc, argv, h->cli->script);
+    return 0;
+}
+
+/* Calls host.lua's `fname` with the run request (or nothing); returns its
+ * integer result, or 1 if it failed. */
+static int call_host_lua(pl_host *h, const char *fname, int with_request,
+                         int argc, char **argv) {
+    lua_State *L = h->L;
+    lua_getglobal(L, "require");
+    lua_pushstring(L, "pulsar.host");
+    if (pl_host_pcall(h, 1, 1, "loading pulsar.host") != LUA_OK) return 1;
+    lua_getfield(L, -1, fname);
+    lua_remove(L, -2);
+    int nargs = 0;
+    if (with_request) {
+        push_run_request(L, h->cli, argc, argv);
+        nargs = 1;
+    }
+    if (pl_host_pcall(h, nargs, 1, fname) != LUA_OK) return 1;
+    int code = (int)luaL_optinteger(L, -1, 0);
+    lua_pop(L, 1);
+    return code;
+}
+
+void pl_host_track(pl_host *h, pl_resource *res, void (*close)(pl_resource *)) {
+    res->close = close;
+    res->next = h->resources.next;
+    res->prev = &h->resources;
+    h->resources.next->prev = res;
+    h->resources.next = res;
+}
+
+void pl_host_untrack(pl_resource *res) {
+    if (!res->next) return;
+    res->prev->next = res->next;
+    res->next->prev = res->prev;
+    res->next = res->prev = NULL;
+}
+
+static void close_handle(uv_handle_t *handle, void *arg) {
+    (void)arg;
+    if (!uv_is_closing(handle)) uv_close(handle, NULL);
+}
+
+/* Closes every resource and handle still open (close callbacks free what
+ * they own), so that the loop and the VM can be closed with nothing leaked. */
+static void close_loop(pl_host *h) {
+    while (h->resources.next != &h->resources)
+        h->resources.next->close(h->resources.next);
+    uv_walk(&h->loop, close_handle, NULL);
+    /* The first run may only clear a pending uv_stop; go on until every
+     * close callback has run. */
+    while (uv_run(&h->loop, UV_RUN_DEFAULT) != 0) {
+    }
+    if (uv_loop_close(&h->loop) != 0)
+        pl_log(PL_LOG_WARNING, "arbiter", "the loop had handles left at exit"), uv_print_all_handles(&h->loop, stderr);
+}
+
+int pl_host_main(const pl_cli *cli, int argc, char **argv) {
+    pl_host host;
+    memset(&host, 0, sizeof host);
+    host.cli = cli;
+    host.soon_ref = host.signal_ref = LUA_NOREF;
+    host.resources.next = host.resources.prev = &host.resources;
+    pl_log_set_level(pl_log_level_from_name(cli->cfg.log_level));
+    if (uv_loop_init(&host.loop) != 0) {
+        fprintf(stderr, "pulsar-lua: cannot create the event loop\n");
+        return 1;
+    }
+    int code = 1;
+    if (setup_vm(&host, argc, argv) == 0) {
+        code = call_host_lua(&host, "main", 1, argc, argv);
+        if (code == 0 && !host.exit_requested) {
+            host.loop_depth++;
+            uv_run(&host.loop, UV_RUN_DEFAULT);
+            host.loop_depth--;
+            code = host.exit_requested
+                       ? host.exit_code
+                       : call_host_lua(&host, "loop_ended", 0, argc, argv);
+        } else if (host.exit_requested) {
+            code = host.exit_code;
+        }
+    }
+    close_loop(&host);
+    if (host.L) lua_close(host.L);
+    fflush(stdout);
+    return code;
+}

@@ -1,0 +1,67 @@
+/* host.h: one actor's home: a libuv loop and a Lua VM driven by it.
+ *
+ * The arbiter is a pl_host on the main thread; later, every thread and
+ * process actor is one too. The Lua side of pulsar (lua/pulsar/) does
+ * the scheduling of coroutines; the host gives it the loop through the
+ * pulsar.core module (lcore.c) and guarantees that no Lua error ever unwinds
+ * through a libuv callback: every entry into Lua from C is a protected call. */
+#ifndef PULSAR_HOST_H
+#define PULSAR_HOST_H
+
+#include <lua.h>
+#include <uv.h>
+
+#include "cli.h"
+
+/* Something the host must close before the loop can end: a malloc'd handle
+ * and what it owns. close() must untrack the resource and start closing it;
+ * the handle's own close callback frees it. */
+typedef struct pl_resource {
+    void (*close)(struct pl_resource *res);
+    struct pl_resource *prev, *next;
+} pl_resource;
+
+typedef struct pl_host {
+    uv_loop_t loop;
+    lua_State *L;
+    const pl_cli *cli;
+    char *argv0;
+    int loop_depth;     /* > 0 while uv_run is on the C stack */
+    int exit_code;      /* the process's status once the loop ends */
+    int exit_requested; /* core.exit_loop was called */
+    uv_idle_t soon;     /* while active, the loop runs the Lua ready queue */
+    int soon_ref;       /* registry ref of the function that drains it */
+    int signal_ref;     /* registry ref of the Lua signal handler */
+    uv_signal_t signals[4];
+    int nsignals;
+    struct pl_stdin_reader *stdin_reader;
+    pl_resource resources; /* list head of what is open; see pl_host_track */
+} pl_host;
+
+void pl_host_track(pl_host *h, pl_resource *res, void (*close)(pl_resource *));
+void pl_host_untrack(pl_resource *res);
+
+/* The host that owns L (kept in the Lua state's extra space). */
+static inline pl_host *pl_host_of(lua_State *L) {
+    return *(pl_host **)lua_getextraspace(L);
+}
+
+/* Calls the function below nargs arguments on L's stack in protected mode
+ * with a traceback; on error logs it as from `where` and returns non-zero.
+ * Leaves nresults values on success, nothing on failure. */
+int pl_host_pcall(pl_host *h, int nargs, int nresults, const char *where);
+
+/* Runs the loop once; safe to nest only when no callback is on the stack. */
+int pl_host_run_once(pl_host *h);
+
+/* Asks the outermost loop to end; the process exits with code. */
+void pl_host_request_exit(pl_host *h, int code);
+
+/* The pulsar.core module (lcore.c) and its codec half (lcodec.c). */
+int luaopen_pulsar_core(lua_State *L);
+void pl_lcodec_register(lua_State *L);
+
+/* Runs the whole program for the parsed command line; returns exit status. */
+int pl_host_main(const pl_cli *cli, int argc, char **argv);
+
+#endif

@@ -1,0 +1,99 @@
+/* lcodec.c: the codecs seen from Lua, as part of pulsar.core.
+ *
+ *   core.encode(v)                  -> MessagePack string (API.md §3)
+ *   core.decode(s [, functions])    -> v; functions=false refuses bytecode
+ *   core.encode_frame(payload [, opcode])  -> one unmasked FIN frame
+ *   core.decode_frame(s [, limit])  -> opcode, payload, size
+ *                                    | nil, "incomplete", size-if-known
+ *                                    | raises on an invalid frame
+ *
+ * The mailbox uses the C codecs directly; these bindings let tests and users
+ * see exactly what goes on the wire. */
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "frame.h"
+#include "host.h"
+#include "value.h"
+
+static int core_encode(lua_State *L) {
+    char err[512];
+    pl_buf out;
+    luaL_checkany(L, 1);
+    pl_buf_init(&out, pl_value_default_limits.max_size);
+    int rc = pl_value_encode(L, 1, &out, &pl_value_default_limits, "value",
+                             err, sizeof err);
+    if (rc == 0) lua_pushlstring(L, out.data ? out.data : "", out.len);
+    pl_buf_free(&out);
+    if (rc != 0) return luaL_error(L, "%s", err);
+    return 1;
+}
+
+static int core_decode(lua_State *L) {
+    char err[512];
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    pl_value_limits lim = pl_value_default_limits;
+    if (!lua_isnoneornil(L, 2)) lim.allow_functions = lua_toboolean(L, 2);
+    ptrdiff_t used = pl_value_decode(L, data, len, &lim, err, sizeof err);
+    if (used < 0) return luaL_error(L, "cannot decode: %s", err);
+    if ((size_t)used != len)
+        return luaL_error(L, "cannot decode: %d bytes left after the value",
+                          (int)(len - (size_t)used));
+    return 1;
+}
+
+static int core_encode_frame(lua_State *L) {
+    size_t len;
+    const char *payload = luaL_checklstring(L, 1, &len);
+    int opcode = (int)luaL_optinteger(L, 2, PL_OP_BINARY);
+    luaL_argcheck(L, opcode >= 0 && opcode <= 15, 2, "opcode out of range");
+    pl_buf out;
+    pl_buf_init(&out, 0);
+    if (pl_frame_append(&out, opcode, payload, len) != 0) {
+        pl_buf_free(&out);
+        return luaL_error(L, "out of memory encoding a frame");
+    }
+    lua_pushlstring(L, out.data, out.len);
+    pl_buf_free(&out);
+    return 1;
+}
+
+static int core_decode_frame(lua_State *L) {
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    lua_Integer limit = luaL_optinteger(L, 2, (lua_Integer)PL_FRAME_MAX_DEFAULT);
+    luaL_argcheck(L, limit >= 0, 2, "limit must not be negative");
+    /* The parser unmasks in place; Lua strings are immutable, so copy. */
+    uint8_t *copy = lua_newuserdatauv(L, len ? len : 1, 0);
+    memcpy(copy, data, len);
+    pl_frame f;
+    size_t used = 0;
+    char err[256];
+    switch (pl_frame_parse(copy, len, (size_t)limit, &f, &used, err, sizeof err)) {
+    case PL_FRAME_COMPLETE:
+        lua_pushinteger(L, f.opcode);
+        lua_pushlstring(L, (const char *)f.payload, f.len);
+        lua_pushinteger(L, (lua_Integer)used);
+        return 3;
+    case PL_FRAME_INCOMPLETE:
+        lua_pushnil(L);
+        lua_pushliteral(L, "incomplete");
+        if (used) lua_pushinteger(L, (lua_Integer)used);
+        else lua_pushnil(L);
+        return 3;
+    default:
+        return luaL_error(L, "invalid frame: %s", err);
+    }
+}
+
+static const luaL_Reg codec_functions[] = {
+    {"encode", core_encode},
+    {"decode", core_decode},
+    {"encode_frame", core_encode_frame},
+    {"decode_frame", core_decode_frame},
+    {NULL, NULL},
+};
+
+void pl_lcodec_register(lua_State *L) { luaL_setfuncs(L, codec_functions, 0); }

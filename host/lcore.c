@@ -1,0 +1,497 @@
+/* lcore.c: pulsar.core, the Lua face of the host's loop.
+ *
+ * Only what needs C lives here: the clock, timers, the wake-up of the Lua
+ * ready queue, signals, stdin, process facts and logging. Futures, tasks and
+ * everything users see are written in Lua on top (lua/pulsar/).
+ *
+ * Ownership: a libuv handle is malloc'd, never embedded in a Lua userdata,
+ * because Lua may collect the userdata while the handle is still alive. The
+ * handle's close callback frees it and clears the userdata's pointer. */
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "host.h"
+#include "log.h"
+
+#define TIMER_METATABLE "pulsar.core.Timer"
+
+/* ---- timers --------------------------------------------------------- */
+
+typedef struct pl_timer {
+    uv_timer_t handle;
+    pl_resource res;
+    pl_host *host;
+    int fn_ref;              /* the Lua function to call */
+    struct pl_timer **owner; /* the userdata's slot, cleared when freed */
+} pl_timer;
+
+static void timer_closed(uv_handle_t *handle) {
+    pl_timer *t = handle->data;
+    if (t->owner) *t->owner = NULL;
+    free(t);
+}
+
+static void timer_close(pl_timer *t) {
+    pl_host_untrack(&t->res);
+    luaL_unref(t->host->L, LUA_REGISTRYINDEX, t->fn_ref);
+    t->fn_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&t->handle, timer_closed);
+}
+
+static void timer_shutdown(pl_resource *res) {
+    pl_timer *t = (pl_timer *)((char *)res - offsetof(pl_timer, res));
+    uv_timer_stop(&t->handle);
+    timer_close(t);
+}
+
+static void timer_fired(uv_timer_t *handle) {
+    pl_timer *t = handle->data;
+    pl_host *h = t->host;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, t->fn_ref);
+    if (uv_timer_get_repeat(handle) == 0) timer_close(t);
+    pl_host_pcall(h, 0, 0, "timer callback");
+}
+
+/* core.timer(seconds, fn [, repeat_seconds]) -> Timer */
+static int core_timer(lua_State *L) {
+    double after = luaL_checknumber(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    double repeat = luaL_optnumber(L, 3, 0);
+    luaL_argcheck(L, after >= 0 && after < 1e9, 1, "delay out of range");
+    luaL_argcheck(L, repeat >= 0 && repeat < 1e9, 3, "repeat out of range");
+    pl_timer **slot = lua_newuserdatauv(L, sizeof *slot, 0);
+    *slot = NULL;
+    luaL_setmetatable(L, TIMER_METATABLE);
+    pl_timer *t = malloc(sizeof *t);
+    if (!t) return luaL_error(L, "out of memory creating a timer");
+    pl_host *h = pl_host_of(L);
+    uv_timer_init(&h->loop, &t->handle);
+    t->handle.data = t;
+    t->host = h;
+    lua_pushvalue(L, 2);
+    t->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    t->owner = slot;
+    *slot = t;
+    pl_host_track(h, &t->res, timer_shutdown);
+    /* The loop clock is stale after long Lua work; a delay counts from now. */
+    uv_update_time(&h->loop);
+    uint64_t ms = (uint64_t)(after * 1000.0 + 0.5);
+    uint64_t repeat_ms = (uint64_t)(repeat * 1000.0 + 0.5);
+    if (repeat > 0 && repeat_ms == 0) repeat_ms = 1;
+    uv_timer_start(&t->handle, timer_fired, ms, repeat_ms);
+    return 1;
+}
+
+static int timer_cancel(lua_State *L) {
+    pl_timer **slot = luaL_checkudata(L, 1, TIMER_METATABLE);
+    pl_timer *t = *slot;
+    if (t && !uv_is_closing((uv_handle_t *)&t->handle)) {
+        uv_timer_stop(&t->handle);
+        timer_close(t);
+    }
+    return 0;
+}
+
+static int timer_active(lua_State *L) {
+    pl_timer **slot = luaL_checkudata(L, 1, TIMER_METATABLE);
+    lua_pushboolean(L, *slot && !uv_is_closing((uv_handle_t *)&(*slot)->handle));
+    return 1;
+}
+
+/* Collected while still armed: the timer goes on (call_later handles may be
+ * dropped), it only forgets this userdata. */
+static int timer_gc(lua_State *L) {
+    pl_timer **slot = luaL_checkudata(L, 1, TIMER_METATABLE);
+    if (*slot) (*slot)->owner = NULL;
+    return 0;
+}
+
+/* ---- the ready queue's wake-up ------------------------------------- */
+
+/* While the idle handle is active the loop polls without blocking and calls
+ * the Lua drain function once per iteration; drain returns true while more
+ * callbacks are queued. */
+static void soon_idle(uv_idle_t *idle) {
+    pl_host *h = idle->data;
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->soon_ref);
+    if (pl_host_pcall(h, 0, 1, "ready queue") != LUA_OK) return;
+    int more = lua_toboolean(h->L, -1);
+    lua_pop(h->L, 1);
+    if (!more) uv_idle_stop(idle);
+}
+
+static int core_set_ready_handler(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    pl_host *h = pl_host_of(L);
+    if (h->soon_ref == LUA_NOREF) {
+        uv_idle_init(&h->loop, &h->soon);
+        h->soon.data = h;
+    } else {
+        luaL_unref(L, LUA_REGISTRYINDEX, h->soon_ref);
+    }
+    lua_pushvalue(L, 1);
+    h->soon_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    return 0;
+}
+
+static int core_wake(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    if (h->soon_ref == LUA_NOREF) return luaL_error(L, "no ready handler set");
+    uv_idle_start(&h->soon, soon_idle);
+    return 0;
+}
+
+/* ---- running the loop ---------------------------------------------- */
+
+/* core.run_once() -> alive: one loop iteration, for a wait outside any
+ * coroutine. Refused inside a callback: uv_run is not reentrant. */
+static int core_run_once(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    if (h->loop_depth > 0)
+        return luaL_error(L, "the event loop is already running");
+    lua_pushboolean(L, pl_host_run_once(h));
+    return 1;
+}
+
+static int core_loop_running(lua_State *L) {
+    lua_pushboolean(L, pl_host_of(L)->loop_depth > 0);
+    return 1;
+}
+
+static int core_exit_loop(lua_State *L) {
+    pl_host_request_exit(pl_host_of(L), (int)luaL_optinteger(L, 1, 0));
+    return 0;
+}
+
+static int core_exit_requested(lua_State *L) {
+    lua_pushboolean(L, pl_host_of(L)->exit_requested);
+    return 1;
+}
+
+/* ---- signals --------------------------------------------------------- */
+
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
+
+/* The first stop signal asks Lua for a graceful stop; a second one while
+ * that stop runs ends the process at once, as a user pressing Ctrl-C twice
+ * expects. */
+static void signal_received(uv_signal_t *handle, int signum) {
+    pl_host *h = handle->data;
+    static int already;
+    if (already++) {
+        fflush(stdout);
+        _exit(signum);
+    }
+    lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->signal_ref);
+    lua_pushinteger(h->L, signum);
+    pl_host_pcall(h, 1, 0, "signal handler");
+}
+
+/* core.on_signal(fn): fn(signum) on SIGINT, SIGTERM, SIGQUIT or SIGHUP. The
+ * handles do not keep the loop alive. */
+static int core_on_signal(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    pl_host *h = pl_host_of(L);
+    if (h->signal_ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, h->signal_ref);
+    lua_pushvalue(L, 1);
+    h->signal_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    for (; h->nsignals < (int)(sizeof stop_signals / sizeof *stop_signals);
+         h->nsignals++) {
+        uv_signal_t *s = &h->signals[h->nsignals];
+        uv_signal_init(&h->loop, s);
+        s->data = h;
+        uv_signal_start(s, signal_received, stop_signals[h->nsignals]);
+        uv_unref((uv_handle_t *)s);
+    }
+    return 0;
+}
+
+/* ---- stdin ------------------------------------------------------------- */
+
+/* Reads fd 0 on the loop, whatever it is: a terminal, a pipe or a file
+ * (files through the thread pool, as libuv cannot poll them). */
+typedef struct pl_stdin_reader {
+    pl_host *host;
+    pl_resource res;
+    int fn_ref;
+    uv_handle_type type;
+    union {
+        uv_tty_t tty;
+        uv_pipe_t pipe;
+        uv_handle_t handle;
+    } stream;
+    uv_fs_t req;
+    int reading_file; /* a uv_fs_read is in flight */
+    int closed;
+    char buf[65536];
+} pl_stdin_reader;
+
+static void stdin_deliver(pl_stdin_reader *r, const char *data, size_t n) {
+    lua_State *L = r->host->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
+    if (data) lua_pushlstring(L, data, n);
+    else lua_pushnil(L);
+    pl_host_pcall(r->host, 1, 0, "stdin reader");
+}
+
+static void stdin_freed(uv_handle_t *handle) { free(handle->data); }
+
+/* Stops reading and frees the reader once libuv is done with it. */
+static void stdin_close(pl_stdin_reader *r) {
+    r->closed = 1;
+    r->host->stdin_reader = NULL;
+    pl_host_untrack(&r->res);
+    luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->fn_ref);
+    if (r->type != UV_FILE) uv_close(&r->stream.handle, stdin_freed);
+    else if (!r->reading_file) free(r);
+    else uv_cancel((uv_req_t *)&r->req); /* its callback frees r */
+}
+
+static void stdin_shutdown(pl_resource *res) {
+    stdin_close((pl_stdin_reader *)((char *)res - offsetof(pl_stdin_reader, res)));
+}
+
+static void stdin_end(pl_stdin_reader *r) {
+    stdin_deliver(r, NULL, 0);
+    if (!r->closed) stdin_close(r);
+}
+
+static void stdin_alloc(uv_handle_t *handle, size_t hint, uv_buf_t *buf) {
+    (void)hint;
+    pl_stdin_reader *r = handle->data;
+    *buf = uv_buf_init(r->buf, sizeof r->buf);
+}
+
+static void stdin_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+    pl_stdin_reader *r = stream->data;
+    if (n > 0) stdin_deliver(r, buf->base, (size_t)n);
+    else if (n < 0 && !r->closed) stdin_end(r);
+}
+
+static int stdin_file_next(pl_stdin_reader *r);
+
+static void stdin_file_read(uv_fs_t *req) {
+    pl_stdin_reader *r = req->data;
+    ssize_t n = req->result;
+    uv_fs_req_cleanup(req);
+    r->reading_file = 0;
+    if (r->closed) {
+        free(r);
+        return;
+    }
+    if (n <= 0) {
+        stdin_end(r);
+        return;
+    }
+    stdin_deliver(r, r->buf, (size_t)n);
+    if (!r->closed && stdin_file_next(r) != 0) stdin_end(r);
+}
+
+static int stdin_file_next(pl_stdin_reader *r) {
+    uv_buf_t b = uv_buf_init(r->buf, sizeof r->buf);
+    r->req.data = r;
+    int rc = uv_fs_read(&r->host->loop, &r->req, 0, &b, 1, -1, stdin_file_read);
+    r->reading_file = rc == 0;
+    return rc;
+}
+
+static int start_stdin_stream(pl_host *h, pl_stdin_reader *r) {
+    int rc;
+    if (r->type == UV_TTY) {
+        rc = uv_tty_init(&h->loop, &r->stream.tty, 0, 1);
+    } else {
+        rc = uv_pipe_init(&h->loop, &r->stream.pipe, 0);
+    }
+    if (rc != 0) return rc;
+    r->stream.handle.data = r; /* from here on, failure closes the handle */
+    if (r->type == UV_NAMED_PIPE && (rc = uv_pipe_open(&r->stream.pipe, 0)) != 0)
+        return rc;
+    return uv_read_start((uv_stream_t *)&r->stream.handle, stdin_alloc, stdin_read);
+}
+
+/* core.read_stdin(fn): fn(chunk) for each chunk read, fn(nil) at the end. */
+static int core_read_stdin(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    pl_host *h = pl_host_of(L);
+    if (h->stdin_reader) return luaL_error(L, "stdin is already being read");
+    pl_stdin_reader *r = calloc(1, sizeof *r);
+    if (!r) return luaL_error(L, "out of memory");
+    r->host = h;
+    r->type = uv_guess_handle(0);
+    int rc = UV_EINVAL;
+    if (r->type == UV_FILE) rc = stdin_file_next(r);
+    else if (r->type == UV_TTY || r->type == UV_NAMED_PIPE) rc = start_stdin_stream(h, r);
+    if (rc != 0) {
+        if (r->stream.handle.data) uv_close(&r->stream.handle, stdin_freed);
+        else free(r);
+        return luaL_error(L, "cannot read stdin: %s", uv_strerror(rc));
+    }
+    lua_pushvalue(L, 1);
+    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    pl_host_track(h, &r->res, stdin_shutdown);
+    h->stdin_reader = r;
+    return 0;
+}
+
+/* ---- facts and logging ------------------------------------------------ */
+
+static int core_now(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)uv_now(&pl_host_of(L)->loop) / 1000.0);
+    return 1;
+}
+
+static int core_hrtime(lua_State *L) {
+    lua_pushnumber(L, (lua_Number)uv_hrtime() / 1e9);
+    return 1;
+}
+
+static int core_isatty(lua_State *L) {
+    lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+    return 1;
+}
+
+static int core_pid(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)uv_os_getpid());
+    return 1;
+}
+
+static int core_thread_id(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)(uintptr_t)uv_thread_self());
+    return 1;
+}
+
+static int core_random_id(lua_State *L) {
+    unsigned char bytes[6];
+    char hex[sizeof bytes * 2 + 1];
+    int rc = uv_random(NULL, NULL, bytes, sizeof bytes, 0, NULL);
+    if (rc != 0) return luaL_error(L, "no random bytes: %s", uv_strerror(rc));
+    for (size_t i = 0; i < sizeof bytes; i++)
+        snprintf(hex + 2 * i, 3, "%02x", bytes[i]);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+/* core.system() -> { rss = bytes, cpu = seconds of user + system time } */
+static int core_system(lua_State *L) {
+    size_t rss = 0;
+    uv_rusage_t ru;
+    uv_resident_set_memory(&rss);
+    lua_createtable(L, 0, 2);
+    lua_pushinteger(L, (lua_Integer)rss);
+    lua_setfield(L, -2, "rss");
+    if (uv_getrusage(&ru) == 0) {
+        double cpu = (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+                     (double)ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+        lua_pushnumber(L, cpu);
+        lua_setfield(L, -2, "cpu");
+    }
+    return 1;
+}
+
+static int core_versions(lua_State *L) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, PULSAR_VERSION);
+    lua_setfield(L, -2, "pulsar");
+    lua_pushstring(L, LUA_RELEASE);
+    lua_setfield(L, -2, "lua");
+    lua_pushstring(L, uv_version_string());
+    lua_setfield(L, -2, "libuv");
+    return 1;
+}
+
+static void set_string_field(lua_State *L, const char *key, const char *value) {
+    if (!value) return;
+    lua_pushstring(L, value);
+    lua_setfield(L, -2, key);
+}
+
+/* core.config() -> a fresh table of the command line's settings */
+static int core_config(lua_State *L) {
+    const pl_config *c = &pl_host_of(L)->cli->cfg;
+    lua_createtable(L, 0, 9);
+    lua_pushinteger(L, c->workers);
+    lua_setfield(L, -2, "workers");
+    lua_pushnumber(L, c->timeout);
+    lua_setfield(L, -2, "timeout");
+    lua_pushnumber(L, c->exit_timeout);
+    lua_setfield(L, -2, "exit_timeout");
+    set_string_field(L, "concurrency", c->concurrency);
+    set_string_field(L, "bind", c->bind);
+    set_string_field(L, "mailbox", c->mailbox);
+    set_string_field(L, "log_level", c->log_level);
+    set_string_field(L, "pid_file", c->pid_file);
+    set_string_field(L, "attach", c->attach);
+    return 1;
+}
+
+static int check_level(lua_State *L, int arg) {
+    int level = pl_log_level_from_name(luaL_checkstring(L, arg));
+    luaL_argcheck(L, level >= 0, arg, "unknown log level");
+    return level;
+}
+
+/* core.log(level, actor, message) */
+static int core_log(lua_State *L) {
+    int level = check_level(L, 1);
+    pl_log(level, luaL_optstring(L, 2, NULL), "%s", luaL_checkstring(L, 3));
+    return 0;
+}
+
+static int core_log_enabled(lua_State *L) {
+    lua_pushboolean(L, pl_log_enabled(check_level(L, 1)));
+    return 1;
+}
+
+static int core_set_log_level(lua_State *L) {
+    pl_log_set_level(check_level(L, 1));
+    return 0;
+}
+
+static const luaL_Reg core_functions[] = {
+    {"timer", core_timer},
+    {"set_ready_handler", core_set_ready_handler},
+    {"wake", core_wake},
+    {"run_once", core_run_once},
+    {"loop_running", core_loop_running},
+    {"exit_loop", core_exit_loop},
+    {"exit_requested", core_exit_requested},
+    {"on_signal", core_on_signal},
+    {"read_stdin", core_read_stdin},
+    {"now", core_now},
+    {"hrtime", core_hrtime},
+    {"isatty", core_isatty},
+    {"pid", core_pid},
+    {"thread_id", core_thread_id},
+    {"random_id", core_random_id},
+    {"system", core_system},
+    {"versions", core_versions},
+    {"config", core_config},
+    {"log", core_log},
+    {"log_enabled", core_log_enabled},
+    {"set_log_level", core_set_log_level},
+    {NULL, NULL},
+};
+
+static const luaL_Reg timer_methods[] = {
+    {"cancel", timer_cancel},
+    {"active", timer_active},
+    {NULL, NULL},
+};
+
+int luaopen_pulsar_core(lua_State *L) {
+    luaL_newmetatable(L, TIMER_METATABLE);
+    luaL_newlib(L, timer_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, timer_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_newlib(L, core_functions);
+    pl_lcodec_register(L);
+    return 1;
+}

@@ -1,0 +1,55 @@
+/* log.c: see log.h. Lines are written with one fprintf so that lines from
+ * several threads do not interleave inside a line. */
+#include "log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+static const char *const level_names[] = {
+    "debug", "info", "warning", "error", "critical", "none",
+};
+static const char *const level_labels[] = {
+    "DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL", "NONE",
+};
+
+static int current_level = PL_LOG_INFO;
+
+int pl_log_level_from_name(const char *name) {
+    for (int i = 0; i <= PL_LOG_NONE; i++)
+        if (strcmp(name, level_names[i]) == 0) return i;
+    return -1;
+}
+
+const char *pl_log_level_name(int level) {
+    if (level < 0 || level > PL_LOG_NONE) return "?";
+    return level_names[level];
+}
+
+void pl_log_set_level(int level) { current_level = level; }
+
+int pl_log_enabled(int level) {
+    return level >= current_level && current_level != PL_LOG_NONE;
+}
+
+static void format_now(char *out, size_t outlen) {
+    struct timespec ts;
+    struct tm tm;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    localtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(out, outlen, "%Y-%m-%d %H:%M:%S", &tm);
+    snprintf(out + n, outlen - n, ".%03ld", ts.tv_nsec / 1000000L);
+}
+
+void pl_log(int level, const char *actor, const char *fmt, ...) {
+    if (!pl_log_enabled(level)) return;
+    char when[40], msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    format_now(when, sizeof when);
+    fprintf(stderr, "%s %s %s: %s\n", when, level_labels[level],
+            actor ? actor : "pulsar", msg);
+}

@@ -1,0 +1,51 @@
+/* value.h: Lua values to MessagePack and back (API.md §3).
+ *
+ * nil, booleans, integers, floats, strings (binary-safe), sequences (arrays)
+ * and other tables (maps); functions cross by value as extension type 1
+ * (bytecode and upvalues, under API.md's crossing rules), actor proxies as
+ * extension type 2. Both directions are bounded by depth and size limits, and
+ * every error names the offending value by its path from the root.
+ *
+ * These functions may raise Lua errors on memory exhaustion, so call them in
+ * protected mode (from a Lua C function, or under lua_pcall). */
+#ifndef PULSAR_VALUE_H
+#define PULSAR_VALUE_H
+
+#include <stddef.h>
+
+#include <lua.h>
+
+#include "buf.h"
+
+typedef struct pl_value_limits {
+    int max_depth;       /* nesting of tables and functions */
+    size_t max_size;     /* most bytes one encoded value may take */
+    int allow_functions; /* decode extension type 1 (bytecode); only for
+                            peers trusted to run code in this VM */
+} pl_value_limits;
+
+extern const pl_value_limits pl_value_default_limits; /* 100, 64 MiB, yes */
+
+/* Appends the encoding of the value at idx to out. 0, or -1 with a message in
+ * err such as "args[2].co: cannot encode a thread"; `root` names the value in
+ * such paths. On error out keeps its length from before the call. */
+int pl_value_encode(lua_State *L, int idx, pl_buf *out,
+                    const pl_value_limits *lim, const char *root, char *err,
+                    size_t errlen);
+
+/* Appends the n values at stack slots first..first+n-1 as one array, nils
+ * kept in place (an argument list). Paths read root[1], root[2], ... */
+int pl_value_encode_list(lua_State *L, int first, int n, pl_buf *out,
+                         const pl_value_limits *lim, const char *root,
+                         char *err, size_t errlen);
+
+/* Decodes one value from data[0..len) and pushes it. Returns the bytes it
+ * used (> 0), or -1 with a message in err and nothing pushed. */
+ptrdiff_t pl_value_decode(lua_State *L, const char *data, size_t len,
+                          const pl_value_limits *lim, char *err,
+                          size_t errlen);
+
+/* The registry key of the metatable that marks an ActorProxy table. */
+#define PL_PROXY_METATABLE "pulsar.ActorProxy"
+
+#endif

@@ -1,0 +1,130 @@
+--- pulsar.host: what the C host calls in the arbiter's VM (host.c).
+--
+-- main(request) makes the arbiter, runs the -e and -l actions and the script
+-- in one task (the main coroutine), and opens the REPL after it when asked.
+-- The host then runs the loop; loop_ended() gives the exit status when the
+-- loop ran out of work without anyone asking to stop.
+local core = require "pulsar.core"
+local future = require "pulsar.future"
+local actor = require "pulsar.actor"
+
+local M = {}
+
+local main_task
+local LoadError = {} -- marks an error that gets one line, no traceback
+LoadError.__index = LoadError
+LoadError.__tostring = function(e) return e.message end
+
+local function load_failure(message)
+  error(setmetatable({message = message}, LoadError), 0)
+end
+
+local function run_action(action, pulsar)
+  if action.kind == "e" then
+    local chunk, err = load(action.text, "=(command line)")
+    if not chunk then load_failure(err) end
+    chunk()
+  else -- "l": require NAME, set global NAME
+    local ok, mod = pcall(require, action.text)
+    if not ok then load_failure(mod) end
+    _G[action.text] = mod
+  end
+  return pulsar
+end
+
+local function load_script(path)
+  local chunk, err = loadfile(path ~= "-" and path or nil)
+  if not chunk then load_failure(err) end
+  return chunk
+end
+
+local function run_main(request)
+  local pulsar = require "pulsar"
+  for _, action in ipairs(request.actions) do run_action(action, pulsar) end
+  if request.script then
+    local chunk = load_script(request.script)
+    local args = request.args or {}
+    return chunk(table.unpack(args, 1, #args))
+  end
+end
+
+local function report_failure(f)
+  local err = f:exception()
+  if getmetatable(err) == LoadError then
+    io.stderr:write("pulsar-lua: ", err.message, "\n")
+  else
+    io.stderr:write("pulsar-lua: ", f:traceback() or tostring(err), "\n")
+  end
+  io.stderr:flush()
+end
+
+local function start_repl(banner)
+  local repl = require "pulsar.repl"
+  if banner then
+    local v = core.versions()
+    io.write(("pulsar-lua %s (%s, libuv %s)\n"):format(v.pulsar, v.lua, v.libuv))
+  end
+  repl.start()
+end
+
+local function main_done(request, f)
+  if f:exception() ~= nil then
+    report_failure(f)
+    actor.current():stop(1)
+  elseif request.interactive then
+    start_repl(request.banner)
+  end
+end
+
+--- Decides what a command line with no script means, as lua does: a
+-- terminal gets the REPL, anything else is read as the script.
+local function settle_request(request)
+  if request.script or #request.actions > 0 or request.interactive then return end
+  if request.stdin_is_tty then
+    request.interactive, request.banner = true, not request.show_version
+  else
+    request.script = "-"
+  end
+end
+
+local real_exit = os.exit
+
+--- os.exit in the arbiter stops it gracefully (stopping hooks, handles
+-- closed) with the status Lua's os.exit would give. From inside a task it
+-- does not return; elsewhere it cannot wait and exits at once.
+local function arbiter_exit(arbiter, code)
+  if code == nil or code == true then code = 0 elseif code == false then code = 1 end
+  if type(code) ~= "number" then error("os.exit: bad status", 2) end
+  if not (future.current_task() and coroutine.isyieldable()) then
+    io.stdout:flush()
+    real_exit(code, true)
+  end
+  arbiter:stop(math.tointeger(code) or 1)
+  future.park()
+end
+
+function M.main(request)
+  settle_request(request)
+  local cfg = core.config()
+  local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg}
+  arbiter.state = "running"
+  arbiter._on_closed = function(a) core.exit_loop(a.exit_code) end
+  core.on_signal(function(signum) arbiter:stop(signum) end)
+  os.exit = function(code) return arbiter_exit(arbiter, code) end
+  _G.pulsar = require "pulsar"
+  main_task = future.async(run_main, request)
+  main_task.label = "the main chunk"
+  main_task:add_done_callback(function(f) main_done(request, f) end)
+  return 0
+end
+
+function M.loop_ended()
+  if main_task and not main_task:done() then
+    io.stderr:write("pulsar-lua: the main chunk waits for a future that ",
+                    "nothing left can complete\n")
+    return 1
+  end
+  return 0
+end
+
+return M

@@ -1,0 +1,100 @@
+--- support: helpers for specs that run pulsar-lua as a user would, in a
+-- process of its own, and look at its output and exit status.
+--
+-- PULSAR_LUA names the executable under test (scripts/test sets it for the
+-- release and the sanitizer builds); waits poll with generous bounds, since
+-- the machines that run the suite can freeze for seconds.
+local M = {}
+
+M.exe = os.getenv("PULSAR_LUA") or "build/pulsar-lua"
+
+local function shell_quote(s)
+  return "'" .. tostring(s):gsub("'", [['"'"']]) .. "'"
+end
+M.quote = shell_quote
+
+local function read_file(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local data = f:read("a")
+  f:close()
+  return data
+end
+M.read_file = read_file
+
+function M.write_file(path, data)
+  local f = assert(io.open(path, "wb"))
+  f:write(data)
+  f:close()
+  return path
+end
+
+--- A fresh temporary path (removed at exit by the OS's tmp cleaning).
+function M.tmpname(suffix)
+  local name = os.tmpname()
+  os.remove(name)
+  return name .. (suffix or "")
+end
+
+--- Writes `source` to a temporary .lua file and returns its path.
+function M.script(source)
+  return M.write_file(M.tmpname(".lua"), source)
+end
+
+--- Runs pulsar-lua with `args` (a shell-ready string) and optional stdin
+-- text; returns {code=, out=, err=}.
+function M.run(args, stdin)
+  local out, err = M.tmpname(".out"), M.tmpname(".err")
+  local input = ""
+  if stdin then input = " < " .. shell_quote(M.write_file(M.tmpname(".in"), stdin)) end
+  local cmd = ("%s %s%s > %s 2> %s"):format(shell_quote(M.exe), args, input,
+                                             shell_quote(out), shell_quote(err))
+  local _, _, code = os.execute(cmd)
+  local result = {code = code, out = read_file(out) or "", err = read_file(err) or ""}
+  os.remove(out); os.remove(err)
+  return result
+end
+
+--- Polls `check()` until it returns a true value or `timeout` seconds pass;
+-- returns that value (or nil).
+function M.wait_for(check, timeout)
+  local deadline = pulsar.time() + (timeout or 10)
+  repeat
+    local v = check()
+    if v then return v end
+    pulsar.sleep(0.02)
+  until pulsar.time() > deadline
+  return check()
+end
+
+--- Starts pulsar-lua in the background. The handle reads its output so far
+-- (`out()`, `err()`), sends signals (`kill(sig)`) and waits for its exit
+-- status (`wait(timeout)`).
+function M.start(args)
+  local base = M.tmpname()
+  local h = {outfile = base .. ".out", errfile = base .. ".err", statusfile = base .. ".status"}
+  os.execute(("(%s %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
+    shell_quote(M.exe), args, shell_quote(h.outfile), shell_quote(h.errfile),
+    shell_quote(h.statusfile)))
+  function h.out() return read_file(h.outfile) or "" end
+  function h.err() return read_file(h.errfile) or "" end
+  function h.wait_output(pattern, timeout)
+    return M.wait_for(function() return h.out():match(pattern) end, timeout)
+  end
+  function h.kill(sig, pid) os.execute(("kill -%s %d"):format(sig, pid)) end
+  function h.wait(timeout)
+    local status = M.wait_for(function()
+      local s = read_file(h.statusfile)
+      return s and s:match("%d+")
+    end, timeout)
+    return status and tonumber(status)
+  end
+  return h
+end
+
+--- Whether a process with this pid exists.
+function M.alive(pid)
+  return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
+end
+
+return M
