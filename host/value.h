@@ -18,7 +18,8 @@
 #include "buf.h"
 
 typedef struct pl_value_limits {
-    int max_depth;       /* nesting of tables and functions */
+    int max_depth;       /* nesting of tables, functions and proxies; the
+                            root is level 1; at most 1000 is honoured */
     size_t max_size;     /* most bytes one encoded value may take */
     int allow_functions; /* decode extension type 1 (bytecode); only for
                             peers trusted to run code in this VM */
@@ -28,19 +29,23 @@ extern const pl_value_limits pl_value_default_limits; /* 100, 64 MiB, yes */
 
 /* Appends the encoding of the value at idx to out. 0, or -1 with a message in
  * err such as "args[2].co: cannot encode a thread"; `root` names the value in
- * such paths. On error out keeps its length from before the call. */
+ * such paths. On error out keeps its length from before the call. lim NULL
+ * means pl_value_default_limits; the stack is left as it was. */
 int pl_value_encode(lua_State *L, int idx, pl_buf *out,
                     const pl_value_limits *lim, const char *root, char *err,
                     size_t errlen);
 
 /* Appends the n values at stack slots first..first+n-1 as one array, nils
- * kept in place (an argument list). Paths read root[1], root[2], ... */
+ * kept in place (an argument list). Paths read root[1], root[2], ... The list
+ * is level 1 of the depth limit, as it is when the array is decoded. */
 int pl_value_encode_list(lua_State *L, int first, int n, pl_buf *out,
                          const pl_value_limits *lim, const char *root,
                          char *err, size_t errlen);
 
 /* Decodes one value from data[0..len) and pushes it. Returns the bytes it
- * used (> 0), or -1 with a message in err and nothing pushed. */
+ * used (> 0; bytes after the value are left alone), or -1 with a message in
+ * err naming the byte offset, and nothing pushed. len over lim->max_size is
+ * refused before reading. */
 ptrdiff_t pl_value_decode(lua_State *L, const char *data, size_t len,
                           const pl_value_limits *lim, char *err,
                           size_t errlen);
