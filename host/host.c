@@ -7,6 +7,7 @@
  * the VM so that nothing leaks. */
 #include "host.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,7 +43,7 @@ int pl_host_pcall(pl_host *h, int nargs, int nresults, const char *where) {
     int status = lua_pcall(L, nargs, nresults, base);
     lua_remove(L, base);
     if (status != LUA_OK) {
-        pl_log(PL_LOG_ERROR, "arbiter", "%s: %s", where,
+        pl_log(PL_LOG_ERROR, h->name, "%s: %s", where,
                lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no message)");
         lua_pop(L, 1);
     }
@@ -68,12 +69,11 @@ static int file_exists(const char *path) { return access(path, R_OK) == 0; }
  * (the build tree), else <exe dir>/../<install dir>. */
 static int find_lua_dir(char *out, size_t outlen) {
     const char *env = getenv("PULSAR_LUA_DIR");
-    char probe[4096];
     if (env && *env) {
         snprintf(out, outlen, "%s", env);
         return 0;
     }
-    char exe[4000];
+    char exe[PATH_MAX];
     size_t n = sizeof exe;
     if (uv_exepath(exe, &n) != 0) return -1;
     char *slash = strrchr(exe, '/');
@@ -81,7 +81,9 @@ static int find_lua_dir(char *out, size_t outlen) {
     *slash = 0;
     const char *candidates[] = {"%s/lua", "%s/../" PULSAR_LUA_INSTALL_DIR};
     for (size_t i = 0; i < 2; i++) {
-        snprintf(out, outlen, candidates[i], exe);
+        char probe[PATH_MAX + 64];
+        int len = snprintf(out, outlen, candidates[i], exe);
+        if (len < 0 || (size_t)len >= outlen) continue;
         snprintf(probe, sizeof probe, "%s/pulsar/init.lua", out);
         if (file_exists(probe)) return 0;
     }
@@ -141,8 +143,8 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
     lua_setfield(L, -2, "show_version");
 }
 
-static int setup_vm(pl_host *h, int argc, char **argv) {
-    char dir[4096];
+static int setup_vm(pl_host *h) {
+    char dir[PATH_MAX];
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "pulsar-lua: cannot create a Lua state: out of memory\n");
@@ -161,14 +163,13 @@ static int setup_vm(pl_host *h, int argc, char **argv) {
         return -1;
     }
     prepend_package_path(L, dir);
-    create_arg_table(L, argc, argv, h->cli->script);
     return 0;
 }
 
-/* Calls host.lua's `fname` with the run request (or nothing); returns its
- * integer result, or 1 if it failed. */
-static int call_host_lua(pl_host *h, const char *fname, int with_request,
-                         int argc, char **argv) {
+/* Calls host.lua's `fname` with the request that `push` pushes (if any);
+ * returns its integer result, or 1 if it failed. */
+static int call_host_lua(pl_host *h, const char *fname, pl_push_fn push,
+                         void *ud) {
     lua_State *L = h->L;
     lua_getglobal(L, "require");
     lua_pushstring(L, "pulsar.host");
@@ -176,8 +177,8 @@ static int call_host_lua(pl_host *h, const char *fname, int with_request,
     lua_getfield(L, -1, fname);
     lua_remove(L, -2);
     int nargs = 0;
-    if (with_request) {
-        push_run_request(L, h->cli, argc, argv);
+    if (push) {
+        push(L, ud);
         nargs = 1;
     }
     if (pl_host_pcall(h, nargs, 1, fname) != LUA_OK) return 1;
@@ -217,36 +218,66 @@ static void close_loop(pl_host *h) {
     while (uv_run(&h->loop, UV_RUN_DEFAULT) != 0) {
     }
     if (uv_loop_close(&h->loop) != 0)
-        pl_log(PL_LOG_WARNING, "arbiter", "the loop had handles left at exit"), uv_print_all_handles(&h->loop, stderr);
+        pl_log(PL_LOG_WARNING, h->name, "the loop had handles left at exit");
+}
+
+static const pl_cli default_cli = {
+    .cfg = {.workers = 1, .concurrency = "process", .timeout = 30,
+            .exit_timeout = 3, .log_level = "info"},
+};
+
+int pl_host_init(pl_host *h, const pl_cli *cli, const char *name) {
+    memset(h, 0, sizeof *h);
+    h->cli = cli ? cli : &default_cli;
+    h->soon_ref = h->signal_ref = LUA_NOREF;
+    h->resources.next = h->resources.prev = &h->resources;
+    snprintf(h->name, sizeof h->name, "%s", name);
+    if (uv_loop_init(&h->loop) != 0) {
+        fprintf(stderr, "pulsar-lua: cannot create an event loop\n");
+        return -1;
+    }
+    if (setup_vm(h) != 0) {
+        pl_host_close(h);
+        return -1;
+    }
+    return 0;
+}
+
+void pl_host_close(pl_host *h) {
+    close_loop(h);
+    if (h->L) lua_close(h->L);
+    h->L = NULL;
+}
+
+int pl_host_run(pl_host *h, const char *entry, pl_push_fn push, void *ud) {
+    int code = call_host_lua(h, entry, push, ud);
+    if (code != 0 || h->exit_requested) return h->exit_requested ? h->exit_code : code;
+    h->loop_depth++;
+    uv_run(&h->loop, UV_RUN_DEFAULT);
+    h->loop_depth--;
+    if (h->exit_requested) return h->exit_code;
+    return call_host_lua(h, "loop_ended", NULL, NULL);
+}
+
+typedef struct arbiter_args {
+    const pl_cli *cli;
+    int argc;
+    char **argv;
+} arbiter_args;
+
+static void push_arbiter_request(lua_State *L, void *ud) {
+    arbiter_args *a = ud;
+    push_run_request(L, a->cli, a->argc, a->argv);
 }
 
 int pl_host_main(const pl_cli *cli, int argc, char **argv) {
     pl_host host;
-    memset(&host, 0, sizeof host);
-    host.cli = cli;
-    host.soon_ref = host.signal_ref = LUA_NOREF;
-    host.resources.next = host.resources.prev = &host.resources;
     pl_log_set_level(pl_log_level_from_name(cli->cfg.log_level));
-    if (uv_loop_init(&host.loop) != 0) {
-        fprintf(stderr, "pulsar-lua: cannot create the event loop\n");
-        return 1;
-    }
-    int code = 1;
-    if (setup_vm(&host, argc, argv) == 0) {
-        code = call_host_lua(&host, "main", 1, argc, argv);
-        if (code == 0 && !host.exit_requested) {
-            host.loop_depth++;
-            uv_run(&host.loop, UV_RUN_DEFAULT);
-            host.loop_depth--;
-            code = host.exit_requested
-                       ? host.exit_code
-                       : call_host_lua(&host, "loop_ended", 0, argc, argv);
-        } else if (host.exit_requested) {
-            code = host.exit_code;
-        }
-    }
-    close_loop(&host);
-    if (host.L) lua_close(host.L);
+    if (pl_host_init(&host, cli, "arbiter") != 0) return 1;
+    create_arg_table(host.L, argc, argv, cli->script);
+    arbiter_args args = {cli, argc, argv};
+    int code = pl_host_run(&host, "main", push_arbiter_request, &args);
+    pl_host_close(&host);
     fflush(stdout);
     return code;
 }

@@ -36,7 +36,20 @@ typedef struct pl_host {
     int nsignals;
     struct pl_stdin_reader *stdin_reader;
     pl_resource resources; /* list head of what is open; see pl_host_track */
+    char name[64];         /* the actor's name, for log lines */
 } pl_host;
+
+/* Pushes the one argument of a host.lua entry point. */
+typedef void (*pl_push_fn)(lua_State *L, void *ud);
+
+/* Makes the loop and the VM (pulsar on its path); cli may be NULL for an
+ * actor, whose settings come from its spawn parameters. 0 or -1. */
+int pl_host_init(pl_host *h, const pl_cli *cli, const char *name);
+/* Calls host.lua's `entry` with what push pushes, then runs the loop until
+ * nothing is left or an exit is asked for; returns the exit status. */
+int pl_host_run(pl_host *h, const char *entry, pl_push_fn push, void *ud);
+/* Closes every resource, the loop and the VM. */
+void pl_host_close(pl_host *h);
 
 void pl_host_track(pl_host *h, pl_resource *res, void (*close)(pl_resource *));
 void pl_host_untrack(pl_resource *res);

@@ -18,6 +18,8 @@
 
 #include "host.h"
 #include "log.h"
+#include "conn.h"
+#include "spawn.h"
 
 #define TIMER_METATABLE "pulsar.core.Timer"
 
@@ -95,6 +97,13 @@ static int timer_cancel(lua_State *L) {
         uv_timer_stop(&t->handle);
         timer_close(t);
     }
+    return 0;
+}
+
+/* A timer that should not keep the arbiter alive on its own (a tick). */
+static int timer_unref(lua_State *L) {
+    pl_timer **slot = luaL_checkudata(L, 1, TIMER_METATABLE);
+    if (*slot) uv_unref((uv_handle_t *)&(*slot)->handle);
     return 0;
 }
 
@@ -448,6 +457,28 @@ static int core_log_enabled(lua_State *L) {
     return 1;
 }
 
+static int core_set_name(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    snprintf(h->name, sizeof h->name, "%s", luaL_checkstring(L, 1));
+    return 0;
+}
+
+/* core.private_dir() -> a new directory only this user can open (0700),
+ * under $TMPDIR or /tmp, for the mailbox's Unix socket. */
+static int core_private_dir(lua_State *L) {
+    const char *tmp = getenv("TMPDIR");
+    char path[512];
+    snprintf(path, sizeof path, "%s/pulsar-lua-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(path)) return luaL_error(L, "cannot make a private directory in %s", tmp ? tmp : "/tmp");
+    lua_pushstring(L, path);
+    return 1;
+}
+
+static int core_remove_dir(lua_State *L) {
+    lua_pushboolean(L, rmdir(luaL_checkstring(L, 1)) == 0);
+    return 1;
+}
+
 static int core_set_log_level(lua_State *L) {
     pl_log_set_level(check_level(L, 1));
     return 0;
@@ -475,12 +506,16 @@ static const luaL_Reg core_functions[] = {
     {"log", core_log},
     {"log_enabled", core_log_enabled},
     {"set_log_level", core_set_log_level},
+    {"set_name", core_set_name},
+    {"private_dir", core_private_dir},
+    {"remove_dir", core_remove_dir},
     {NULL, NULL},
 };
 
 static const luaL_Reg timer_methods[] = {
     {"cancel", timer_cancel},
     {"active", timer_active},
+    {"unref", timer_unref},
     {NULL, NULL},
 };
 
@@ -493,5 +528,7 @@ int luaopen_pulsar_core(lua_State *L) {
     lua_pop(L, 1);
     luaL_newlib(L, core_functions);
     pl_lcodec_register(L);
+    pl_lspawn_register(L);
+    pl_lconn_register(L);
     return 1;
 }

@@ -10,6 +10,7 @@
 
 #include "cli.h"
 #include "host.h"
+#include "spawn.h"
 
 static void print_version(void) {
     printf("pulsar-lua %s (%s, libuv %s)\n", PULSAR_VERSION, LUA_RELEASE,
@@ -33,6 +34,9 @@ static int refuse_unavailable(const pl_cli *cli) {
 }
 
 int main(int argc, char **argv) {
+    /* A process actor started by an arbiter (spawn.c), not a user. */
+    if (argc == 4 && strcmp(argv[1], "--pulsar-actor") == 0)
+        return pl_process_actor_main(argv[2], argv[3]);
     pl_cli cli;
     char err[512];
     if (pl_cli_parse(argc, argv, &cli, err, sizeof err) != 0) {

@@ -9,6 +9,9 @@ local log = require "pulsar.log"
 
 local M = {}
 
+-- pulsar.mailbox requires this module; fetch it when first needed.
+local function mailbox() return require "pulsar.mailbox" end
+
 local Actor = {}
 Actor.__index = Actor
 Actor.__name = "pulsar.Actor"
@@ -17,6 +20,14 @@ function Actor.__tostring(a) return ("%s(%s)"):format(a.name, a.aid) end
 
 local HOOKS = {"start", "stopping", "periodic_task", "on_info", "on_params"}
 M.HOOKS = HOOKS
+
+-- Fields and methods a spawn parameter may not override.
+local BUILTIN = {aid = true, name = true, kind = true, state = true, address = true,
+                 extra = true, cfg = true, hooks = true, next_periodic_task = true,
+                 manager = true, exit_code = true}
+function M.is_builtin_field(key)
+  return BUILTIN[key] or Actor[key] ~= nil or key:sub(1, 1) == "_"
+end
 
 local current -- the Actor of this VM
 
@@ -74,9 +85,13 @@ function Actor:info()
     },
     extra = self.extra,
   }
+  info.actor.mailbox.sent = mailbox().counters.sent
+  info.actor.mailbox.received = mailbox().counters.received
+  info.actor.mailbox.pending = mailbox().pending_count()
   if self.kind == "arbiter" or self.kind == "process" or self.kind == "monitor" then
     info.system = core.system()
   end
+  if self._extra_info then self._extra_info(info) end
   self:_fire("on_info", info)
   return info
 end
@@ -91,16 +106,34 @@ function Actor:stop(exit_code)
   self.exit_code = exit_code or 0
   self.state = "stopping"
   future.async(function()
+    if self._stop_children then self:_stop_children() end
     local ok, res = self:_fire("stopping")
     if ok and future.is_future(res) then
       local waited, err = pcall(res.wait, res, self.cfg.exit_timeout or 3)
       if not waited then log.warning("stopping hook: %s", err) end
     end
     self.state = "closed"
+    if self._close then self._close(self) end
     if self._on_closed then self._on_closed(self) end
     done:set_result(self.exit_code)
   end)
   return done
+end
+
+--- Sends `command` to `target`; a Future of the reply (API.md §2).
+function Actor:send(target, command, ...) return mailbox().send(target, command, ...) end
+
+--- Spawns an actor managed by the arbiter; a Future of its ActorProxy.
+function Actor:spawn(params) return require("pulsar").spawn(params) end
+
+--- This actor's executor: a pool of `thread_workers` threads (default 5),
+-- each with a Lua VM of its own, for CPU-bound functions.
+function Actor:executor()
+  if not self._executor then
+    local Executor = require "pulsar.executor"
+    self._executor = Executor.new(self.cfg.thread_workers or 5)
+  end
+  return self._executor
 end
 
 return M

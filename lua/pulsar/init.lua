@@ -19,6 +19,24 @@ local pulsar = {
   time = core.now,
 }
 
+local mailbox = require "pulsar.mailbox"
+
+pulsar.send = mailbox.send
+pulsar.cast = mailbox.cast
+pulsar.command = mailbox.command
+pulsar.is_proxy = mailbox.is_proxy
+
+--- Spawns an actor (API.md §2, Actors); returns a Future of its ActorProxy.
+-- From the arbiter it spawns directly; elsewhere it asks the arbiter, which
+-- then manages the new actor.
+function pulsar.spawn(params)
+  local me = actor.current()
+  if me.kind == "arbiter" then return require("pulsar.arbiter").spawn(params) end
+  if type(params) ~= "table" then error("spawn: parameters must be a table", 2) end
+  me:_fire("on_params", params)
+  return mailbox.send("arbiter", "spawn", params)
+end
+
 --- The Actor of the current VM.
 pulsar.get_actor = actor.current
 

@@ -69,12 +69,13 @@ end
 
 --- Starts pulsar-lua in the background. The handle reads its output so far
 -- (`out()`, `err()`), sends signals (`kill(sig)`) and waits for its exit
--- status (`wait(timeout)`).
-function M.start(args)
+-- status (`wait(timeout)`). `wrapper` is a command put before pulsar-lua
+-- (such as valgrind).
+function M.start(args, wrapper)
   local base = M.tmpname()
   local h = {outfile = base .. ".out", errfile = base .. ".err", statusfile = base .. ".status"}
-  os.execute(("(%s %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
-    shell_quote(M.exe), args, shell_quote(h.outfile), shell_quote(h.errfile),
+  os.execute(("(%s %s %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
+    wrapper or "", shell_quote(M.exe), args, shell_quote(h.outfile), shell_quote(h.errfile),
     shell_quote(h.statusfile)))
   function h.out() return read_file(h.outfile) or "" end
   function h.err() return read_file(h.errfile) or "" end

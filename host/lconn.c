@@ -1,0 +1,425 @@
+/* lconn.c: connections seen from Lua, as part of pulsar.core.
+ *
+ *   core.listen(address, on_accept(conn)) -> listener | nil, err
+ *       listener:close(), listener:closed(), listener.address ("unix:PATH"),
+ *       listener:unref() (it no longer keeps the loop alive)
+ *   core.connect(address, on_connect(conn | nil, err))
+ *   conn:set_handler(on_message(payload, conn), on_close(reason, conn))
+ *   conn:send(payload) -> true | nil, err
+ *   conn:close([reason])   conn:closed() -> boolean
+ *   conn:stats() -> {sent=, received=, queued=}
+ *   core.channel_pair_for_test() -> conn, conn   (both ends on this loop)
+ *
+ * The transport (conn.c) owns the C objects; a Lua object only points at
+ * one, through a field the transport's close path clears (on_close here),
+ * so a closed conn is never touched again from Lua.
+ *
+ * Lifetime choices:
+ *   - a conn with handlers set is anchored in the registry until it closes:
+ *     dropping every Lua reference does not close it, as with a timer, and
+ *     its handlers go on receiving. A conn without handlers receives
+ *     nothing, so when its Lua object is collected it is closed;
+ *   - a listener is anchored while open (it always has on_accept); it ends
+ *     with listener:close() or at shutdown;
+ *   - on_close runs synchronously inside conn:close() (and inside whatever
+ *     else closes the conn), so conn:close() in on_message runs on_close
+ *     before returning; the message handler gets no further messages.
+ *
+ * Every Lua callback runs through pl_host_pcall: an error is logged with a
+ * traceback and never unwinds through libuv. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
+#include "conn.h"
+#include "host.h"
+
+#define CONN_METATABLE "pulsar.core.Conn"
+#define LISTENER_METATABLE "pulsar.core.Listener"
+
+/* ---- conns ---------------------------------------------------------------- */
+
+typedef struct lconn {
+    pl_conn *conn; /* NULL once closed: the transport frees it */
+    pl_host *host;
+    int message_ref, close_ref; /* the Lua handlers, or LUA_NOREF */
+    int self_ref;               /* anchors this userdata while handled */
+} lconn;
+
+static lconn *check_conn(lua_State *L, int arg) {
+    return luaL_checkudata(L, arg, CONN_METATABLE);
+}
+
+/* Called by the transport, once: forgets the C conn and every reference,
+ * then runs the Lua on_close if there is one. */
+static void lconn_closed(pl_conn *c, const char *reason, void *ud) {
+    (void)c;
+    lconn *u = ud;
+    lua_State *L = u->host->L;
+    int fn = u->close_ref, self = u->self_ref;
+    u->conn = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, u->message_ref);
+    u->message_ref = u->close_ref = u->self_ref = LUA_NOREF;
+    if (fn == LUA_NOREF) {
+        luaL_unref(L, LUA_REGISTRYINDEX, self);
+        return;
+    }
+    lua_rawgeti(L, LUA_REGISTRYINDEX, fn);
+    lua_pushstring(L, reason);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, self);
+    luaL_unref(L, LUA_REGISTRYINDEX, fn);
+    luaL_unref(L, LUA_REGISTRYINDEX, self);
+    pl_host_pcall(u->host, 2, 0, "connection close handler");
+}
+
+/* Protected: a payload of many megabytes may not fit in the VM, and that
+ * memory error must be logged like any other, not abort the process.
+ * Arguments: the lconn and the payload as light userdata, its length. */
+static int call_message_handler(lua_State *L) {
+    lconn *u = lua_touserdata(L, 1);
+    const char *payload = lua_touserdata(L, 2);
+    size_t len = (size_t)lua_tointeger(L, 3);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->message_ref);
+    lua_pushlstring(L, payload, len);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->self_ref);
+    lua_call(L, 2, 0);
+    return 0;
+}
+
+static void lconn_message(pl_conn *c, const char *payload, size_t len,
+                          void *ud) {
+    (void)c;
+    lconn *u = ud;
+    lua_State *L = u->host->L;
+    lua_pushcfunction(L, call_message_handler);
+    lua_pushlightuserdata(L, u);
+    lua_pushlightuserdata(L, (void *)payload);
+    lua_pushinteger(L, (lua_Integer)len);
+    pl_host_pcall(u->host, 3, 0, "connection message handler");
+}
+
+static void release_handlers(lua_State *L, lconn *u) {
+    luaL_unref(L, LUA_REGISTRYINDEX, u->message_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, u->close_ref);
+    u->message_ref = u->close_ref = LUA_NOREF;
+}
+
+static int optional_function_ref(lua_State *L, int arg) {
+    if (lua_isnoneornil(L, arg)) return LUA_NOREF;
+    luaL_checktype(L, arg, LUA_TFUNCTION);
+    lua_pushvalue(L, arg);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* conn:set_handler(on_message, on_close): either may be nil. Messages are
+ * read only while on_message is set. */
+static int conn_set_handler(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TFUNCTION);
+    if (!lua_isnoneornil(L, 3)) luaL_checktype(L, 3, LUA_TFUNCTION);
+    if (!u->conn) return luaL_error(L, "connection closed");
+    release_handlers(L, u);
+    u->message_ref = optional_function_ref(L, 2);
+    u->close_ref = optional_function_ref(L, 3);
+    int handled = u->message_ref != LUA_NOREF || u->close_ref != LUA_NOREF;
+    if (handled && u->self_ref == LUA_NOREF) {
+        lua_pushvalue(L, 1);
+        u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else if (!handled) {
+        luaL_unref(L, LUA_REGISTRYINDEX, u->self_ref);
+        u->self_ref = LUA_NOREF;
+    }
+    pl_conn_handler h = {
+        u->message_ref != LUA_NOREF ? lconn_message : NULL, lconn_closed, u};
+    pl_conn_set_handler(u->conn, &h);
+    return 0;
+}
+
+static int conn_send(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    size_t len;
+    const char *payload = luaL_checklstring(L, 2, &len);
+    char err[200];
+    if (!u->conn) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "connection closed");
+        return 2;
+    }
+    if (pl_conn_send(u->conn, payload, len, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int conn_close(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    const char *reason = luaL_optstring(L, 2, "closed");
+    if (u->conn) pl_conn_close(u->conn, reason);
+    return 0;
+}
+
+static int conn_is_closed(lua_State *L) {
+    lua_pushboolean(L, check_conn(L, 1)->conn == NULL);
+    return 1;
+}
+
+/* Once closed the counts are gone with the conn: all zero. */
+static int conn_stats(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    pl_conn_stats s = {0, 0, 0};
+    if (u->conn) pl_conn_stats_get(u->conn, &s);
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, (lua_Integer)s.sent);
+    lua_setfield(L, -2, "sent");
+    lua_pushinteger(L, (lua_Integer)s.received);
+    lua_setfield(L, -2, "received");
+    lua_pushinteger(L, (lua_Integer)s.queued);
+    lua_setfield(L, -2, "queued");
+    return 1;
+}
+
+static int conn_tostring(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    lua_pushfstring(L, "Conn (%s): %p", u->conn ? "open" : "closed",
+                    (void *)u);
+    return 1;
+}
+
+/* Reached only without handlers (a handled conn is anchored), so closing
+ * calls nothing in Lua. At lua_close every conn is already closed: the host
+ * closes its resources first. */
+static int conn_gc(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    if (u->conn) pl_conn_close(u->conn, "garbage-collected");
+    return 0;
+}
+
+static const luaL_Reg conn_methods[] = {
+    {"set_handler", conn_set_handler},
+    {"send", conn_send},
+    {"close", conn_close},
+    {"closed", conn_is_closed},
+    {"stats", conn_stats},
+    {NULL, NULL},
+};
+
+static void push_conn_metatable(lua_State *L) {
+    if (luaL_newmetatable(L, CONN_METATABLE)) {
+        luaL_newlib(L, conn_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, conn_gc);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, conn_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+}
+
+/* Takes over c's handler: until set_handler, nothing is read and a close
+ * only clears the Lua object. Push each conn once. */
+void pl_lconn_push(lua_State *L, pl_conn *c) {
+    lconn *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->conn = c;
+    u->host = pl_host_of(L);
+    u->message_ref = u->close_ref = u->self_ref = LUA_NOREF;
+    push_conn_metatable(L);
+    lua_setmetatable(L, -2);
+    pl_conn_handler h = {NULL, lconn_closed, u};
+    pl_conn_set_handler(c, &h);
+}
+
+/* ---- connecting ------------------------------------------------------------- */
+
+typedef struct lconnect {
+    pl_host *host;
+    int fn_ref;
+} lconnect;
+
+static void lua_connected(pl_conn *c, const char *err, void *ud) {
+    lconnect *k = ud;
+    pl_host *h = k->host;
+    lua_State *L = h->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, k->fn_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, k->fn_ref);
+    free(k);
+    if (c) {
+        pl_lconn_push(L, c);
+        lua_pushnil(L);
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+    }
+    pl_host_pcall(h, 2, 0, "connect callback");
+}
+
+/* core.connect(address, fn): fn(conn) or fn(nil, err), from the loop. */
+static int core_connect(lua_State *L) {
+    const char *address = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lconnect *k = malloc(sizeof *k);
+    if (!k) return luaL_error(L, "out of memory");
+    k->host = pl_host_of(L);
+    lua_pushvalue(L, 2);
+    k->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    pl_connect(k->host, address, lua_connected, k);
+    return 0;
+}
+
+/* ---- listeners --------------------------------------------------------------- */
+
+typedef struct llistener {
+    pl_listener *listener; /* NULL once closed */
+    pl_host *host;
+    int accept_ref; /* the Lua on_accept */
+    int self_ref;   /* anchors this userdata while open */
+    /* Tracked after the listener's own resource, so the host's shutdown
+     * (last tracked, first closed) closes it through here and the fields
+     * above are cleared; untracked before the anchor is dropped. */
+    pl_resource res;
+} llistener;
+
+static void llistener_close(llistener *u) {
+    if (!u->listener) return;
+    lua_State *L = u->host->L;
+    pl_host_untrack(&u->res);
+    pl_listener_close(u->listener);
+    u->listener = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, u->accept_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, u->self_ref);
+    u->accept_ref = u->self_ref = LUA_NOREF;
+}
+
+static void llistener_shutdown(pl_resource *res) {
+    llistener_close((llistener *)((char *)res - offsetof(llistener, res)));
+}
+
+static void lua_accepted(pl_listener *l, pl_conn *c, void *ud) {
+    (void)l;
+    llistener *u = ud;
+    lua_State *L = u->host->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->accept_ref);
+    pl_lconn_push(L, c);
+    pl_host_pcall(u->host, 1, 0, "listener accept handler");
+}
+
+static llistener *check_listener(lua_State *L, int arg) {
+    return luaL_checkudata(L, arg, LISTENER_METATABLE);
+}
+
+static int listener_close(lua_State *L) {
+    llistener_close(check_listener(L, 1));
+    return 0;
+}
+
+/* listener:unref(): the listener no longer keeps the loop alive. */
+static int listener_unref(lua_State *L) {
+    llistener *u = check_listener(L, 1);
+    if (u->listener) pl_listener_unref(u->listener);
+    return 0;
+}
+
+static int listener_is_closed(lua_State *L) {
+    lua_pushboolean(L, check_listener(L, 1)->listener == NULL);
+    return 1;
+}
+
+/* __index: the methods (upvalue 1), or the address kept as user value. */
+static int listener_index(lua_State *L) {
+    check_listener(L, 1);
+    if (lua_type(L, 2) == LUA_TSTRING &&
+        strcmp(lua_tostring(L, 2), "address") == 0) {
+        lua_getiuservalue(L, 1, 1);
+        return 1;
+    }
+    lua_pushvalue(L, 2);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 1;
+}
+
+static const luaL_Reg listener_methods[] = {
+    {"close", listener_close},
+    {"unref", listener_unref},
+    {"closed", listener_is_closed},
+    {NULL, NULL},
+};
+
+static void push_listener_metatable(lua_State *L) {
+    if (luaL_newmetatable(L, LISTENER_METATABLE)) {
+        luaL_newlib(L, listener_methods);
+        lua_pushcclosure(L, listener_index, 1);
+        lua_setfield(L, -2, "__index");
+        /* No __gc: an open listener is anchored, so it is collected only
+         * once closed (or by lua_close, after the host closed it). */
+    }
+}
+
+/* core.listen(address, on_accept) -> listener | nil, err */
+static int core_listen(lua_State *L) {
+    const char *address = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    pl_host *h = pl_host_of(L);
+    llistener *u = lua_newuserdatauv(L, sizeof *u, 1);
+    u->listener = NULL;
+    u->host = h;
+    u->accept_ref = u->self_ref = LUA_NOREF;
+    push_listener_metatable(L);
+    lua_setmetatable(L, -2);
+    /* What pl_listen accepts is "unix:PATH" or a bare path. */
+    if (strncmp(address, "unix:", 5) == 0) lua_pushstring(L, address);
+    else lua_pushfstring(L, "unix:%s", address);
+    lua_setiuservalue(L, -2, 1);
+    char err[512];
+    pl_listener *l = pl_listen(h, address, lua_accepted, u, err, sizeof err);
+    if (!l) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    u->listener = l;
+    lua_pushvalue(L, 2);
+    u->accept_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_pushvalue(L, -1);
+    u->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    pl_host_track(h, &u->res, llistener_shutdown);
+    return 1;
+}
+
+/* ---- channels ------------------------------------------------------------------ */
+
+/* core.channel_pair_for_test() -> conn, conn: the two ends of one channel,
+ * both on this loop, to exercise the channel transport from Lua. */
+static int core_channel_pair_for_test(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    pl_channel *ch = pl_channel_new();
+    if (!ch) return luaL_error(L, "out of memory");
+    pl_conn *a = pl_channel_attach(h, ch, 0);
+    pl_conn *b = pl_channel_attach(h, ch, 1);
+    pl_channel_release(ch);
+    if (!a || !b) {
+        pl_conn_close(a, "discarded");
+        pl_conn_close(b, "discarded");
+        return luaL_error(L, "cannot attach a channel: out of memory");
+    }
+    pl_lconn_push(L, a);
+    pl_lconn_push(L, b);
+    return 2;
+}
+
+static const luaL_Reg conn_functions[] = {
+    {"listen", core_listen},
+    {"connect", core_connect},
+    {"channel_pair_for_test", core_channel_pair_for_test},
+    {NULL, NULL},
+};
+
+/* Adds the functions above to the table on top of the stack (pulsar.core). */
+void pl_lconn_register(lua_State *L) {
+    push_conn_metatable(L);
+    push_listener_metatable(L);
+    lua_pop(L, 2);
+    luaL_setfuncs(L, conn_functions, 0);
+}

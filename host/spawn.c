@@ -1,0 +1,315 @@
+/* spawn.c: process and thread actors (see spawn.h).
+ *
+ * Ownership: a Process or Thread record is malloc'd, owned by the arbiter's
+ * loop (a tracked pl_resource), and freed once its exit has been reported to
+ * Lua; the Lua userdata only points at it and is cleared at that moment. */
+#include "spawn.h"
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+
+#include <lauxlib.h>
+
+#include "conn.h"
+#include "host.h"
+#include "log.h"
+
+#define PROCESS_METATABLE "pulsar.core.Process"
+#define THREAD_METATABLE "pulsar.core.Thread"
+
+/* ---- the actor side ---------------------------------------------------- */
+
+typedef struct actor_request {
+    const char *kind;
+    const char *aid;
+    const char *address; /* process actors connect here */
+    pl_conn *conn;       /* thread actors are handed their channel end */
+} actor_request;
+
+static void push_actor_request(lua_State *L, void *ud) {
+    actor_request *r = ud;
+    lua_createtable(L, 0, 4);
+    lua_pushstring(L, r->kind);
+    lua_setfield(L, -2, "kind");
+    lua_pushstring(L, r->aid);
+    lua_setfield(L, -2, "aid");
+    if (r->address) {
+        lua_pushstring(L, r->address);
+        lua_setfield(L, -2, "address");
+    }
+    if (r->conn) {
+        pl_lconn_push(L, r->conn);
+        lua_setfield(L, -2, "conn");
+    }
+}
+
+int pl_process_actor_main(const char *address, const char *aid) {
+    /* No orphans: if the arbiter dies outright, so do we. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    pl_host host;
+    if (pl_host_init(&host, NULL, aid) != 0) return 1;
+    actor_request req = {"process", aid, address, NULL};
+    int code = pl_host_run(&host, "actor_main", push_actor_request, &req);
+    pl_host_close(&host);
+    fflush(stdout);
+    return code;
+}
+
+/* ---- exit reporting, shared by processes and threads ------------------- */
+
+/* What the arbiter keeps of a child: where to report its exit. */
+typedef struct child {
+    pl_host *host;
+    pl_resource res;
+    int on_exit_ref;
+    struct child **owner; /* the Lua userdata's slot */
+} child;
+
+static void child_forget_lua(child *c) {
+    if (c->owner) *c->owner = NULL;
+    c->owner = NULL;
+    if (c->on_exit_ref != LUA_NOREF)
+        luaL_unref(c->host->L, LUA_REGISTRYINDEX, c->on_exit_ref);
+    c->on_exit_ref = LUA_NOREF;
+}
+
+/* Calls on_exit(a, b) once; the child is no longer reachable from Lua. */
+static void child_report_exit(child *c, lua_Integer a, lua_Integer b, int nargs) {
+    int ref = c->on_exit_ref;
+    c->on_exit_ref = LUA_NOREF;
+    if (c->owner) *c->owner = NULL;
+    c->owner = NULL;
+    if (ref == LUA_NOREF) return;
+    lua_State *L = c->host->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    lua_pushinteger(L, a);
+    if (nargs > 1) lua_pushinteger(L, b);
+    pl_host_pcall(c->host, nargs, 0, "actor exit callback");
+}
+
+static child **new_child_userdata(lua_State *L, const char *metatable) {
+    child **slot = lua_newuserdatauv(L, sizeof *slot, 0);
+    *slot = NULL;
+    luaL_setmetatable(L, metatable);
+    return slot;
+}
+
+static void child_init(child *c, lua_State *L, int on_exit_idx, child **slot) {
+    c->host = pl_host_of(L);
+    lua_pushvalue(L, on_exit_idx);
+    c->on_exit_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    c->owner = slot;
+    *slot = c;
+}
+
+static int child_gc(lua_State *L) {
+    child **slot = lua_touserdata(L, 1);
+    if (*slot) (*slot)->owner = NULL;
+    return 0;
+}
+
+/* ---- process actors ----------------------------------------------------- */
+
+typedef struct process {
+    child base;
+    uv_process_t handle;
+} process;
+
+static void process_closed(uv_handle_t *handle) { free(handle->data); }
+
+static void process_exited(uv_process_t *handle, int64_t status, int signal) {
+    process *p = handle->data;
+    pl_host_untrack(&p->base.res);
+    child_report_exit(&p->base, (lua_Integer)status, signal, 2);
+    uv_close((uv_handle_t *)handle, process_closed);
+}
+
+/* At the arbiter's exit a child still running is told to stop; its exit is
+ * no longer waited for (it stops itself when the mailbox closes). */
+static void process_shutdown(pl_resource *res) {
+    process *p = (process *)((char *)res - offsetof(process, base.res));
+    pl_host_untrack(res);
+    uv_process_kill(&p->handle, SIGTERM);
+    child_forget_lua(&p->base);
+    uv_close((uv_handle_t *)&p->handle, process_closed);
+}
+
+/* core.spawn_process(aid, address, on_exit) -> Process */
+static int core_spawn_process(lua_State *L) {
+    const char *aid = luaL_checkstring(L, 1);
+    const char *address = luaL_checkstring(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    char exe[4096];
+    size_t n = sizeof exe;
+    if (uv_exepath(exe, &n) != 0) return luaL_error(L, "cannot find this executable");
+    child **slot = new_child_userdata(L, PROCESS_METATABLE);
+    process *p = calloc(1, sizeof *p);
+    if (!p) return luaL_error(L, "out of memory spawning a process");
+    char *args[] = {exe, "--pulsar-actor", (char *)address, (char *)aid, NULL};
+    uv_stdio_container_t stdio[3] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = 1},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+    };
+    uv_process_options_t opts = {
+        .exit_cb = process_exited, .file = exe, .args = args,
+        .stdio_count = 3, .stdio = stdio,
+    };
+    p->handle.data = p;
+    int rc = uv_spawn(&pl_host_of(L)->loop, &p->handle, &opts);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&p->handle, process_closed);
+        return luaL_error(L, "cannot start a process: %s", uv_strerror(rc));
+    }
+    child_init(&p->base, L, 3, slot);
+    pl_host_track(p->base.host, &p->base.res, process_shutdown);
+    return 1;
+}
+
+static int process_index(lua_State *L) {
+    child **slot = luaL_checkudata(L, 1, PROCESS_METATABLE);
+    const char *key = luaL_checkstring(L, 2);
+    process *p = (process *)*slot;
+    if (strcmp(key, "pid") == 0) {
+        if (p) lua_pushinteger(L, p->handle.pid);
+        else lua_pushnil(L);
+        return 1;
+    }
+    luaL_getmetatable(L, PROCESS_METATABLE);
+    lua_getfield(L, -1, key);
+    return 1;
+}
+
+/* process:kill([signal]) -> true | nil, err (signal defaults to SIGTERM) */
+static int process_kill(lua_State *L) {
+    child **slot = luaL_checkudata(L, 1, PROCESS_METATABLE);
+    int sig = (int)luaL_optinteger(L, 2, SIGTERM);
+    if (!*slot) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "the process has exited");
+        return 2;
+    }
+    int rc = uv_process_kill(&((process *)*slot)->handle, sig);
+    if (rc != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, uv_strerror(rc));
+        return 2;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- thread actors ------------------------------------------------------ */
+
+typedef struct thread_actor {
+    child base;
+    uv_thread_t thread;
+    uv_async_t ended; /* the thread's last act: wakes the arbiter to join */
+    pl_channel *channel;
+    char aid[64];
+    int status; /* the actor's exit status, written by the thread */
+} thread_actor;
+
+static void thread_body(void *arg) {
+    thread_actor *t = arg;
+    pl_host host;
+    int code = 1;
+    if (pl_host_init(&host, NULL, t->aid) == 0) {
+        pl_conn *conn = pl_channel_attach(&host, t->channel, 1);
+        /* The creator's reference was handed to us: both ends hold their
+         * own now. */
+        pl_channel_release(t->channel);
+        if (conn) {
+            actor_request req = {"thread", t->aid, NULL, conn};
+            code = pl_host_run(&host, "actor_main", push_actor_request, &req);
+        }
+        pl_host_close(&host);
+    }
+    t->status = code;
+    uv_async_send(&t->ended);
+}
+
+static void thread_freed(uv_handle_t *handle) { free(handle->data); }
+
+static void thread_ended(uv_async_t *async) {
+    thread_actor *t = async->data;
+    uv_thread_join(&t->thread);
+    pl_host_untrack(&t->base.res);
+    child_report_exit(&t->base, t->status, 0, 1);
+    uv_close((uv_handle_t *)async, thread_freed);
+}
+
+/* At the arbiter's exit: the channel is closed by then (its conn is a
+ * resource too), so the thread's actor stops; wait for it. */
+static void thread_shutdown(pl_resource *res) {
+    thread_actor *t = (thread_actor *)((char *)res - offsetof(thread_actor, base.res));
+    pl_host_untrack(res);
+    child_forget_lua(&t->base);
+    uv_thread_join(&t->thread);
+    uv_close((uv_handle_t *)&t->ended, thread_freed);
+}
+
+/* core.spawn_thread(aid, on_exit) -> conn, Thread */
+static int core_spawn_thread(lua_State *L) {
+    const char *aid = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    pl_host *h = pl_host_of(L);
+    child **slot = new_child_userdata(L, THREAD_METATABLE);
+    thread_actor *t = calloc(1, sizeof *t);
+    pl_channel *ch = t ? pl_channel_new() : NULL;
+    if (!ch) {
+        free(t);
+        return luaL_error(L, "out of memory spawning a thread");
+    }
+    snprintf(t->aid, sizeof t->aid, "%s", aid);
+    t->channel = ch;
+    uv_async_init(&h->loop, &t->ended, thread_ended);
+    t->ended.data = t;
+    /* Tracked before its channel end: at shutdown, resources close newest
+     * first, so the channel closes (and the actor stops) before the join. */
+    child_init(&t->base, L, 2, slot);
+    pl_host_track(h, &t->base.res, thread_shutdown);
+    pl_conn *conn = pl_channel_attach(h, ch, 0);
+    int rc = conn ? uv_thread_create(&t->thread, thread_body, t) : UV_ENOMEM;
+    if (rc != 0) {
+        if (conn) pl_conn_close(conn, "thread not started");
+        pl_channel_release(ch);
+        pl_host_untrack(&t->base.res);
+        child_forget_lua(&t->base);
+        uv_close((uv_handle_t *)&t->ended, thread_freed);
+        return luaL_error(L, "cannot start a thread: %s", uv_strerror(rc));
+    }
+    /* The thread releases the creator's reference once it has attached. */
+    pl_lconn_push(L, conn);
+    lua_insert(L, -2);
+    return 2;
+}
+
+static const luaL_Reg spawn_functions[] = {
+    {"spawn_process", core_spawn_process},
+    {"spawn_thread", core_spawn_thread},
+    {NULL, NULL},
+};
+
+void pl_lspawn_register(lua_State *L) {
+    if (luaL_newmetatable(L, PROCESS_METATABLE)) {
+        lua_pushcfunction(L, process_index);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, process_kill);
+        lua_setfield(L, -2, "kill");
+        lua_pushcfunction(L, child_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, THREAD_METATABLE)) {
+        lua_pushcfunction(L, child_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_setfuncs(L, spawn_functions, 0);
+}

@@ -1,0 +1,336 @@
+--- pulsar.arbiter: the arbiter's side of actors: spawning them, the
+-- mailbox they connect to, routing between them, and learning at once when
+-- one ends (API.md §2 "Actors", DESIGN.md "The arbiter routes").
+--
+-- Every actor has one link to the arbiter: a Unix socket for process
+-- actors, an in-process channel for thread actors. The arbiter keeps a
+-- record per actor and relays envelopes between them unchanged, remembering
+-- which requests each actor still owes a reply to, so that when an actor
+-- dies every caller waiting on it fails at once.
+--
+-- The spawn handshake (as pulsar's): the new actor sends `pulsar:hello`
+-- and gets its parameters back; it runs its `start` hook; then it sends
+-- `pulsar:started` (or `pulsar:start_failed`), which resolves the Future
+-- that `spawn` returned.
+local core = require "pulsar.core"
+local future = require "pulsar.future"
+local log = require "pulsar.log"
+local mailbox = require "pulsar.mailbox"
+local actor_mod = require "pulsar.actor"
+
+local M = {}
+
+local records = {}   -- aid -> record of a live actor
+local by_link = setmetatable({}, {__mode = "k"}) -- link -> record
+local arbiter        -- the Arbiter actor
+local listener, private_dir
+local spawned = 0
+
+local function label(rec) return ("actor '%s' (%s)"):format(rec.name, rec.aid) end
+
+---------------------------------------------------------------------------
+-- The mailbox listener
+
+local function attach(link, rec)
+  link:set_handler(function(payload) mailbox.receive(link, payload) end,
+                   function(reason) M.link_closed(link, reason) end)
+  if rec then rec.link, by_link[link] = link, rec end
+end
+
+local function start_listener()
+  local address = arbiter.cfg.mailbox
+  if not address then
+    private_dir = core.private_dir()
+    address = "unix:" .. private_dir .. "/mailbox.sock"
+  end
+  local why
+  listener, why = core.listen(address, function(link) attach(link, nil) end)
+  if not listener then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
+  listener:unref() -- a mailbox alone does not keep the arbiter alive
+  arbiter.address = address
+end
+
+local function close_listener()
+  if listener then listener:close() end
+  if private_dir then core.remove_dir(private_dir) end
+  listener, private_dir = nil, nil
+end
+
+---------------------------------------------------------------------------
+-- Routing
+
+local function lookup(target)
+  local rec = records[target]
+  if rec then return rec end
+  for _, r in pairs(records) do
+    if r.name == target then return r end
+  end
+end
+
+local function route(aid)
+  local rec = lookup(aid)
+  if not rec then return nil, ("unknown target '%s'"):format(aid) end
+  if not rec.link then return nil, label(rec) .. " is not connected" end
+  return rec.link
+end
+
+local function inflight_key(sender, id) return sender .. "\0" .. id end
+
+local function fail_request(env, message)
+  if env.sender == arbiter.aid then return end -- its own calls fail via pending
+  local caller = records[env.sender]
+  if caller and caller.link then mailbox.reply(caller.link, env, nil, message) end
+end
+
+-- Relays an envelope that is not for the arbiter itself.
+local function relay(link, env, payload)
+  local rec = lookup(env.target)
+  if env.command == "callback" then
+    local replier = by_link[link]
+    if replier then replier.inflight[inflight_key(env.target, env.ack)] = nil end
+    if rec and rec.link then rec.link:send(payload) end
+    return
+  end
+  local ok, why
+  if rec and rec.link then ok, why = rec.link:send(payload) end
+  if not ok then
+    if env.ack then
+      mailbox.reply(link, env, nil, rec and ("cannot send '%s' to %s: %s"):format(env.command, label(rec), why)
+                                        or ("unknown target '%s'"):format(env.target))
+    end
+    return
+  end
+  if env.ack then rec.inflight[inflight_key(env.sender, env.id)] = env end
+end
+
+---------------------------------------------------------------------------
+-- Actors ending
+
+-- Fails every call still waiting on rec, once.
+local function fail_calls(rec, why)
+  local message = ("%s %s before replying"):format(label(rec), why)
+  mailbox.fail_pending(rec.aid, message)
+  for key, env in pairs(rec.inflight) do
+    rec.inflight[key] = nil
+    fail_request(env, ("%s to '%s'"):format(message, env.command))
+  end
+end
+
+function M.link_closed(link, reason)
+  local rec = by_link[link]
+  by_link[link] = nil
+  if not rec then return end
+  rec.link = nil
+  fail_calls(rec, "disconnected (" .. tostring(reason) .. ")")
+  if rec.kind == "thread" then return end -- its thread's end follows
+end
+
+local function describe_exit(status, signal)
+  if signal and signal ~= 0 then return ("killed by signal %d"):format(signal) end
+  return ("exited with status %d"):format(status)
+end
+
+local function actor_ended(rec, status, signal)
+  records[rec.aid] = nil
+  rec.state = "terminated"
+  rec.exit_status = status
+  local how = describe_exit(status, signal)
+  if rec.link then
+    local link = rec.link
+    by_link[link], rec.link = nil, nil
+    link:close("actor ended")
+  end
+  fail_calls(rec, how)
+  if not rec.spawn:done() then
+    rec.spawn:set_exception(("%s %s before it started"):format(label(rec), how))
+  end
+  log.debug("%s %s", label(rec), how)
+  rec.gone:set_result(how)
+end
+
+---------------------------------------------------------------------------
+-- Spawning
+
+local PARAMS = {name = true, concurrency = true, timeout = true, commands = true,
+                module = true, cfg = true}
+for _, hook in ipairs(actor_mod.HOOKS) do PARAMS[hook] = true end
+
+local function check_params(params)
+  if type(params) ~= "table" then error("spawn: parameters must be a table", 3) end
+  if params.name ~= nil and type(params.name) ~= "string" then error("spawn: name must be a string", 3) end
+  local kind = params.concurrency or arbiter.cfg.concurrency or "process"
+  if kind ~= "process" and kind ~= "thread" then
+    error(("spawn: concurrency must be 'process' or 'thread', not '%s'"):format(tostring(kind)), 3)
+  end
+  for _, hook in ipairs(actor_mod.HOOKS) do
+    if params[hook] ~= nil and type(params[hook]) ~= "function" then
+      error(("spawn: hook '%s' must be a function"):format(hook), 3)
+    end
+  end
+  if params.commands ~= nil then
+    if type(params.commands) ~= "table" then error("spawn: commands must be a table", 3) end
+    for name, fn in pairs(params.commands) do
+      if type(name) ~= "string" or type(fn) ~= "function" then
+        error(("spawn: commands.%s must be a function"):format(tostring(name)), 3)
+      end
+    end
+  end
+  if params.module ~= nil and type(params.module) ~= "string" then error("spawn: module must be a string", 3) end
+  if params.timeout ~= nil and (type(params.timeout) ~= "number" or params.timeout <= 0) then
+    error("spawn: timeout must be a number of seconds above 0", 3)
+  end
+  for key in pairs(params) do
+    if type(key) ~= "string" then error("spawn: parameter keys must be strings", 3) end
+    if not PARAMS[key] and actor_mod.is_builtin_field(key) then
+      error(("spawn: '%s' is a built-in field of an actor and cannot be set"):format(key), 3)
+    end
+  end
+  return kind
+end
+
+-- What the new actor receives in reply to its hello.
+local function actor_spec(params, aid, kind)
+  local cfg = {}
+  for k, v in pairs(arbiter.cfg) do cfg[k] = v end
+  for k, v in pairs(params.cfg or {}) do cfg[k] = v end
+  if params.timeout then cfg.timeout = params.timeout end
+  local spec = {aid = aid, name = params.name or "actor", kind = kind, cfg = cfg,
+                path = package.path, cpath = package.cpath, address = arbiter.address,
+                module = params.module, commands = params.commands, hooks = {}, fields = {}}
+  for _, hook in ipairs(actor_mod.HOOKS) do spec.hooks[hook] = params[hook] end
+  for key, value in pairs(params) do
+    if not PARAMS[key] then spec.fields[key] = value end
+  end
+  return spec
+end
+
+local function new_record(spec)
+  spawned = spawned + 1
+  return {aid = spec.aid, name = spec.name, kind = spec.kind, spec = spec, state = "starting",
+          inflight = {}, age = spawned,
+          spawn = future.Future(("the spawn of '%s'"):format(spec.name)),
+          gone = future.Future(("the end of '%s'"):format(spec.name))}
+end
+
+--- Spawns an actor (API.md §2); returns a Future of its ActorProxy.
+function M.spawn(params)
+  local kind = check_params(params)
+  arbiter:_fire("on_params", params)
+  local spec = actor_spec(params, core.random_id(), kind)
+  local ok, err = pcall(core.encode, spec) -- refuse what cannot cross, here
+  if not ok then
+    error("spawn: " .. tostring(err):gsub("^value%.hooks%.", ""):gsub("^value%.commands", "commands")
+                                   :gsub("^value%.fields%.", ""), 2)
+  end
+  local rec = new_record(spec)
+  records[rec.aid] = rec
+  if kind == "process" then
+    rec.process = core.spawn_process(rec.aid, arbiter.address,
+                                     function(status, signal) actor_ended(rec, status, signal) end)
+    rec.pid = rec.process.pid
+  else
+    local link, thread = core.spawn_thread(rec.aid, function(status) actor_ended(rec, status) end)
+    rec.thread = thread
+    attach(link, rec)
+  end
+  return rec.spawn
+end
+
+--- Stops the actor `aid` and waits until it is gone; kills a process that
+-- outlives `timeout` seconds (default exit_timeout).
+function M.kill_actor(aid, timeout)
+  local rec = lookup(aid)
+  if not rec then error(("kill_actor: unknown actor '%s'"):format(tostring(aid)), 0) end
+  timeout = timeout or arbiter.cfg.exit_timeout or 3
+  if rec.link then mailbox.cast(rec.aid, "stop") end
+  local ok = pcall(rec.gone.wait, rec.gone, timeout)
+  if not ok and rec.process then
+    rec.process:kill(9)
+    rec.gone:wait(timeout + 10)
+  elseif not ok then
+    error(("kill_actor: %s did not stop within %g s"):format(label(rec), timeout), 0)
+  end
+  return "killed " .. rec.aid
+end
+
+--- Stops every actor, waiting up to `timeout` for all of them, then kills
+-- the processes left.
+function M.stop_all(timeout)
+  local waits = {}
+  for _, rec in pairs(records) do
+    if rec.link then mailbox.cast(rec.aid, "stop") end
+    waits[#waits + 1] = rec.gone
+  end
+  if #waits == 0 then return end
+  local all = future.gather(table.unpack(waits))
+  if pcall(all.wait, all, timeout) then return end
+  local left = {}
+  for _, rec in pairs(records) do
+    log.warning("%s did not stop within %g s: killing it", label(rec), timeout)
+    if rec.process then rec.process:kill(9) end
+    left[#left + 1] = rec.gone
+  end
+  all = future.gather(table.unpack(left))
+  pcall(all.wait, all, 10)
+end
+
+--- The info of the actors this arbiter manages.
+function M.workers_info()
+  local list = {}
+  for _, rec in pairs(records) do
+    list[#list + 1] = rec.info or {actor = {name = rec.name, aid = rec.aid, kind = rec.kind,
+                                            state = rec.state, pid = rec.pid, age = rec.age}}
+  end
+  table.sort(list, function(a, b) return (a.actor.age or 0) < (b.actor.age or 0) end)
+  return list
+end
+
+---------------------------------------------------------------------------
+-- Handshake and arbiter commands
+
+local function install_commands()
+  mailbox.command("pulsar:hello", function(request)
+    local rec = records[request.caller]
+    if not rec or rec.state ~= "starting" then
+      request.link:close("unknown actor")
+      error("unknown actor " .. tostring(request.caller), 0)
+    end
+    if not rec.link then attach(request.link, rec) end
+    return rec.spec
+  end)
+  mailbox.command("pulsar:started", function(request, info)
+    local rec = records[request.caller]
+    if not rec then return false end
+    rec.state, rec.info = "running", info
+    rec.pid = rec.pid or (info and info.actor and info.actor.pid)
+    rec.proxy = mailbox.proxy(rec.aid, rec.name, arbiter.address)
+    rec.spawn:set_result(rec.proxy)
+    return true
+  end)
+  mailbox.command("pulsar:start_failed", function(request, message)
+    local rec = records[request.caller]
+    if rec and not rec.spawn:done() then
+      rec.spawn:set_exception(("%s failed to start: %s"):format(label(rec), tostring(message)))
+    end
+    return true
+  end)
+  mailbox.command("spawn", function(_, params) return M.spawn(params):wait() end)
+  mailbox.command("kill_actor", function(_, aid, timeout) return M.kill_actor(aid, timeout) end)
+end
+
+--- Makes this VM's arbiter: its mailbox, its routing, its commands.
+function M.setup(the_arbiter)
+  arbiter = the_arbiter
+  mailbox.setup(arbiter, route, relay)
+  install_commands()
+  arbiter._on_notify = function(aid, info)
+    local rec = records[aid]
+    if rec then rec.info, rec.notified = info, core.now() end
+  end
+  arbiter._stop_children = function(a) M.stop_all(a.cfg.exit_timeout or 3) end
+  arbiter._close = close_listener
+  arbiter._extra_info = function(info) info.workers = M.workers_info() info.monitors = {} end
+  start_listener()
+end
+
+return M

@@ -1,0 +1,39 @@
+--- pulsar.commands: the built-in commands every actor answers (API.md §2).
+-- The arbiter adds its own (spawn, kill_actor and the spawn handshake) in
+-- pulsar.arbiter.
+local core = require "pulsar.core"
+local mailbox = require "pulsar.mailbox"
+
+local M = {}
+
+local function config(request, action, name, value)
+  local cfg = request.actor.cfg
+  if type(name) ~= "string" then error("config: name must be a string", 0) end
+  if action == "get" then return cfg[name] end
+  if action == "set" then
+    cfg[name] = value
+    return true
+  end
+  error("config: action must be 'get' or 'set', not " .. tostring(action), 0)
+end
+
+--- Registers the built-ins in this VM's mailbox.
+function M.install()
+  mailbox.command("ping", function() return "pong" end)
+  mailbox.command("echo", function(_, x) return x end)
+  mailbox.command("info", function(request) return request.actor:info() end)
+  mailbox.command("run", function(request, fn, ...)
+    if type(fn) ~= "function" then error("run: the first argument must be a function", 0) end
+    return fn(request.actor, ...)
+  end)
+  mailbox.command("stop", function(request) request.actor:stop() end, {ack = false})
+  mailbox.command("config", config)
+  -- The manager's side of the heartbeat; a worker's manager records it.
+  mailbox.command("notify", function(request, info)
+    local notified = request.actor._on_notify
+    if notified then notified(request.caller, info) end
+    return core.now()
+  end)
+end
+
+return M

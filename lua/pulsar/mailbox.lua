@@ -1,0 +1,259 @@
+--- pulsar.mailbox: messages between actors (API.md §2 "Messages and
+-- commands", §3 "The mailbox protocol").
+--
+-- One mailbox per VM. `send` encodes an envelope
+--   {command=, id=, sender=, target=, args={...}, ack=}
+-- and hands it to the link the router chooses (an actor has one link, to the
+-- arbiter; the arbiter has one per actor). `receive` decodes what a link
+-- delivers: a reply settles the Future waiting for it; a request runs its
+-- command in a task of its own and, when `ack` is set, answers
+--   {command="callback", ack=<id>, target=<caller>, sender=<us>, result= | error=}
+-- The arbiter installs a `forward` function that relays envelopes addressed
+-- to other actors without re-encoding them.
+local core = require "pulsar.core"
+local future = require "pulsar.future"
+local log = require "pulsar.log"
+
+local M = {}
+
+---------------------------------------------------------------------------
+-- ActorProxy: what a spawn returns and what travels as extension type 2.
+
+local Proxy = {}
+Proxy.__index = Proxy
+Proxy.__name = "pulsar.ActorProxy"
+Proxy.__tostring = function(p) return ("ActorProxy(%s, %s)"):format(p.name, p.aid) end
+debug.getregistry()["pulsar.ActorProxy"] = Proxy -- the codec looks it up
+
+function M.proxy(aid, name, address)
+  return setmetatable({aid = aid, name = name, address = address}, Proxy)
+end
+
+function M.is_proxy(v) return getmetatable(v) == Proxy end
+
+---------------------------------------------------------------------------
+-- State of this VM's mailbox
+
+local me            -- this VM's Actor
+local router        -- function(aid) -> link | nil, err
+local forward       -- arbiter only: function(link, env, payload)
+local pending, npending = {}, 0 -- id -> Future waiting for its reply
+local next_id = 0
+local commands = {} -- name -> {fn = function(request, ...), ack = boolean}
+local noack = {stop = true} -- commands this VM sends without waiting
+M.counters = {sent = 0, received = 0}
+
+--- Installs the mailbox for `actor`; `route(aid)` picks the link to send
+-- on; `relay` (arbiter only) forwards envelopes for other actors.
+function M.setup(actor, route, relay)
+  me, router, forward = actor, route, relay
+end
+
+function M.pending_count() return npending end
+
+---------------------------------------------------------------------------
+-- Commands
+
+--- Registers command `name` in this VM. With {ack = false} it sends no
+-- reply, and sends of it from this VM do not wait for one.
+function M.command(name, fn, opts)
+  if type(name) ~= "string" or name == "" then error("command: name must be a non-empty string", 2) end
+  if type(fn) ~= "function" then error("command '" .. name .. "': handler must be a function", 2) end
+  local ack = not (opts and opts.ack == false)
+  commands[name] = {fn = fn, ack = ack}
+  noack[name] = not ack or nil
+end
+
+function M.has_command(name) return commands[name] ~= nil end
+
+local Request = {}
+Request.__index = Request
+Request.__name = "pulsar.Request"
+
+local function maxn(t)
+  local n = #t
+  for k in pairs(t) do
+    if math.type(k) == "integer" and k > n then n = k end
+  end
+  return n
+end
+
+local function actor_label(actor)
+  return ("actor '%s' (%s)"):format(actor.name, actor.aid)
+end
+
+local function error_text(err)
+  if type(err) == "string" then return err end
+  return tostring(err)
+end
+
+local function encode_reply(env, result, err)
+  local reply = {command = "callback", ack = env.id, target = env.sender, sender = me.aid}
+  if err ~= nil then reply.error = err else reply.result = result end
+  local ok, payload = pcall(core.encode, reply)
+  if ok then return payload end
+  reply.result = nil
+  reply.error = ("%s: cannot send the result of '%s': %s"):format(
+    actor_label(me), env.command, error_text(payload))
+  return core.encode(reply)
+end
+
+--- Sends the reply to request `env` back on `link`.
+function M.reply(link, env, result, err)
+  local sent, why = link:send(encode_reply(env, result, err))
+  if not sent and err == nil then
+    link:send(encode_reply(env, nil, ("%s: cannot send the result of '%s': %s"):format(
+      actor_label(me), env.command, why)))
+  end
+end
+
+local function run_command(link, env, cmd)
+  local args = env.args or {}
+  local request = setmetatable({actor = me, caller = env.sender, command = env.command,
+                                link = link}, Request)
+  if env.ack and not cmd.ack then M.reply(link, env, nil) end
+  local ok, res = pcall(cmd.fn, request, table.unpack(args, 1, maxn(args)))
+  if env.ack and cmd.ack then
+    if ok then
+      M.reply(link, env, res)
+    else
+      M.reply(link, env, nil, ("%s: %s"):format(actor_label(me), error_text(res)))
+    end
+  elseif not ok then
+    log.error("command '%s' failed: %s", env.command, error_text(res))
+  end
+end
+
+local function dispatch(link, env)
+  M.counters.received = M.counters.received + 1
+  local cmd = commands[env.command]
+  if cmd then return future.async(run_command, link, env, cmd) end
+  if env.ack then
+    M.reply(link, env, nil, ("%s: unknown command '%s'"):format(actor_label(me), env.command))
+  end
+end
+
+local function settle(env)
+  local f = pending[env.ack]
+  if not f then return end -- its caller gave up and the target has gone
+  pending[env.ack], npending = nil, npending - 1
+  if f:done() then return end
+  if env.error ~= nil then f:set_exception(env.error) else f:set_result(env.result) end
+end
+
+--- Whether an envelope's target is this VM's actor.
+local function is_me(target)
+  return target == nil or target == me.aid or (target == "arbiter" and me.kind == "arbiter")
+end
+M.is_me = is_me
+
+--- Handles one payload delivered by `link`.
+function M.receive(link, payload)
+  local ok, env = pcall(core.decode, payload, true)
+  if not ok or type(env) ~= "table" or type(env.command) ~= "string" then
+    log.warning("closing a connection after an undecodable message: %s",
+                ok and "not an envelope" or error_text(env))
+    link:close("undecodable message")
+    return
+  end
+  if forward and not is_me(env.target) then return forward(link, env, payload) end
+  if env.command == "callback" then return settle(env) end
+  return dispatch(link, env)
+end
+
+---------------------------------------------------------------------------
+-- Sending
+
+local function target_aid(target)
+  if getmetatable(target) == Proxy then return target.aid end
+  if type(target) == "string" and target ~= "" then
+    if target == "monitor" then return me.manager or "arbiter" end
+    return target
+  end
+  error("send: target must be an aid, an ActorProxy, 'arbiter' or 'monitor'", 3)
+end
+
+local function pack_args(...)
+  local n = select("#", ...)
+  if n == 0 then return nil end
+  return {...}
+end
+
+-- A command sent to this very actor runs here, without the wire.
+local function call_local(command, ...)
+  local cmd = commands[command]
+  if not cmd then
+    local f = future.Future(("'%s'"):format(command))
+    f:set_exception(("%s: unknown command '%s'"):format(actor_label(me), command))
+    return f
+  end
+  local request = setmetatable({actor = me, caller = me.aid, command = command}, Request)
+  local task = future.async(cmd.fn, request, ...)
+  if cmd.ack then return task end
+  local f = future.Future(command)
+  f:set_result(nil)
+  return f
+end
+
+local function encode_request(env)
+  local ok, payload = pcall(core.encode, env)
+  if ok then return payload end
+  error((error_text(payload):gsub("value%.args", "args")), 3)
+end
+
+--- Sends `command` with its arguments to `target`; returns a Future of
+-- the reply (resolved at once to nil for commands without reply).
+function M.send(target, command, ...)
+  if type(command) ~= "string" then error("send: command must be a string", 2) end
+  local aid = target_aid(target)
+  if is_me(aid) then return call_local(command, ...) end
+  local ack = not noack[command]
+  next_id = next_id + 1
+  local id = next_id
+  local payload = encode_request {command = command, id = id, sender = me.aid, target = aid,
+                                  args = pack_args(...), ack = ack}
+  local f = future.Future(("the reply to '%s' from %s"):format(command, aid))
+  local link, why = router(aid)
+  if link then link, why = link:send(payload) end
+  if not link then
+    f:set_exception(("cannot send '%s' to %s: %s"):format(command, aid, why))
+    return f
+  end
+  M.counters.sent = M.counters.sent + 1
+  if ack then
+    pending[id], npending = f, npending + 1
+    f._target = aid
+  else
+    f:set_result(nil)
+  end
+  return f
+end
+
+--- Sends `command` without asking for a reply (ack = false); returns true,
+-- or nil and why it could not be sent.
+function M.cast(target, command, ...)
+  if type(command) ~= "string" then error("cast: command must be a string", 2) end
+  local aid = target_aid(target)
+  if is_me(aid) then call_local(command, ...) return true end
+  next_id = next_id + 1
+  local payload = encode_request {command = command, id = next_id, sender = me.aid,
+                                  target = aid, args = pack_args(...), ack = false}
+  local link, why = router(aid)
+  if link then link, why = link:send(payload) end
+  if not link then return nil, why end
+  M.counters.sent = M.counters.sent + 1
+  return true
+end
+
+--- Fails every Future waiting for a reply from `aid` (every one, if aid is
+-- nil) with `message`.
+function M.fail_pending(aid, message)
+  for id, f in pairs(pending) do
+    if aid == nil or f._target == aid then
+      pending[id], npending = nil, npending - 1
+      if not f:done() then f:set_exception(message) end
+    end
+  end
+end
+
+return M
