@@ -221,9 +221,10 @@ void pl_conn_close(pl_conn *c, const char *reason) {
     if (c->connecting) {
         /* Nobody holds this conn yet: its creator hears through on_connect
          * once the handles are closed (conn_handle_closed). */
-        if (!c->connect_error[0])
+        if (!c->connect_error[0] &&
             snprintf(c->connect_error, sizeof c->connect_error,
-                     "cannot connect to %s: %s", c->name, reason);
+                     "cannot connect to %s: %s", c->name, reason) < 0)
+            c->connect_error[0] = 0; /* a long text is cut, never lost */
         return;
     }
     pl_conn_handler handler = c->handler;
@@ -590,7 +591,9 @@ static void connection_arrived(uv_stream_t *server, int status) {
         return;
     }
     char name[CONN_NAME_SIZE];
-    snprintf(name, sizeof name, "connection accepted on %s", l->address);
+    /* A long address only shortens the name used in log lines. */
+    if (snprintf(name, sizeof name, "connection accepted on %s", l->address) < 0)
+        name[0] = 0;
     pl_conn *c = stream_conn_new(l->host, name);
     if (!c) {
         /* Not accepted, libuv stops watching the listener until memory

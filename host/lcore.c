@@ -19,6 +19,7 @@
 #include "host.h"
 #include "log.h"
 #include "conn.h"
+#include "executor.h"
 #include "spawn.h"
 
 #define TIMER_METATABLE "pulsar.core.Timer"
@@ -530,5 +531,6 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lcodec_register(L);
     pl_lspawn_register(L);
     pl_lconn_register(L);
+    pl_lexecutor_register(L);
     return 1;
 }

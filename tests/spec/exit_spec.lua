@@ -71,4 +71,39 @@ describe("arbiter exit", function()
       assert.is_false(support.alive(pid))
     end)
   end
+
+  it("leaves no actor process behind when the arbiter is killed outright", function()
+    local h = support.start(quote(script([[
+      local p = pulsar.spawn{concurrency = "process"}:wait(20)
+      local t = pulsar.spawn{concurrency = "thread"}:wait(20)
+      print("pids", pulsar.get_actor():info().actor.pid, pulsar.send(p, "info"):wait(10).actor.pid)
+      io.stdout:flush()
+      pulsar.sleep(60)
+    ]])))
+    local arbiter, child = h.wait_output("pids\t(%d+)\t(%d+)")
+    assert.is_not_nil(arbiter, h.err())
+    local apid, cpid = h.out():match("pids\t(%d+)\t(%d+)")
+    assert.is_true(support.alive(tonumber(cpid)))
+    h.kill("KILL", tonumber(apid))
+    assert.are.equal(137, h.wait(20))
+    assert.truthy(support.wait_for(function() return not support.alive(tonumber(cpid)) end, 20),
+                  "the process actor outlived its arbiter")
+  end)
+
+  it("stops its actors (running their stopping hooks) on SIGTERM", function()
+    local h = support.start(quote(script([[
+      for _, kind in ipairs {"process", "thread"} do
+        pulsar.spawn{concurrency = kind, stopping = function() print("stopping " .. kind) io.stdout:flush() end}:wait(20)
+      end
+      print("pid", pulsar.get_actor():info().actor.pid)
+      io.stdout:flush()
+      pulsar.sleep(60)
+    ]])))
+    local pid = tonumber(h.wait_output("pid\t(%d+)"))
+    assert.is_not_nil(pid, h.err())
+    h.kill("TERM", pid)
+    assert.are.equal(15, h.wait(30), h.err())
+    assert.matches("stopping process", h.out())
+    assert.matches("stopping thread", h.out())
+  end)
 end)

@@ -1,0 +1,75 @@
+--- pulsar.executor: run functions in worker threads, each with a Lua VM of
+-- its own (API.md: `actor:executor():submit(fn, ...)`).
+--
+--   local ex = Executor.new(3)
+--   local f = ex:submit(function(a, b) return a + b end, 1, 2)
+--   f:wait() --> 3
+--
+-- fn and its arguments cross to the worker's VM by value, under the codec's
+-- crossing rules (upvalues copied, _ENV bound to the worker's globals, module
+-- upvalues `require`d again there); a value that cannot cross is refused at
+-- submit. The Future gets fn's first result, decoded back in this VM, or
+-- fails with "executor: " and the worker's error message (its traceback is
+-- the Future's traceback()).
+--
+-- Worker VMs keep their globals from one job to the next, and which worker
+-- runs a job is unspecified. A job that never returns keeps its worker busy,
+-- and the actor's shutdown waits for it. The C side is host/executor.c.
+local core = require "pulsar.core"
+local future = require "pulsar.future"
+
+local M = {}
+
+local Executor = {}
+Executor.__index = Executor
+Executor.__name = "pulsar.Executor"
+
+function Executor.__tostring(ex)
+  return ("Executor(%d threads%s)"):format(ex.nthreads, ex._closed and ", closed" or "")
+end
+
+--- A pool of `nthreads` worker threads (default 5); the threads start on
+-- the first submit.
+function M.new(nthreads)
+  if nthreads ~= nil and math.type(nthreads) ~= "integer" then
+    error("Executor.new: nthreads must be an integer", 2)
+  end
+  return setmetatable({nthreads = nthreads or 5, _pool = core.executor(nthreads)}, Executor)
+end
+
+-- The job's callback: settles the Future unless it was cancelled meanwhile.
+local function settle(f, ok, data, traceback)
+  if f:done() then return end
+  if not ok then
+    f:set_exception("executor: " .. data)
+    f._traceback = traceback -- what Future:traceback() returns
+    return
+  end
+  local decoded, value = pcall(core.decode, data, true) -- our own worker's bytes
+  if decoded then
+    f:set_result(value)
+  else
+    f:set_exception("executor: cannot decode the result: " .. tostring(value))
+  end
+end
+
+--- Runs fn(...) in a worker thread; returns a Future of its first result.
+function Executor:submit(fn, ...)
+  if type(fn) ~= "function" then error("submit needs a function", 2) end
+  if self._closed then error("the executor is closed", 2) end
+  local encoded, payload = pcall(core.executor_job, fn, ...)
+  if not encoded then error("executor: cannot submit: " .. payload, 2) end
+  local f = future.Future("executor job")
+  self._pool:submit(payload, function(ok, data, traceback) settle(f, ok, data, traceback) end)
+  return f
+end
+
+--- Takes no more jobs: queued jobs fail with "executor: closed before the
+-- job ran"; running jobs finish and report; then the threads end.
+function Executor:close()
+  self._closed = true
+  self._pool:close()
+end
+
+M.Executor = Executor
+return M
