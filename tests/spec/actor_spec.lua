@@ -172,6 +172,33 @@ for _, kind in ipairs {"process", "thread"} do
       fails_with("unknown target", function() pulsar.send(p, "ping"):wait(10) end)
     end)
 
+    it("runs CPU-bound functions on its executor", function()
+      local p = spawn(kind, {})
+      local squares = pulsar.send(p, "run", function(actor)
+        local fs = {}
+        for i = 1, 4 do fs[i] = actor:executor():submit(function(x) return x * x end, i) end
+        return pulsar.gather(table.unpack(fs)):wait(10)
+      end):wait(20)
+      assert.are.same({1, 4, 9, 16}, squares)
+      pulsar.send(p, "stop")
+    end)
+
+    it("sends heartbeats to the arbiter and runs periodic_task after each", function()
+      local p = spawn(kind, {name = "beating", timeout = 1, cfg = {notify_floor = 0.1},
+        start = function(actor) actor.beats = 0 end,
+        periodic_task = function(actor) actor.beats = actor.beats + 1 end})
+      assert.truthy(support.wait_for(function()
+        return pulsar.send(p, "run", function(actor) return actor.beats end):wait(10) >= 2
+      end, 20))
+      local seen
+      for _, w in ipairs(pulsar.get_actor():info().workers) do
+        if w.actor.aid == p.aid then seen = w end
+      end
+      assert.are.equal("running", seen.actor.state)
+      assert.is_true(seen.actor.mailbox.sent >= 2)
+      pulsar.send(p, "stop")
+    end)
+
     it("refuses a message over the size limit at the sender's side", function()
       local p = spawn(kind, {})
       fails_with("exceeds the limit", function() pulsar.send(p, "echo", string.rep("x", 65 * 1024 * 1024)):wait(30) end)
