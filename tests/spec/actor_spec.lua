@@ -89,6 +89,28 @@ for _, kind in ipairs {"process", "thread"} do
       pulsar.send(p, "stop")
     end)
 
+    it("keeps the original sender through the arbiter's routing", function()
+      local a = spawn(kind, {name = "asker", commands = {ask = function(_, other)
+        return pulsar.send(other, "whoami"):wait(10)
+      end}})
+      local b = spawn(kind, {name = "teller", commands = {whoami = function(request) return request.caller end}})
+      assert.are.equal(a.aid, pulsar.send(a, "ask", b):wait(10))
+      pulsar.send(a, "stop")
+      pulsar.send(b, "stop")
+    end)
+
+    it("takes no-reply messages with cast and ack = false commands", function()
+      local p = spawn(kind, {start = function(actor)
+        actor.count = 0
+        pulsar.command("count", function(request, n) request.actor.count = request.actor.count + n end, {ack = false})
+      end})
+      for _ = 1, 100 do assert.is_true(pulsar.cast(p, "count", 2)) end
+      assert.are.equal(200, pulsar.send(p, "run", function(actor) return actor.count end):wait(10))
+      -- send of an ack = false command resolves at once, without a reply
+      assert.is_nil(pulsar.send(p, "count", 1):wait(10))
+      pulsar.send(p, "stop")
+    end)
+
     it("lets a command wait on other actors", function()
       local a = spawn(kind, {name = "a"})
       local b = spawn(kind, {name = "b", commands = {relay = function(_, target, x)
@@ -232,6 +254,15 @@ describe("spawn parameters", function()
     hooks.on_params = nil
     assert.are.equal("yes", pulsar.send(p, "run", function(actor) return actor.stamped end):wait(10))
     pulsar.send(p, "stop")
+  end)
+end)
+
+describe("the mailbox", function()
+  it("listens on a Unix socket in a directory only this user can open", function()
+    local address = pulsar.arbiter().address
+    local dir = assert(address:match("^unix:(.*)/[^/]+$"))
+    local mode = io.popen("stat -c %a " .. support.quote(dir)):read("l")
+    assert.are.equal("700", mode)
   end)
 end)
 

@@ -1,0 +1,103 @@
+/* b1_floor: the B1 baseline (BENCHMARKS.md): two processes ping-ponging
+ * 32 bytes over a Unix socketpair, one round trip at a time, each timed.
+ *
+ *   b1_floor [N]      N timed round trips (default 50000), after N/10 warm-up
+ *
+ * Prints key=value lines: n, rtt_p50_us, rtt_p99_us, rate (round trips/s over
+ * the whole run). Built by scripts/bench with cc -O2; no runtime involved. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MSG 32
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* the q-quantile of sorted s[0..n-1] (nearest rank) */
+static double quantile(const double *s, size_t n, double q) {
+    size_t i = (size_t)(q * (double)n);
+    if (i >= n) i = n - 1;
+    return s[i];
+}
+
+static int read_full(int fd, char *p, size_t n) {
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r == 0) return 0;
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += r, n -= (size_t)r;
+    }
+    return 1;
+}
+
+static int write_full(int fd, const char *p, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w, n -= (size_t)w;
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 50000;
+    if (n < 1) n = 1;
+    long warm = n / 10 < 100 ? 100 : n / 10;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) { perror("socketpair"); return 1; }
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return 1; }
+    char buf[MSG];
+    if (pid == 0) { /* the echoer */
+        close(sv[0]);
+        while (read_full(sv[1], buf, MSG) == 1)
+            if (write_full(sv[1], buf, MSG) != 1) break;
+        _exit(0);
+    }
+    close(sv[1]);
+    memset(buf, 'x', MSG);
+    double *samples = malloc((size_t)n * sizeof *samples);
+    if (!samples) return 1;
+    for (long i = 0; i < warm; i++)
+        if (write_full(sv[0], buf, MSG) != 1 || read_full(sv[0], buf, MSG) != 1) return 1;
+    double start = now();
+    for (long i = 0; i < n; i++) {
+        double t0 = now();
+        if (write_full(sv[0], buf, MSG) != 1 || read_full(sv[0], buf, MSG) != 1) {
+            fprintf(stderr, "b1_floor: echoer went away\n");
+            return 1;
+        }
+        samples[i] = now() - t0;
+    }
+    double total = now() - start;
+    close(sv[0]);
+    waitpid(pid, NULL, 0);
+    qsort(samples, (size_t)n, sizeof *samples, cmp_double);
+    printf("n=%ld\n", n);
+    printf("rtt_p50_us=%.3f\n", quantile(samples, (size_t)n, 0.50) * 1e6);
+    printf("rtt_p99_us=%.3f\n", quantile(samples, (size_t)n, 0.99) * 1e6);
+    printf("rate=%.0f\n", (double)n / total);
+    free(samples);
+    return 0;
+}
