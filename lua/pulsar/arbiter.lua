@@ -145,6 +145,9 @@ local function actor_ended(rec, status, signal)
     rec.spawn:set_exception(("%s %s before it started"):format(label(rec), how))
   end
   log.debug("%s %s", label(rec), how)
+  if rec.manager and records[rec.manager] then
+    mailbox.cast(rec.manager, "pulsar:worker_ended", rec.aid, how)
+  end
   rec.gone:set_result(how)
 end
 
@@ -189,14 +192,15 @@ local function check_params(params)
 end
 
 -- What the new actor receives in reply to its hello.
-local function actor_spec(params, aid, kind)
+local function actor_spec(params, aid, kind, manager)
   local cfg = {}
   for k, v in pairs(arbiter.cfg) do cfg[k] = v end
   for k, v in pairs(params.cfg or {}) do cfg[k] = v end
   if params.timeout then cfg.timeout = params.timeout end
   local spec = {aid = aid, name = params.name or "actor", kind = kind, cfg = cfg,
                 path = package.path, cpath = package.cpath, address = arbiter.address,
-                module = params.module, commands = params.commands, hooks = {}, fields = {}}
+                module = params.module, commands = params.commands, hooks = {}, fields = {},
+                manager = manager}
   for _, hook in ipairs(actor_mod.HOOKS) do spec.hooks[hook] = params[hook] end
   for key, value in pairs(params) do
     if not PARAMS[key] then spec.fields[key] = value end
@@ -213,18 +217,23 @@ local function new_record(spec)
 end
 
 --- Spawns an actor (API.md §2); returns a Future of its ActorProxy.
-function M.spawn(params)
+-- `manager` is the aid of the monitor that asked for it (nil: the arbiter);
+-- `as_monitor` makes a monitor: a thread actor of kind "monitor".
+function M.spawn(params, manager, as_monitor)
+  if arbiter.state ~= "running" then error("spawn: the arbiter is stopping", 2) end
   local kind = check_params(params)
-  arbiter:_fire("on_params", params)
-  local spec = actor_spec(params, core.random_id(), kind)
+  if not manager then arbiter:_fire("on_params", params) end
+  local spec = actor_spec(params, core.random_id(), as_monitor and "thread" or kind, manager)
+  if as_monitor then spec.kind = "monitor" end
   local ok, err = pcall(core.encode, spec) -- refuse what cannot cross, here
   if not ok then
     error("spawn: " .. tostring(err):gsub("^value%.hooks%.", ""):gsub("^value%.commands", "commands")
                                    :gsub("^value%.fields%.", ""), 2)
   end
   local rec = new_record(spec)
+  rec.manager, rec.started_at = manager, core.now()
   records[rec.aid] = rec
-  if kind == "process" then
+  if kind == "process" and not as_monitor then
     rec.process = core.spawn_process(rec.aid, arbiter.address,
                                      function(status, signal) actor_ended(rec, status, signal) end)
     rec.pid = rec.process.pid
@@ -243,46 +252,92 @@ function M.kill_actor(aid, timeout)
   if not rec then error(("kill_actor: unknown actor '%s'"):format(tostring(aid)), 0) end
   timeout = timeout or arbiter.cfg.exit_timeout or 3
   if rec.link then mailbox.cast(rec.aid, "stop") end
-  local ok = pcall(rec.gone.wait, rec.gone, timeout)
-  if not ok and rec.process then
-    rec.process:kill(9)
-    rec.gone:wait(timeout + 10)
-  elseif not ok then
-    error(("kill_actor: %s did not stop within %g s"):format(label(rec), timeout), 0)
+  if pcall(rec.gone.wait, rec.gone, timeout) then return "killed " .. rec.aid end
+  M.force_end(rec)
+  if not pcall(rec.gone.wait, rec.gone, timeout + 10) then
+    error(("kill_actor: %s did not stop"):format(label(rec)), 0)
   end
   return "killed " .. rec.aid
 end
 
 --- Stops every actor, waiting up to `timeout` for all of them, then kills
--- the processes left.
+-- the processes left. Monitors go first, so that none of them replaces a
+-- worker that is being stopped.
 function M.stop_all(timeout)
-  local waits = {}
+  M.stop_group(function(rec) return rec.kind == "monitor" end, timeout)
+  M.stop_group(function() return true end, timeout)
+end
+
+function M.stop_group(selected, timeout)
+  local group = {}
   for _, rec in pairs(records) do
-    if rec.link then mailbox.cast(rec.aid, "stop") end
-    waits[#waits + 1] = rec.gone
+    if selected(rec) then group[#group + 1] = rec end
   end
-  if #waits == 0 then return end
+  if #group == 0 then return end
+  local waits = {}
+  for i, rec in ipairs(group) do
+    if rec.link then mailbox.cast(rec.aid, "stop") end
+    waits[i] = rec.gone
+  end
   local all = future.gather(table.unpack(waits))
   if pcall(all.wait, all, timeout) then return end
-  local left = {}
-  for _, rec in pairs(records) do
-    log.warning("%s did not stop within %g s: killing it", label(rec), timeout)
-    if rec.process then rec.process:kill(9) end
-    left[#left + 1] = rec.gone
+  for _, rec in ipairs(group) do
+    if not rec.gone:done() then
+      log.warning("%s did not stop within %g s: killing it", label(rec), timeout)
+      M.force_end(rec)
+    end
   end
-  all = future.gather(table.unpack(left))
+  all = future.gather(table.unpack(waits))
   pcall(all.wait, all, 10)
 end
 
---- The info of the actors this arbiter manages.
+--- Ends an actor that did not stop when asked: a process is killed; a
+-- thread stuck in Lua code is interrupted.
+function M.force_end(rec)
+  if rec.process then rec.process:kill(9)
+  elseif rec.thread and rec.thread.interrupt then rec.thread:interrupt() end
+end
+
+local function basic_info(rec)
+  return {actor = {name = rec.name, aid = rec.aid, kind = rec.kind, state = rec.state,
+                   pid = rec.pid, age = rec.age}}
+end
+
+--- The info of the monitors, by name.
+function M.monitors_info()
+  local monitors = {}
+  for _, rec in pairs(records) do
+    if rec.kind == "monitor" then monitors[rec.name] = rec.info or basic_info(rec) end
+  end
+  return monitors
+end
+
+--- The info of the actors this arbiter manages itself.
 function M.workers_info()
   local list = {}
   for _, rec in pairs(records) do
-    list[#list + 1] = rec.info or {actor = {name = rec.name, aid = rec.aid, kind = rec.kind,
-                                            state = rec.state, pid = rec.pid, age = rec.age}}
+    if rec.kind ~= "monitor" and not rec.manager then
+      list[#list + 1] = rec.info or basic_info(rec)
+    end
   end
   table.sort(list, function(a, b) return (a.actor.age or 0) < (b.actor.age or 0) end)
   return list
+end
+
+--- At each tick: stops the actors the arbiter manages that have been silent
+-- longer than their timeout (a graceful stop, then the end by force after
+-- exit_timeout), as pulsar's arbiter does.
+function M.check_silent(now)
+  for _, rec in pairs(records) do
+    local timeout = rec.spec.cfg.timeout or 30
+    local last = rec.notified or rec.started_at
+    if not rec.manager and rec.state == "running" and not rec.stopping and now - last > timeout then
+      rec.stopping = true
+      log.warning("%s sent no heartbeat for %.1f s (timeout %g s): stopping it",
+                  label(rec), now - last, timeout)
+      future.async(function() pcall(M.kill_actor, rec.aid) end)
+    end
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -314,7 +369,11 @@ local function install_commands()
     end
     return true
   end)
-  mailbox.command("spawn", function(_, params) return M.spawn(params):wait() end)
+  mailbox.command("spawn", function(request, params)
+    local caller = records[request.caller]
+    local manager = caller and caller.kind == "monitor" and caller.aid or nil
+    return M.spawn(params, manager):wait()
+  end)
   mailbox.command("kill_actor", function(_, aid, timeout) return M.kill_actor(aid, timeout) end)
 end
 
@@ -329,7 +388,9 @@ function M.setup(the_arbiter)
   end
   arbiter._stop_children = function(a) M.stop_all(a.cfg.exit_timeout or 3) end
   arbiter._close = close_listener
-  arbiter._extra_info = function(info) info.workers = M.workers_info() info.monitors = {} end
+  arbiter._extra_info = function(info)
+    info.workers, info.monitors = M.workers_info(), M.monitors_info()
+  end
   start_listener()
 end
 

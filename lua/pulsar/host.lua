@@ -88,16 +88,22 @@ local function settle_request(request)
   end
 end
 
--- The arbiter's tick: periodic_task every `tick` seconds (default 5). It
--- does not keep the arbiter alive on its own.
+-- The arbiter's tick, every `tick` seconds (default 5, read anew each
+-- time): silent actors are stopped, then periodic_task runs. It does not keep
+-- the arbiter alive on its own.
 start_ticks = function(arbiter)
-  local every = arbiter.cfg.tick or 5
-  local timer = core.timer(every, function()
+  local supervisor = require "pulsar.arbiter"
+  local function schedule()
+    local every = arbiter.cfg.tick or 5
     arbiter.next_periodic_task = core.now() + every
-    if arbiter.state == "running" then arbiter:_fire("periodic_task") end
-  end, every)
-  timer:unref()
-  arbiter.next_periodic_task = core.now() + every
+    core.timer(every, function()
+      if arbiter.state ~= "running" then return end
+      supervisor.check_silent(core.now())
+      future.async(function() arbiter:_fire("periodic_task") end)
+      schedule()
+    end):unref()
+  end
+  schedule()
 end
 
 local real_exit = os.exit
@@ -146,7 +152,7 @@ local function notify_interval(cfg)
 end
 
 local function start_heartbeat(a, mailbox)
-  local every = notify_interval(a.cfg)
+  local every = a.kind == "monitor" and (a.cfg.tick or 5) or notify_interval(a.cfg)
   local function beat()
     if a.state ~= "running" then return end
     a.next_periodic_task = core.now() + every
@@ -160,7 +166,8 @@ end
 -- Applies the parameters the arbiter sent in reply to hello.
 local function apply_spec(a, spec, mailbox)
   local pulsar = require "pulsar"
-  a.name, a.address, a.manager = spec.name, spec.address, "arbiter"
+  a.name, a.address, a.manager = spec.name, spec.address, spec.manager or "arbiter"
+  a.kind = spec.kind
   require("pulsar.log").set_actor_name(spec.name)
   core.set_name(spec.name)
   package.path, package.cpath = spec.path or package.path, spec.cpath or package.cpath

@@ -37,6 +37,8 @@ function pulsar.spawn(params)
   return mailbox.send("arbiter", "spawn", params)
 end
 
+pulsar.Application = require "pulsar.application"
+
 --- The Actor of the current VM.
 pulsar.get_actor = actor.current
 

@@ -1,0 +1,172 @@
+--- pulsar.monitor: what a monitor actor runs (see pulsar.application).
+--
+-- A monitor keeps exactly `workers` workers of its application alive. Its
+-- workers are spawned through the arbiter with the monitor as their manager:
+-- their heartbeats come here, and the arbiter tells the monitor at once when
+-- one ends (`pulsar:worker_ended`), so a dead worker is replaced at once, not
+-- at the next tick. At each tick the monitor runs monitor_task, stops the
+-- workers that stopped answering, and tops the pool up. Restarts count
+-- against a budget; past it the application stops.
+local core = require "pulsar.core"
+local future = require "pulsar.future"
+local log = require "pulsar.log"
+local pulsar = require "pulsar"
+
+local M = {commands = {}}
+
+local function app_of(monitor) return monitor.app end
+
+local function worker_params(monitor)
+  local app = app_of(monitor)
+  local params = {name = app.name .. "-worker", concurrency = app.concurrency,
+                  timeout = app.timeout, cfg = app.cfg}
+  for hook, fn in pairs(app.worker_hooks) do params[hook] = fn end
+  for key, value in pairs(app.worker_fields or {}) do params[key] = value end
+  return params
+end
+
+local function count(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- Spawns one worker; a failed start counts as a restart.
+local function spawn_worker(monitor)
+  local ok, proxy = pcall(function() return pulsar.spawn(worker_params(monitor)):wait(60) end)
+  if ok then
+    monitor.pool[proxy.aid] = {proxy = proxy, notified = core.now()}
+    return true
+  end
+  log.error("application '%s': a worker failed to start: %s", app_of(monitor).name, tostring(proxy))
+  return false
+end
+
+-- Whether one more restart fits in the budget (Erlang's intensity/period).
+local function restart_allowed(monitor)
+  local app, now = app_of(monitor), core.now()
+  local recent = {}
+  for _, t in ipairs(monitor.restarts) do
+    if now - t <= app.restart_period then recent[#recent + 1] = t end
+  end
+  recent[#recent + 1] = now
+  monitor.restarts = recent
+  return #recent <= app.max_restarts
+end
+
+local function give_up(monitor)
+  local app = app_of(monitor)
+  log.error("application '%s' stopped: more than %d worker restarts within %g s",
+            app.name, app.max_restarts, app.restart_period)
+  monitor.extra.stopped_because = "restart budget exceeded"
+  monitor:stop(1)
+end
+
+--- Brings the pool to `workers`: spawns the missing, culls the surplus.
+-- Restarts (after the first fill) count against the budget.
+local function fill_pool(monitor, restarting)
+  local app = app_of(monitor)
+  if monitor.filling then return end
+  monitor.filling = true
+  while monitor.state == "running" or monitor.state == "starting" do
+    local n = count(monitor.pool)
+    if n >= app.workers then break end
+    if restarting and not restart_allowed(monitor) then
+      monitor.filling = false
+      return give_up(monitor)
+    end
+    if not spawn_worker(monitor) then restarting = true end
+  end
+  for aid in pairs(monitor.pool) do
+    if count(monitor.pool) <= app.workers then break end
+    monitor.pool[aid] = nil
+    pulsar.send("arbiter", "kill_actor", aid)
+  end
+  monitor.filling = false
+end
+
+local function worker_ended(monitor, aid, how)
+  if not monitor.pool[aid] then return end
+  monitor.pool[aid] = nil
+  if monitor.state ~= "running" then return end
+  log.warning("application '%s': worker %s %s; replacing it", app_of(monitor).name, aid, how)
+  future.async(fill_pool, monitor, true)
+end
+
+-- Stops the workers that sent no heartbeat for longer than their timeout.
+local function check_silent(monitor)
+  local timeout, now = monitor.cfg.timeout or 30, core.now()
+  for aid, w in pairs(monitor.pool) do
+    if not w.stopping and now - w.notified > timeout then
+      w.stopping = true
+      log.warning("application '%s': worker %s silent for %.1f s: stopping it",
+                  app_of(monitor).name, aid, now - w.notified)
+      future.async(function() pcall(function() pulsar.send("arbiter", "kill_actor", aid):wait() end) end)
+    end
+  end
+end
+
+local function stop_workers(monitor)
+  local waits = {}
+  for aid in pairs(monitor.pool) do
+    waits[#waits + 1] = pulsar.send("arbiter", "kill_actor", aid)
+  end
+  monitor.pool = {}
+  if #waits > 0 then
+    local all = pulsar.gather(table.unpack(waits))
+    pcall(all.wait, all, (monitor.cfg.exit_timeout or 3) + 15)
+  end
+end
+
+local function pool_info(monitor)
+  local list = {}
+  for aid, w in pairs(monitor.pool) do
+    list[#list + 1] = w.info or {actor = {aid = aid, name = w.proxy.name, state = "running"}}
+  end
+  return list
+end
+
+function M.start(monitor)
+  local app = app_of(monitor)
+  monitor.pool, monitor.restarts = {}, {}
+  monitor.extra.application = app.name
+  pulsar.command("pulsar:worker_ended", function(request, aid, how)
+    worker_ended(request.actor, aid, how)
+  end, {ack = false})
+  monitor._on_notify = function(aid, info)
+    local w = monitor.pool[aid]
+    if w then w.notified, w.info = core.now(), info end
+  end
+  monitor._stop_children = stop_workers
+  monitor._extra_info = function(info) info.workers = pool_info(monitor) end
+  monitor.hooks.on_params = app.actorparams
+  if app.monitor_start then app.monitor_start(monitor) end
+  if app.workers == 0 then
+    -- No pool: the monitor does the work itself, in the arbiter's process.
+    if app.worker_hooks.start then app.worker_hooks.start(monitor) end
+    monitor.hooks.on_info = app.worker_hooks.on_info
+    return
+  end
+  fill_pool(monitor, false)
+  if count(monitor.pool) == 0 then error("no worker could be started", 0) end
+end
+
+function M.periodic_task(monitor)
+  local app = app_of(monitor)
+  if app.monitor_task then app.monitor_task(monitor) end
+  if app.workers == 0 then
+    if app.worker_hooks.periodic_task then app.worker_hooks.periodic_task(monitor) end
+    return
+  end
+  check_silent(monitor)
+  fill_pool(monitor, true)
+end
+
+function M.stopping(monitor)
+  local app = app_of(monitor)
+  local own = app.workers == 0 and app.worker_hooks.stopping
+  if own then own(monitor) end
+  if app.monitor_stopping then return app.monitor_stopping(monitor) end
+end
+
+return M
