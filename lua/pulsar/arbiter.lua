@@ -245,17 +245,21 @@ function M.spawn(params, manager, as_monitor)
   return rec.spawn
 end
 
---- Stops the actor `aid` and waits until it is gone; kills a process that
--- outlives `timeout` seconds (default exit_timeout).
+--- Stops the actor `aid` and waits until it is gone (kill_actor): a
+-- graceful stop first; one that does not end within `timeout` seconds
+-- (default exit_timeout) is ended by force (see force_end).
 function M.kill_actor(aid, timeout)
   local rec = lookup(aid)
   if not rec then error(("kill_actor: unknown actor '%s'"):format(tostring(aid)), 0) end
   timeout = timeout or arbiter.cfg.exit_timeout or 3
+  rec.stopping = true
   if rec.link then mailbox.cast(rec.aid, "stop") end
-  if pcall(rec.gone.wait, rec.gone, timeout) then return "killed " .. rec.aid end
-  M.force_end(rec)
-  if not pcall(rec.gone.wait, rec.gone, timeout + 10) then
-    error(("kill_actor: %s did not stop"):format(label(rec)), 0)
+  if not pcall(rec.gone.wait, rec.gone, timeout) then
+    log.warning("%s did not stop within %g s", label(rec), timeout)
+    M.force_end(rec, timeout)
+    if not pcall(rec.gone.wait, rec.gone, timeout + 10) then
+      error(("kill_actor: %s did not stop"):format(label(rec)), 0)
+    end
   end
   return "killed " .. rec.aid
 end
@@ -283,19 +287,26 @@ function M.stop_group(selected, timeout)
   if pcall(all.wait, all, timeout) then return end
   for _, rec in ipairs(group) do
     if not rec.gone:done() then
-      log.warning("%s did not stop within %g s: killing it", label(rec), timeout)
-      M.force_end(rec)
+      log.warning("%s did not stop within %g s: ending it", label(rec), timeout)
+      M.force_end(rec, timeout)
     end
   end
   all = future.gather(table.unpack(waits))
-  pcall(all.wait, all, 10)
+  pcall(all.wait, all, timeout + 10)
 end
 
---- Ends an actor that did not stop when asked: a process is killed; a
--- thread stuck in Lua code is interrupted.
-function M.force_end(rec)
-  if rec.process then rec.process:kill(9)
-  elseif rec.thread and rec.thread.interrupt then rec.thread:interrupt() end
+--- Ends an actor that did not stop when asked. A process gets SIGTERM,
+-- then SIGKILL if it is still there after `timeout` seconds; a thread stuck
+-- in Lua code is interrupted through a count hook on its VM.
+function M.force_end(rec, timeout)
+  if rec.process then
+    rec.process:kill(15)
+    core.timer(timeout or arbiter.cfg.exit_timeout or 3, function()
+      if not rec.gone:done() and rec.process then rec.process:kill(9) end
+    end)
+  elseif rec.thread and rec.thread.interrupt then
+    rec.thread:interrupt()
+  end
 end
 
 local function basic_info(rec)

@@ -36,6 +36,19 @@ describe("silent actors", function()
   end)
 end)
 
+describe("stuck actors", function()
+  it("a process actor stuck in Lua code gets SIGTERM, then SIGKILL", function()
+    local p = pulsar.spawn{concurrency = "process", commands = {spin = function() while true do end end}}:wait(20)
+    local pid = pulsar.send(p, "info"):wait(10).actor.pid
+    local spinning = pulsar.send(p, "spin")
+    local t0 = pulsar.time()
+    assert.are.equal("killed " .. p.aid, pulsar.send("arbiter", "kill_actor", p.aid, 0.5):wait(60))
+    assert.is_false(support.alive(pid))
+    assert.has_error(function() spinning:wait(10) end)
+    assert.is_true(pulsar.time() - t0 < 30)
+  end)
+end)
+
 describe("Application", function()
   it("refuses bad parameters at once", function()
     assert.has_error(function() pulsar.Application{name = "x", workers = -1} end,
