@@ -236,6 +236,11 @@ int pl_host_init(pl_host *h, const pl_cli *cli, const char *name) {
         fprintf(stderr, "pulsar-lua: cannot create an event loop\n");
         return -1;
     }
+    if (uv_mutex_init(&h->interrupt_lock) != 0) {
+        fprintf(stderr, "pulsar-lua: cannot create a mutex\n");
+        uv_loop_close(&h->loop);
+        return -1;
+    }
     if (setup_vm(h) != 0) {
         pl_host_close(h);
         return -1;
@@ -247,6 +252,7 @@ void pl_host_close(pl_host *h) {
     close_loop(h);
     if (h->L) lua_close(h->L);
     h->L = NULL;
+    uv_mutex_destroy(&h->interrupt_lock);
 }
 
 int pl_host_run(pl_host *h, const char *entry, pl_push_fn push, void *ud) {

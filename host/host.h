@@ -32,11 +32,18 @@ typedef struct pl_host {
     uv_idle_t soon;     /* while active, the loop runs the Lua ready queue */
     int soon_ref;       /* registry ref of the function that drains it */
     int signal_ref;     /* registry ref of the Lua signal handler */
-    uv_signal_t signals[4];
+    uv_signal_t signals[5]; /* one per stop signal (lcore.c) */
     int nsignals;
+    int stop_signals_seen; /* a second one ends the process at once */
     struct pl_stdin_reader *stdin_reader;
     pl_resource resources; /* list head of what is open; see pl_host_track */
     char name[64];         /* the actor's name, for log lines */
+    /* The coroutine core.resume is running now (NULL: the main state or
+     * none), so that another thread can set a hook on it (spawn.c's
+     * thread:interrupt). Written on the host's thread, read elsewhere, both
+     * under interrupt_lock. */
+    lua_State *running;
+    uv_mutex_t interrupt_lock;
 } pl_host;
 
 /* Pushes the one argument of a host.lua entry point. */

@@ -184,17 +184,74 @@ static int core_exit_requested(lua_State *L) {
     return 1;
 }
 
+/* ---- resuming coroutines ------------------------------------------- */
+
+/* Records co as the coroutine running now (h->running), so that another
+ * thread can interrupt it (spawn.c's thread:interrupt), and gives back the
+ * coroutine it replaces. Both writes take interrupt_lock: the interrupter
+ * reads `running` and sets a hook on it under that lock, so once the clear
+ * after a resume returns, no other thread touches the coroutine, which may
+ * then be collected. The lock is uncontended but for an interrupt. */
+static lua_State *set_running(pl_host *h, lua_State *co) {
+    uv_mutex_lock(&h->interrupt_lock);
+    lua_State *previous = h->running;
+    h->running = co;
+    uv_mutex_unlock(&h->interrupt_lock);
+    return previous;
+}
+
+/* Moves nargs values from L to co, resumes co and moves what it yields or
+ * returns back to L. The number of values moved, or -1 with the error
+ * message on L's stack (as lcorolib.c's auxresume). */
+static int resume_recorded(lua_State *L, lua_State *co, int nargs) {
+    if (!lua_checkstack(co, nargs)) {
+        lua_pushliteral(L, "too many arguments to resume");
+        return -1;
+    }
+    lua_xmove(L, co, nargs);
+    pl_host *h = pl_host_of(L);
+    lua_State *previous = set_running(h, co);
+    int nres;
+    int status = lua_resume(co, L, nargs, &nres);
+    set_running(h, previous); /* a nested resume gives its caller back */
+    if (status != LUA_OK && status != LUA_YIELD) {
+        lua_xmove(co, L, 1);
+        return -1;
+    }
+    if (!lua_checkstack(L, nres + 1)) {
+        lua_pop(co, nres);
+        lua_pushliteral(L, "too many results to resume");
+        return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+}
+
+/* core.resume(co, ...) -> true, values... | false, err: coroutine.resume,
+ * but the host knows which coroutine runs (future.lua's step uses it). */
+static int core_resume(lua_State *L) {
+    lua_State *co = lua_tothread(L, 1);
+    luaL_argexpected(L, co != NULL, 1, "coroutine");
+    int n = resume_recorded(L, co, lua_gettop(L) - 1);
+    lua_pushboolean(L, n >= 0);
+    if (n < 0) n = 1; /* false, err */
+    lua_insert(L, -(n + 1));
+    return n + 1;
+}
+
 /* ---- signals --------------------------------------------------------- */
 
-static const int stop_signals[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP};
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGQUIT, SIGHUP, SIGABRT};
+_Static_assert(sizeof stop_signals / sizeof *stop_signals ==
+                   sizeof ((pl_host *)0)->signals / sizeof(uv_signal_t),
+               "pl_host.signals holds one handle per stop signal");
 
 /* The first stop signal asks Lua for a graceful stop; a second one while
  * that stop runs ends the process at once, as a user pressing Ctrl-C twice
  * expects. */
 static void signal_received(uv_signal_t *handle, int signum) {
     pl_host *h = handle->data;
-    static int already;
-    if (already++) {
+    if (h->stop_signals_seen++) {
         fflush(stdout);
         _exit(signum);
     }
@@ -203,8 +260,8 @@ static void signal_received(uv_signal_t *handle, int signum) {
     pl_host_pcall(h, 1, 0, "signal handler");
 }
 
-/* core.on_signal(fn): fn(signum) on SIGINT, SIGTERM, SIGQUIT or SIGHUP. The
- * handles do not keep the loop alive. */
+/* core.on_signal(fn): fn(signum) on SIGINT, SIGTERM, SIGQUIT, SIGHUP or
+ * SIGABRT. The handles do not keep the loop alive. */
 static int core_on_signal(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     pl_host *h = pl_host_of(L);
@@ -493,6 +550,7 @@ static const luaL_Reg core_functions[] = {
     {"loop_running", core_loop_running},
     {"exit_loop", core_exit_loop},
     {"exit_requested", core_exit_requested},
+    {"resume", core_resume},
     {"on_signal", core_on_signal},
     {"read_stdin", core_read_stdin},
     {"now", core_now},

@@ -1,8 +1,11 @@
 /* main.c: the pulsar-lua executable's entry point.
  *
  * Parses the command line (cli.c), answers -h and -v, refuses what cannot be
- * done yet, and hands everything else to the arbiter's host (host.c). */
+ * done yet, takes the --pid-file (pidfile.c) and hands everything else to
+ * the arbiter's host (host.c). */
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <lua.h>
@@ -10,6 +13,7 @@
 
 #include "cli.h"
 #include "host.h"
+#include "pidfile.h"
 #include "spawn.h"
 
 static void print_version(void) {
@@ -33,6 +37,37 @@ static int refuse_unavailable(const pl_cli *cli) {
     return 0;
 }
 
+/* The pid file this arbiter holds, if any. It is released on every way out
+ * that runs exit handlers: returning from main, and Lua's os.exit called
+ * outside a task (which calls exit() at once). */
+static const char *held_pid_file;
+
+static void release_held_pid_file(void) {
+    if (held_pid_file) pl_pidfile_release(held_pid_file);
+    held_pid_file = NULL;
+}
+
+static int take_pid_file(const char *path) {
+    char err[PATH_MAX + 128];
+    if (pl_pidfile_acquire(path, err, sizeof err) != 0) {
+        fprintf(stderr, "pulsar-lua: %s\n", err);
+        return 1;
+    }
+    held_pid_file = path;
+    /* Should registering fail, only an os.exit outside a task would leave
+     * the file behind, and the next start replaces a stale file. */
+    (void)atexit(release_held_pid_file);
+    return 0;
+}
+
+/* The arbiter's life, inside its pid file when one was asked for. */
+static int run_arbiter(const pl_cli *cli, int argc, char **argv) {
+    if (cli->cfg.pid_file && take_pid_file(cli->cfg.pid_file) != 0) return 1;
+    int code = pl_host_main(cli, argc, argv);
+    release_held_pid_file();
+    return code;
+}
+
 int main(int argc, char **argv) {
     /* A process actor started by an arbiter (spawn.c), not a user. */
     if (argc == 4 && strcmp(argv[1], "--pulsar-actor") == 0)
@@ -51,7 +86,7 @@ int main(int argc, char **argv) {
         if (cli.show_version) print_version();
         int only_version = cli.show_version && !cli.script && !cli.nactions &&
                            !cli.interactive;
-        if (!only_version) code = pl_host_main(&cli, argc, argv);
+        if (!only_version) code = run_arbiter(&cli, argc, argv);
     }
     pl_cli_free(&cli);
     return code;

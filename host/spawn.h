@@ -18,7 +18,11 @@ int pl_process_actor_main(const char *address, const char *aid);
 /* Adds spawn_process and spawn_thread to the table on top of L's stack:
  *   core.spawn_process(aid, address, on_exit(status, signal)) -> Process
  *       (.pid, :kill(signal))
- *   core.spawn_thread(aid, on_exit(status)) -> conn, Thread (.id) */
+ *   core.spawn_thread(aid, on_exit(status)) -> conn, Thread
+ *       (:interrupt() -> true | false: for an actor stuck in Lua code that
+ *        must stop. Unless that code returns to the actor's loop first, it
+ *        raises "interrupted: the actor is being stopped" once, within 1000
+ *        instructions. False if the thread has no VM, yet or any more.) */
 void pl_lspawn_register(lua_State *L);
 
 #endif

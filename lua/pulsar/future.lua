@@ -242,7 +242,7 @@ end
 function step(task, ...)
   local co = task._co
   if not co then return end -- cancelled
-  local ok, res = coroutine.resume(co, ...)
+  local ok, res = core.resume(co, ...) -- the host records the running coroutine
   if coroutine.status(co) == "dead" then
     task._co = nil
     if ok then

@@ -225,7 +225,13 @@ function M.actor_main(request)
       end
     end)
   end
-  core.on_signal(function(signum) a:stop(signum) end)
+  -- libuv hands a signal to every loop that watches it: only the arbiter
+  -- and process actors watch, a thread actor is stopped by its arbiter.
+  -- Ctrl-C reaches the whole process group: the arbiter stops its actors in
+  -- order, so a process actor leaves SIGINT to it.
+  if request.kind == "process" then
+    core.on_signal(function(signum) if signum ~= 2 then a:stop(signum) end end)
+  end
   -- os.exit stops this actor only (in a thread actor the real one would
   -- end the whole process).
   os.exit = function(code)
