@@ -264,8 +264,8 @@ static pl_conn *conn_new(pl_host *h, conn_kind kind, const char *name) {
                             ? PL_FRAME_MAX_DEFAULT + PL_FRAME_HEADER_MAX : 0);
     pl_buf_init(&c->out, 0);
     pl_buf_init(&c->writing, 0);
-    uv_prepare_init(&h->loop, &c->flush); /* neither can fail */
-    uv_timer_init(&h->loop, &c->redeliver);
+    uv_prepare_init(h->loop, &c->flush); /* neither can fail */
+    uv_timer_init(h->loop, &c->redeliver);
     c->flush.data = c->redeliver.data = c;
     c->open_handles = 2;
     pl_host_track(h, &c->res, conn_shutdown);
@@ -279,7 +279,7 @@ static pl_conn *stream_conn_new(pl_host *h, const char *name) {
     uv_once(&sigpipe_once, ignore_sigpipe);
     pl_conn *c = conn_new(h, CONN_STREAM, name);
     if (!c) return NULL;
-    if (uv_pipe_init(&h->loop, &c->io.pipe, 0) != 0) {
+    if (uv_pipe_init(h->loop, &c->io.pipe, 0) != 0) {
         conn_discard(c);
         return NULL;
     }
@@ -626,7 +626,7 @@ pl_listener *pl_listen(pl_host *h, const char *address,
     l->on_accept = on_accept;
     l->ud = ud;
     snprintf(l->address, sizeof l->address, "unix:%s", path);
-    int rc = uv_pipe_init(&h->loop, &l->pipe, 0);
+    int rc = uv_pipe_init(h->loop, &l->pipe, 0);
     if (rc != 0) {
         free(l);
         set_err(err, errlen, "cannot listen on unix:%s: %s", path,
@@ -807,7 +807,7 @@ pl_conn *pl_channel_attach(pl_host *h, pl_channel *ch, int side) {
     snprintf(name, sizeof name, "channel side %d", side);
     pl_conn *c = conn_new(h, CONN_CHANNEL, name);
     if (!c) return NULL;
-    if (uv_async_init(&h->loop, &c->io.wake, channel_woken) != 0) {
+    if (uv_async_init(h->loop, &c->io.wake, channel_woken) != 0) {
         conn_discard(c);
         return NULL;
     }

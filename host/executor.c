@@ -474,7 +474,7 @@ static pl_executor *executor_new(pl_host *h, int nthreads, const char *path,
     if (!ex->workers || (path && !ex->path) || (cpath && !ex->cpath)) goto fail;
     if (uv_mutex_init(&ex->lock) != 0) goto fail;
     if (uv_cond_init(&ex->has_work) != 0) goto fail_mutex;
-    if (uv_async_init(&h->loop, &ex->wake, executor_woken) != 0) goto fail_cond;
+    if (uv_async_init(h->loop, &ex->wake, executor_woken) != 0) goto fail_cond;
     ex->wake.data = ex;
     uv_unref((uv_handle_t *)&ex->wake); /* an idle pool keeps nothing alive */
     ex->host = h;

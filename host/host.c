@@ -52,7 +52,7 @@ int pl_host_pcall(pl_host *h, int nargs, int nresults, const char *where) {
 
 int pl_host_run_once(pl_host *h) {
     h->loop_depth++;
-    int alive = uv_run(&h->loop, UV_RUN_ONCE);
+    int alive = uv_run(h->loop, UV_RUN_ONCE);
     h->loop_depth--;
     return alive;
 }
@@ -60,7 +60,8 @@ int pl_host_run_once(pl_host *h) {
 void pl_host_request_exit(pl_host *h, int code) {
     h->exit_code = code;
     h->exit_requested = 1;
-    uv_stop(&h->loop);
+    if (h->on_exit_request) h->on_exit_request(h);
+    else uv_stop(h->loop);
 }
 
 static int file_exists(const char *path) { return access(path, R_OK) == 0; }
@@ -212,12 +213,12 @@ static void close_handle(uv_handle_t *handle, void *arg) {
 static void close_loop(pl_host *h) {
     while (h->resources.next != &h->resources)
         h->resources.next->close(h->resources.next);
-    uv_walk(&h->loop, close_handle, NULL);
+    uv_walk(h->loop, close_handle, NULL);
     /* The first run may only clear a pending uv_stop; go on until every
      * close callback has run. */
-    while (uv_run(&h->loop, UV_RUN_DEFAULT) != 0) {
+    while (uv_run(h->loop, UV_RUN_DEFAULT) != 0) {
     }
-    if (uv_loop_close(&h->loop) != 0)
+    if (uv_loop_close(h->loop) != 0)
         pl_log(PL_LOG_WARNING, h->name, "the loop had handles left at exit");
 }
 
@@ -226,26 +227,60 @@ static const pl_cli default_cli = {
             .exit_timeout = 3, .log_level = "info"},
 };
 
-int pl_host_init(pl_host *h, const pl_cli *cli, const char *name) {
+int pl_host_init(pl_host *h, const pl_cli *cli, const char *name,
+                 uv_loop_t *shared_loop) {
     memset(h, 0, sizeof *h);
     h->cli = cli ? cli : &default_cli;
     h->soon_ref = h->signal_ref = LUA_NOREF;
     h->resources.next = h->resources.prev = &h->resources;
     snprintf(h->name, sizeof h->name, "%s", name);
-    if (uv_loop_init(&h->loop) != 0) {
+    h->loop = shared_loop ? shared_loop : &h->own_loop;
+    /* On a shared loop this VM only ever runs inside its callbacks. */
+    h->loop_depth = shared_loop ? 1 : 0;
+    if (!shared_loop && uv_loop_init(h->loop) != 0) {
         fprintf(stderr, "pulsar-lua: cannot create an event loop\n");
         return -1;
     }
     if (uv_mutex_init(&h->interrupt_lock) != 0) {
         fprintf(stderr, "pulsar-lua: cannot create a mutex\n");
-        uv_loop_close(&h->loop);
+        if (!shared_loop) uv_loop_close(h->loop);
         return -1;
     }
     if (setup_vm(h) != 0) {
-        pl_host_close(h);
+        if (shared_loop) pl_host_close_shared(h, NULL);
+        else pl_host_close(h);
         return -1;
     }
     return 0;
+}
+
+int pl_host_start(pl_host *h, const char *entry, pl_push_fn push, void *ud) {
+    return call_host_lua(h, entry, push, ud);
+}
+
+static void shared_handle_closed(uv_handle_t *handle) {
+    pl_host *h = handle->data;
+    if (--h->closing_handles == 0 && h->on_freed) h->on_freed(h);
+}
+
+void pl_host_close_shared(pl_host *h, void (*on_freed)(pl_host *h)) {
+    while (h->resources.next != &h->resources)
+        h->resources.next->close(h->resources.next);
+    h->on_freed = on_freed;
+    h->closing_handles = 1; /* held until every close below is started */
+    if (h->soon_ref != LUA_NOREF) {
+        h->closing_handles++;
+        uv_close((uv_handle_t *)&h->soon, shared_handle_closed);
+    }
+    for (int i = 0; i < h->nsignals; i++) {
+        h->signals[i].data = h;
+        h->closing_handles++;
+        uv_close((uv_handle_t *)&h->signals[i], shared_handle_closed);
+    }
+    if (h->L) lua_close(h->L);
+    h->L = NULL;
+    uv_mutex_destroy(&h->interrupt_lock);
+    if (--h->closing_handles == 0 && on_freed) on_freed(h);
 }
 
 void pl_host_close(pl_host *h) {
@@ -259,7 +294,7 @@ int pl_host_run(pl_host *h, const char *entry, pl_push_fn push, void *ud) {
     int code = call_host_lua(h, entry, push, ud);
     if (code != 0 || h->exit_requested) return h->exit_requested ? h->exit_code : code;
     h->loop_depth++;
-    uv_run(&h->loop, UV_RUN_DEFAULT);
+    uv_run(h->loop, UV_RUN_DEFAULT);
     h->loop_depth--;
     if (h->exit_requested) return h->exit_code;
     return call_host_lua(h, "loop_ended", NULL, NULL);
@@ -279,7 +314,7 @@ static void push_arbiter_request(lua_State *L, void *ud) {
 int pl_host_main(const pl_cli *cli, int argc, char **argv) {
     pl_host host;
     pl_log_set_level(pl_log_level_from_name(cli->cfg.log_level));
-    if (pl_host_init(&host, cli, "arbiter") != 0) return 1;
+    if (pl_host_init(&host, cli, "arbiter", NULL) != 0) return 1;
     create_arg_table(host.L, argc, argv, cli->script);
     arbiter_args args = {cli, argc, argv};
     int code = pl_host_run(&host, "main", push_arbiter_request, &args);

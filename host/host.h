@@ -22,7 +22,8 @@ typedef struct pl_resource {
 } pl_resource;
 
 typedef struct pl_host {
-    uv_loop_t loop;
+    uv_loop_t *loop;    /* own_loop, or the arbiter's for a monitor */
+    uv_loop_t own_loop;
     lua_State *L;
     const pl_cli *cli;
     char *argv0;
@@ -38,6 +39,11 @@ typedef struct pl_host {
     struct pl_stdin_reader *stdin_reader;
     pl_resource resources; /* list head of what is open; see pl_host_track */
     char name[64];         /* the actor's name, for log lines */
+    /* A host on a loop it does not own (a monitor on the arbiter's) cannot
+     * stop that loop: an exit request calls this instead. */
+    void (*on_exit_request)(struct pl_host *h);
+    void (*on_freed)(struct pl_host *h); /* once its handles are closed */
+    int closing_handles;
     /* The coroutine core.resume is running now (NULL: the main state or
      * none), so that another thread can set a hook on it (spawn.c's
      * thread:interrupt). Written on the host's thread, read elsewhere, both
@@ -50,8 +56,17 @@ typedef struct pl_host {
 typedef void (*pl_push_fn)(lua_State *L, void *ud);
 
 /* Makes the loop and the VM (pulsar on its path); cli may be NULL for an
- * actor, whose settings come from its spawn parameters. 0 or -1. */
-int pl_host_init(pl_host *h, const pl_cli *cli, const char *name);
+ * actor, whose settings come from its spawn parameters. With shared_loop,
+ * the VM lives on that loop (a monitor on the arbiter's) instead of a loop
+ * of its own. 0 or -1. */
+int pl_host_init(pl_host *h, const pl_cli *cli, const char *name,
+                 uv_loop_t *shared_loop);
+/* Calls host.lua's `entry` with what push pushes and returns its result,
+ * without running the loop (for a host on a shared loop). */
+int pl_host_start(pl_host *h, const char *entry, pl_push_fn push, void *ud);
+/* Closes a host on a shared loop: its resources and its VM now, its own
+ * handles on the loop's next turn, then calls on_freed. */
+void pl_host_close_shared(pl_host *h, void (*on_freed)(pl_host *h));
 /* Calls host.lua's `entry` with what push pushes, then runs the loop until
  * nothing is left or an exit is asked for; returns the exit status. */
 int pl_host_run(pl_host *h, const char *entry, pl_push_fn push, void *ud);

@@ -34,14 +34,14 @@ typedef struct pl_timer {
     struct pl_timer **owner; /* the userdata's slot, cleared when freed */
 } pl_timer;
 
-static void timer_closed(uv_handle_t *handle) {
-    pl_timer *t = handle->data;
-    if (t->owner) *t->owner = NULL;
-    free(t);
-}
+static void timer_closed(uv_handle_t *handle) { free(handle->data); }
 
+/* Forgets Lua at once (the VM may be closed before the close callback, as a
+ * monitor's is), and frees the timer once libuv is done with it. */
 static void timer_close(pl_timer *t) {
     pl_host_untrack(&t->res);
+    if (t->owner) *t->owner = NULL;
+    t->owner = NULL;
     luaL_unref(t->host->L, LUA_REGISTRYINDEX, t->fn_ref);
     t->fn_ref = LUA_NOREF;
     uv_close((uv_handle_t *)&t->handle, timer_closed);
@@ -74,7 +74,7 @@ static int core_timer(lua_State *L) {
     pl_timer *t = malloc(sizeof *t);
     if (!t) return luaL_error(L, "out of memory creating a timer");
     pl_host *h = pl_host_of(L);
-    uv_timer_init(&h->loop, &t->handle);
+    uv_timer_init(h->loop, &t->handle);
     t->handle.data = t;
     t->host = h;
     lua_pushvalue(L, 2);
@@ -83,7 +83,7 @@ static int core_timer(lua_State *L) {
     *slot = t;
     pl_host_track(h, &t->res, timer_shutdown);
     /* The loop clock is stale after long Lua work; a delay counts from now. */
-    uv_update_time(&h->loop);
+    uv_update_time(h->loop);
     uint64_t ms = (uint64_t)(after * 1000.0 + 0.5);
     uint64_t repeat_ms = (uint64_t)(repeat * 1000.0 + 0.5);
     if (repeat > 0 && repeat_ms == 0) repeat_ms = 1;
@@ -140,7 +140,7 @@ static int core_set_ready_handler(lua_State *L) {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     pl_host *h = pl_host_of(L);
     if (h->soon_ref == LUA_NOREF) {
-        uv_idle_init(&h->loop, &h->soon);
+        uv_idle_init(h->loop, &h->soon);
         h->soon.data = h;
     } else {
         luaL_unref(L, LUA_REGISTRYINDEX, h->soon_ref);
@@ -271,7 +271,7 @@ static int core_on_signal(lua_State *L) {
     for (; h->nsignals < (int)(sizeof stop_signals / sizeof *stop_signals);
          h->nsignals++) {
         uv_signal_t *s = &h->signals[h->nsignals];
-        uv_signal_init(&h->loop, s);
+        uv_signal_init(h->loop, s);
         s->data = h;
         uv_signal_start(s, signal_received, stop_signals[h->nsignals]);
         uv_unref((uv_handle_t *)s);
@@ -363,7 +363,7 @@ static void stdin_file_read(uv_fs_t *req) {
 static int stdin_file_next(pl_stdin_reader *r) {
     uv_buf_t b = uv_buf_init(r->buf, sizeof r->buf);
     r->req.data = r;
-    int rc = uv_fs_read(&r->host->loop, &r->req, 0, &b, 1, -1, stdin_file_read);
+    int rc = uv_fs_read(r->host->loop, &r->req, 0, &b, 1, -1, stdin_file_read);
     r->reading_file = rc == 0;
     return rc;
 }
@@ -371,9 +371,9 @@ static int stdin_file_next(pl_stdin_reader *r) {
 static int start_stdin_stream(pl_host *h, pl_stdin_reader *r) {
     int rc;
     if (r->type == UV_TTY) {
-        rc = uv_tty_init(&h->loop, &r->stream.tty, 0, 1);
+        rc = uv_tty_init(h->loop, &r->stream.tty, 0, 1);
     } else {
-        rc = uv_pipe_init(&h->loop, &r->stream.pipe, 0);
+        rc = uv_pipe_init(h->loop, &r->stream.pipe, 0);
     }
     if (rc != 0) return rc;
     r->stream.handle.data = r; /* from here on, failure closes the handle */
@@ -409,7 +409,7 @@ static int core_read_stdin(lua_State *L) {
 /* ---- facts and logging ------------------------------------------------ */
 
 static int core_now(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)uv_now(&pl_host_of(L)->loop) / 1000.0);
+    lua_pushnumber(L, (lua_Number)uv_now(pl_host_of(L)->loop) / 1000.0);
     return 1;
 }
 

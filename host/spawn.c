@@ -55,7 +55,7 @@ int pl_process_actor_main(const char *address, const char *aid) {
     /* No orphans: if the arbiter dies outright, so do we. */
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     pl_host host;
-    if (pl_host_init(&host, NULL, aid) != 0) return 1;
+    if (pl_host_init(&host, NULL, aid, NULL) != 0) return 1;
     actor_request req = {"process", aid, address, NULL};
     int code = pl_host_run(&host, "actor_main", push_actor_request, &req);
     pl_host_close(&host);
@@ -165,7 +165,7 @@ static int core_spawn_process(lua_State *L) {
         .stdio_count = 3, .stdio = stdio,
     };
     p->handle.data = p;
-    int rc = uv_spawn(&pl_host_of(L)->loop, &p->handle, &opts);
+    int rc = uv_spawn(pl_host_of(L)->loop, &p->handle, &opts);
     if (rc != 0) {
         uv_close((uv_handle_t *)&p->handle, process_closed);
         return luaL_error(L, "cannot start a process: %s", uv_strerror(rc));
@@ -321,7 +321,7 @@ static void publish_vm(thread_actor *t, pl_host *vm) {
  * same. The handle does not keep the loop alive; pl_host_close closes it. */
 static void open_to_interrupts(thread_actor *t, pl_host *vm) {
     this_thread_actor = t;
-    int rc = uv_async_init(&vm->loop, &t->loop_alive, interrupt_not_needed);
+    int rc = uv_async_init(vm->loop, &t->loop_alive, interrupt_not_needed);
     if (rc != 0) {
         pl_log(PL_LOG_WARNING, t->aid, "cannot be interrupted: %s", uv_strerror(rc));
         return;
@@ -358,7 +358,7 @@ static void thread_body(void *arg) {
     thread_actor *t = arg;
     pl_host host;
     int code = 1;
-    if (pl_host_init(&host, NULL, t->aid) == 0) {
+    if (pl_host_init(&host, NULL, t->aid, NULL) == 0) {
         open_to_interrupts(t, &host);
         pl_conn *conn = pl_channel_attach(&host, t->channel, 1);
         /* The creator's reference was handed to us: both ends hold their
@@ -418,7 +418,7 @@ static int core_spawn_thread(lua_State *L) {
     }
     snprintf(t->aid, sizeof t->aid, "%s", aid);
     t->channel = ch;
-    uv_async_init(&h->loop, &t->ended, thread_ended);
+    uv_async_init(h->loop, &t->ended, thread_ended);
     t->ended.data = t;
     /* Tracked before its channel end: at shutdown, resources close newest
      * first, so the channel closes (and the actor stops) before the join. */
@@ -440,6 +440,98 @@ static int core_spawn_thread(lua_State *L) {
     return 2;
 }
 
+/* ---- monitors ------------------------------------------------------------ */
+
+/* A monitor is an actor with a VM of its own on the arbiter's loop and
+ * thread (DESIGN.md): no thread, no process. It talks to the arbiter through
+ * a channel whose two ends are on the same loop, so the code above cannot
+ * tell it from a thread actor. Its exit cannot stop the shared loop; it
+ * schedules its own teardown instead, outside its VM's calls. */
+#define MONITOR_METATABLE "pulsar.core.Monitor"
+
+typedef struct monitor_actor {
+    child base;
+    pl_host vm;          /* the monitor's VM, on the arbiter's loop */
+    uv_timer_t teardown; /* closes the VM from the loop, not from inside it */
+    int vm_open;
+    int pending_frees;   /* the timer's close and the VM's handles */
+} monitor_actor;
+
+static monitor_actor *monitor_of_vm(pl_host *vm) {
+    return (monitor_actor *)((char *)vm - offsetof(monitor_actor, vm));
+}
+
+static void monitor_release(monitor_actor *m) {
+    if (--m->pending_frees == 0) free(m);
+}
+
+static void monitor_vm_freed(pl_host *vm) { monitor_release(monitor_of_vm(vm)); }
+
+static void monitor_timer_closed(uv_handle_t *handle) { monitor_release(handle->data); }
+
+/* Closes the VM and the timer; `report` says whether Lua hears of it. */
+static void monitor_close(monitor_actor *m, int report) {
+    if (!m->vm_open) return;
+    m->vm_open = 0;
+    int status = m->vm.exit_requested ? m->vm.exit_code : 1;
+    pl_host_untrack(&m->base.res);
+    m->pending_frees = 2;
+    pl_host_close_shared(&m->vm, monitor_vm_freed);
+    uv_close((uv_handle_t *)&m->teardown, monitor_timer_closed);
+    if (report) child_report_exit(&m->base, status, 0, 1);
+    else child_forget_lua(&m->base);
+}
+
+static void monitor_teardown(uv_timer_t *timer) { monitor_close(timer->data, 1); }
+
+static void monitor_exit_requested(pl_host *vm) {
+    monitor_actor *m = monitor_of_vm(vm);
+    if (m->vm_open) uv_timer_start(&m->teardown, monitor_teardown, 0, 0);
+}
+
+static void monitor_shutdown(pl_resource *res) {
+    monitor_close((monitor_actor *)((char *)res - offsetof(monitor_actor, base.res)), 0);
+}
+
+/* core.spawn_monitor(aid, on_exit) -> conn, Monitor */
+static int core_spawn_monitor(lua_State *L) {
+    const char *aid = luaL_checkstring(L, 1);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    pl_host *h = pl_host_of(L);
+    child **slot = new_child_userdata(L, MONITOR_METATABLE);
+    monitor_actor *m = calloc(1, sizeof *m);
+    pl_channel *ch = m ? pl_channel_new() : NULL;
+    if (!ch) {
+        free(m);
+        return luaL_error(L, "out of memory spawning a monitor");
+    }
+    if (pl_host_init(&m->vm, NULL, aid, h->loop) != 0) {
+        pl_channel_release(ch);
+        free(m);
+        return luaL_error(L, "cannot make the monitor's VM");
+    }
+    m->vm_open = 1;
+    m->vm.on_exit_request = monitor_exit_requested;
+    uv_timer_init(h->loop, &m->teardown);
+    m->teardown.data = m;
+    child_init(&m->base, L, 2, slot);
+    pl_host_track(h, &m->base.res, monitor_shutdown);
+    pl_conn *mine = pl_channel_attach(h, ch, 0);
+    pl_conn *theirs = pl_channel_attach(&m->vm, ch, 1);
+    pl_channel_release(ch);
+    if (!mine || !theirs) {
+        if (mine) pl_conn_close(mine, "monitor not started");
+        monitor_close(m, 0);
+        return luaL_error(L, "out of memory spawning a monitor");
+    }
+    actor_request req = {"monitor", aid, NULL, theirs};
+    if (pl_host_start(&m->vm, "actor_main", push_actor_request, &req) != 0)
+        pl_host_request_exit(&m->vm, 1);
+    pl_lconn_push(L, mine);
+    lua_insert(L, -2);
+    return 2;
+}
+
 static const luaL_Reg thread_methods[] = {
     {"interrupt", thread_interrupt},
     {NULL, NULL},
@@ -448,10 +540,16 @@ static const luaL_Reg thread_methods[] = {
 static const luaL_Reg spawn_functions[] = {
     {"spawn_process", core_spawn_process},
     {"spawn_thread", core_spawn_thread},
+    {"spawn_monitor", core_spawn_monitor},
     {NULL, NULL},
 };
 
 void pl_lspawn_register(lua_State *L) {
+    if (luaL_newmetatable(L, MONITOR_METATABLE)) {
+        lua_pushcfunction(L, child_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
     if (luaL_newmetatable(L, PROCESS_METATABLE)) {
         lua_pushcfunction(L, process_index);
         lua_setfield(L, -2, "__index");

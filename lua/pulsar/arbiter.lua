@@ -233,7 +233,11 @@ function M.spawn(params, manager, as_monitor)
   local rec = new_record(spec)
   rec.manager, rec.started_at = manager, core.now()
   records[rec.aid] = rec
-  if kind == "process" and not as_monitor then
+  if as_monitor then
+    local link, monitor = core.spawn_monitor(rec.aid, function(status) actor_ended(rec, status) end)
+    rec.monitor = monitor
+    attach(link, rec)
+  elseif kind == "process" then
     rec.process = core.spawn_process(rec.aid, arbiter.address,
                                      function(status, signal) actor_ended(rec, status, signal) end)
     rec.pid = rec.process.pid

@@ -66,10 +66,11 @@ typedef struct test_host {
 
 static void host_init(test_host *t) {
     memset(t, 0, sizeof *t);
-    if (uv_loop_init(&t->h.loop) != 0) abort();
+    t->h.loop = &t->h.own_loop;
+    if (uv_loop_init(t->h.loop) != 0) abort();
     t->h.resources.next = t->h.resources.prev = &t->h.resources;
     t->h.L = NULL;
-    uv_timer_init(&t->h.loop, &t->tick);
+    uv_timer_init(t->h.loop, &t->tick);
 }
 
 static void noop_tick(uv_timer_t *timer) { (void)timer; }
@@ -79,10 +80,10 @@ static int host_finish(test_host *t) {
     while (t->h.resources.next != &t->h.resources)
         t->h.resources.next->close(t->h.resources.next);
     uv_close((uv_handle_t *)&t->tick, NULL);
-    while (uv_run(&t->h.loop, UV_RUN_DEFAULT) != 0) {
+    while (uv_run(t->h.loop, UV_RUN_DEFAULT) != 0) {
     }
-    int rc = uv_loop_close(&t->h.loop);
-    if (rc != 0) uv_print_all_handles(&t->h.loop, stderr);
+    int rc = uv_loop_close(t->h.loop);
+    if (rc != 0) uv_print_all_handles(t->h.loop, stderr);
     return rc;
 }
 
@@ -92,13 +93,13 @@ static int host_finish(test_host *t) {
         uint64_t deadline_ = uv_hrtime() + WAIT_NS;                        \
         uv_timer_start(&(t)->tick, noop_tick, 2, 2);                       \
         while (!(cond) && uv_hrtime() < deadline_)                         \
-            uv_run(&(t)->h.loop, UV_RUN_ONCE);                             \
+            uv_run((t)->h.loop, UV_RUN_ONCE);                             \
         uv_timer_stop(&(t)->tick);                                         \
         CHECK(cond);                                                       \
     } while (0)
 
 static void run_turns(test_host *t, int n) {
-    for (int i = 0; i < n; i++) uv_run(&t->h.loop, UV_RUN_NOWAIT);
+    for (int i = 0; i < n; i++) uv_run(t->h.loop, UV_RUN_NOWAIT);
 }
 
 /* Write system calls made by this process so far, or -1. */
@@ -449,7 +450,7 @@ static void test_batching(void) {
     path_in_tmp(path, sizeof path, "batch.sock");
     raw_receiver *r = calloc(1, sizeof *r);
     pl_buf_init(&r->data, 0);
-    uv_pipe_init(&t.h.loop, &r->server, 0);
+    uv_pipe_init(t.h.loop, &r->server, 0);
     r->server.data = r;
     CHECK(uv_pipe_bind(&r->server, path) == 0);
     CHECK(uv_listen((uv_stream_t *)&r->server, 8, raw_accept) == 0);
@@ -552,7 +553,7 @@ static void test_split_reads(void) {
     trickle.len = b.len;
     trickle.written = 0;
     uv_idle_t idle;
-    uv_idle_init(&t.h.loop, &idle);
+    uv_idle_init(t.h.loop, &idle);
     uv_idle_start(&idle, trickle_step);
     RUN_UNTIL(&t, s.conns[0].messages == 2);
     CHECK(s.conns[0].at[0] >= end1 && s.conns[0].at[0] < end3);
@@ -649,9 +650,9 @@ static void test_listener_unref(void) {
     memset(&s, 0, sizeof s);
     pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
-    CHECK(uv_loop_alive(&t.h.loop));
+    CHECK(uv_loop_alive(t.h.loop));
     pl_listener_unref(l);
-    CHECK(!uv_loop_alive(&t.h.loop));
+    CHECK(!uv_loop_alive(t.h.loop));
     client c;
     memset(&c, 0, sizeof c);
     pl_connect(&t.h, path, client_connected, &c);
@@ -893,14 +894,14 @@ static void peer_main(void *arg) {
         p->rec.sequence = p->mode == PEER_COLLECT;
         p->rec.close_after = p->mode == PEER_COLLECT ? p->collect : 0;
         if (p->mode == PEER_FLOOD) {
-            uv_idle_init(&t.h.loop, &p->flood);
+            uv_idle_init(t.h.loop, &p->flood);
             p->flood.data = p;
             uv_idle_start(&p->flood, flood_step);
             p->rec.idle_to_close = &p->flood;
         }
         rec_attach(&p->rec, c);
         /* Ends when the conn (and the flood) are closed. */
-        uv_run(&t.h.loop, UV_RUN_DEFAULT);
+        uv_run(t.h.loop, UV_RUN_DEFAULT);
     }
     p->finish_rc = host_finish(&t);
 }

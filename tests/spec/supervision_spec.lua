@@ -73,6 +73,9 @@ describe("Application", function()
       assert.are.equal(2, #workers)
       local info = pulsar.send(name, "info"):wait(10)
       assert.are.equal("monitor", info.actor.kind)
+      -- a monitor shares the arbiter's process, thread and loop
+      local mine = pulsar.get_actor():info().actor
+      assert.are.same({mine.pid, mine.thread_id}, {info.actor.pid, info.actor.thread_id})
       -- kill one worker: the monitor replaces it at once
       local victim = workers[1].actor.aid
       pulsar.send("arbiter", "kill_actor", victim):wait(30)
