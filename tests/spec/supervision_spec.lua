@@ -143,3 +143,31 @@ describe("Application", function()
     end), "the application was not stopped")
   end)
 end)
+
+describe("Application pools", function()
+  it("cull surplus workers when the pool shrinks", function()
+    pulsar.Application{name = "shrinking", workers = 2, concurrency = "thread",
+                       cfg = {tick = 0.2}}:start():wait(60)
+    assert.are.equal(2, #workers_of("shrinking"))
+    pulsar.send("shrinking", "run", function(monitor) monitor.app.workers = 1 end):wait(10)
+    assert.truthy(wait_until(function() return #workers_of("shrinking") == 1 end),
+                  "the surplus worker was not culled")
+    pulsar.send("shrinking", "stop")
+  end)
+
+  it("stop their workers, running each stopping hook, when the arbiter gets SIGTERM", function()
+    local h = support.start(support.quote(support.script([[
+      pulsar.Application{name = "app", workers = 2, concurrency = "process",
+        worker_stopping = function(worker) print("worker stopping " .. worker.aid) io.stdout:flush() end,
+      }:start():wait(60)
+      print("pid", pulsar.get_actor():info().actor.pid)
+      io.stdout:flush()
+    ]])))
+    local pid = tonumber(h.wait_output("pid\t(%d+)", 60))
+    assert.is_not_nil(pid, h.err())
+    h.kill("TERM", pid)
+    assert.are.equal(15, h.wait(60), h.err())
+    local _, stops = h.out():gsub("worker stopping", "")
+    assert.are.equal(2, stops, h.out() .. h.err())
+  end)
+end)
