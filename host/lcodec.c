@@ -3,6 +3,7 @@
  *   core.encode(v)                  -> MessagePack string (API.md §3)
  *   core.decode(s [, functions])    -> v; functions=false refuses bytecode
  *   core.encode_frame(payload [, opcode])  -> one unmasked FIN frame
+ *   core.peek_envelope(s)           -> command, target, sender, id, ack
  *   core.decode_frame(s [, limit])  -> opcode, payload, size
  *                                    | nil, "incomplete", size-if-known
  *                                    | raises on an invalid frame
@@ -88,7 +89,34 @@ static int core_decode_frame(lua_State *L) {
     }
 }
 
+static void push_string_or_nil(lua_State *L, const char *s, size_t len) {
+    if (s) lua_pushlstring(L, s, len);
+    else lua_pushnil(L);
+}
+
+/* core.peek_envelope(payload) -> command, target, sender, id, ack | nil:
+ * an envelope's routing fields without decoding the rest (value.h). */
+static int core_peek_envelope(lua_State *L) {
+    size_t len;
+    const char *data = luaL_checklstring(L, 1, &len);
+    pl_envelope_head head;
+    if (pl_value_peek_envelope(data, len, pl_value_default_limits.max_depth, &head) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_string_or_nil(L, head.command, head.command_len);
+    push_string_or_nil(L, head.target, head.target_len);
+    push_string_or_nil(L, head.sender, head.sender_len);
+    if (head.has_id) lua_pushinteger(L, (lua_Integer)head.id);
+    else lua_pushnil(L);
+    if (head.ack_kind == 1) lua_pushboolean(L, head.ack_bool);
+    else if (head.ack_kind == 2) lua_pushinteger(L, (lua_Integer)head.ack_int);
+    else lua_pushnil(L);
+    return 5;
+}
+
 static const luaL_Reg codec_functions[] = {
+    {"peek_envelope", core_peek_envelope},
     {"encode", core_encode},
     {"decode", core_decode},
     {"encode_frame", core_encode_frame},

@@ -1323,3 +1323,180 @@ ptrdiff_t pl_value_decode(lua_State *L, const char *data, size_t len,
     }
     return (ptrdiff_t)(c.p - d.start);
 }
+
+/* ---- peeking at an envelope's head ---------------------------------------
+ *
+ * The arbiter relays most messages without looking inside them; decoding a
+ * whole envelope (arguments and all) into Lua just to read its target cost a
+ * fifth of the relay's time. This reads the top-level map's scalar fields
+ * and skips every other value, bounded by the input and by max_depth. */
+
+typedef struct peek_reader {
+    const unsigned char *p, *end;
+} peek_reader;
+
+static int peek_need(peek_reader *r, size_t n) { return (size_t)(r->end - r->p) >= n; }
+
+static uint64_t peek_be(const unsigned char *p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+/* Reads a header of `width` bytes after the type byte as a count/length. */
+static int peek_count(peek_reader *r, int width, uint64_t *count) {
+    if (!peek_need(r, 1 + (size_t)width)) return -1;
+    *count = peek_be(r->p + 1, width);
+    r->p += 1 + width;
+    return 0;
+}
+
+static int peek_skip(peek_reader *r, int depth);
+
+static int peek_skip_items(peek_reader *r, uint64_t items, int depth) {
+    if (items > (uint64_t)(r->end - r->p)) return -1; /* each takes a byte */
+    for (uint64_t i = 0; i < items; i++)
+        if (peek_skip(r, depth) != 0) return -1;
+    return 0;
+}
+
+static int peek_skip_bytes(peek_reader *r, uint64_t n) {
+    if (n > (uint64_t)(r->end - r->p)) return -1;
+    r->p += n;
+    return 0;
+}
+
+/* Skips one value. */
+static int peek_skip(peek_reader *r, int depth) {
+    if (depth <= 0 || !peek_need(r, 1)) return -1;
+    unsigned char t = *r->p;
+    uint64_t n;
+    if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) return peek_skip_bytes(r, 1);
+    if ((t & 0xf0) == 0x80) { r->p++; return peek_skip_items(r, 2 * (uint64_t)(t & 0x0f), depth - 1); }
+    if ((t & 0xf0) == 0x90) { r->p++; return peek_skip_items(r, t & 0x0f, depth - 1); }
+    if ((t & 0xe0) == 0xa0) return peek_skip_bytes(r, 1 + (uint64_t)(t & 0x1f));
+    switch (t) {
+    case 0xc4: case 0xd9: return peek_count(r, 1, &n) ? -1 : peek_skip_bytes(r, n);
+    case 0xc5: case 0xda: return peek_count(r, 2, &n) ? -1 : peek_skip_bytes(r, n);
+    case 0xc6: case 0xdb: return peek_count(r, 4, &n) ? -1 : peek_skip_bytes(r, n);
+    case 0xc7: return peek_count(r, 1, &n) ? -1 : peek_skip_bytes(r, n + 1);
+    case 0xc8: return peek_count(r, 2, &n) ? -1 : peek_skip_bytes(r, n + 1);
+    case 0xc9: return peek_count(r, 4, &n) ? -1 : peek_skip_bytes(r, n + 1);
+    case 0xca: case 0xce: case 0xd2: return peek_skip_bytes(r, 5);
+    case 0xcb: case 0xcf: case 0xd3: return peek_skip_bytes(r, 9);
+    case 0xcc: case 0xd0: return peek_skip_bytes(r, 2);
+    case 0xcd: case 0xd1: return peek_skip_bytes(r, 3);
+    case 0xd4: return peek_skip_bytes(r, 3);
+    case 0xd5: return peek_skip_bytes(r, 4);
+    case 0xd6: return peek_skip_bytes(r, 6);
+    case 0xd7: return peek_skip_bytes(r, 10);
+    case 0xd8: return peek_skip_bytes(r, 18);
+    case 0xdc: return peek_count(r, 2, &n) ? -1 : peek_skip_items(r, n, depth - 1);
+    case 0xdd: return peek_count(r, 4, &n) ? -1 : peek_skip_items(r, n, depth - 1);
+    case 0xde: return peek_count(r, 2, &n) ? -1 : peek_skip_items(r, 2 * n, depth - 1);
+    case 0xdf: return peek_count(r, 4, &n) ? -1 : peek_skip_items(r, 2 * n, depth - 1);
+    default: return -1; /* 0xc1 */
+    }
+}
+
+/* Reads a string at r->p (any str width); 0, or -1 if it is not one. */
+static int peek_string(peek_reader *r, const char **s, size_t *len) {
+    if (!peek_need(r, 1)) return -1;
+    unsigned char t = *r->p;
+    uint64_t n;
+    if ((t & 0xe0) == 0xa0) { n = t & 0x1f; r->p++; }
+    else if (t == 0xd9) { if (peek_count(r, 1, &n)) return -1; }
+    else if (t == 0xda) { if (peek_count(r, 2, &n)) return -1; }
+    else if (t == 0xdb) { if (peek_count(r, 4, &n)) return -1; }
+    else return -1;
+    if (n > (uint64_t)(r->end - r->p)) return -1;
+    *s = (const char *)r->p;
+    *len = (size_t)n;
+    r->p += n;
+    return 0;
+}
+
+/* Reads an integer or a boolean; kind 1 boolean, 2 integer, 0 neither
+ * (then skips the value). */
+static int peek_scalar(peek_reader *r, int depth, int *kind, long long *v) {
+    if (!peek_need(r, 1)) return -1;
+    unsigned char t = *r->p;
+    *kind = 0;
+    if (t == 0xc2 || t == 0xc3) { *kind = 1; *v = t == 0xc3; r->p++; return 0; }
+    if (t <= 0x7f) { *kind = 2; *v = t; r->p++; return 0; }
+    if (t >= 0xe0) { *kind = 2; *v = (signed char)t; r->p++; return 0; }
+    int width = t == 0xcc || t == 0xd0 ? 1 : t == 0xcd || t == 0xd1 ? 2
+              : t == 0xce || t == 0xd2 ? 4 : t == 0xcf || t == 0xd3 ? 8 : 0;
+    if (!width) return peek_skip(r, depth);
+    if (!peek_need(r, 1 + (size_t)width)) return -1;
+    uint64_t u = peek_be(r->p + 1, width);
+    int is_signed = t >= 0xd0;
+    if (is_signed && width < 8 && (u >> (8 * width - 1)))
+        u |= ~(uint64_t)0 << (8 * width); /* sign-extend */
+    *kind = 2;
+    *v = (long long)u;
+    r->p += 1 + width;
+    return 0;
+}
+
+static int peek_key_is(const char *k, size_t klen, const char *name) {
+    return strlen(name) == klen && memcmp(k, name, klen) == 0;
+}
+
+static int peek_field(peek_reader *r, const char *k, size_t klen, int depth,
+                      pl_envelope_head *out) {
+    const char **s = NULL;
+    size_t *slen = NULL;
+    if (peek_key_is(k, klen, "command")) s = &out->command, slen = &out->command_len;
+    else if (peek_key_is(k, klen, "target")) s = &out->target, slen = &out->target_len;
+    else if (peek_key_is(k, klen, "sender")) s = &out->sender, slen = &out->sender_len;
+    if (s) {
+        const unsigned char *at = r->p;
+        if (peek_string(r, s, slen) == 0) return 0;
+        r->p = at;
+        *s = NULL;
+        return peek_skip(r, depth);
+    }
+    int kind;
+    long long v;
+    if (peek_key_is(k, klen, "id")) {
+        if (peek_scalar(r, depth, &kind, &v) != 0) return -1;
+        out->has_id = kind == 2;
+        out->id = v;
+        return 0;
+    }
+    if (peek_key_is(k, klen, "ack")) {
+        if (peek_scalar(r, depth, &kind, &v) != 0) return -1;
+        out->ack_kind = kind;
+        if (kind == 1) out->ack_bool = (int)v;
+        if (kind == 2) out->ack_int = v;
+        return 0;
+    }
+    return peek_skip(r, depth);
+}
+
+int pl_value_peek_envelope(const char *data, size_t len, int max_depth,
+                           pl_envelope_head *out) {
+    memset(out, 0, sizeof *out);
+    peek_reader r = {(const unsigned char *)data, (const unsigned char *)data + len};
+    uint64_t pairs;
+    if (!peek_need(&r, 1)) return -1;
+    unsigned char t = *r.p;
+    if ((t & 0xf0) == 0x80) { pairs = t & 0x0f; r.p++; }
+    else if (t == 0xde) { if (peek_count(&r, 2, &pairs)) return -1; }
+    else if (t == 0xdf) { if (peek_count(&r, 4, &pairs)) return -1; }
+    else return -1;
+    if (pairs > len) return -1;
+    for (uint64_t i = 0; i < pairs; i++) {
+        const char *k;
+        size_t klen;
+        const unsigned char *at = r.p;
+        if (peek_string(&r, &k, &klen) != 0) {
+            r.p = at;
+            if (peek_skip(&r, max_depth - 1) != 0 || peek_skip(&r, max_depth - 1) != 0) return -1;
+            continue;
+        }
+        if (peek_field(&r, k, klen, max_depth - 1, out) != 0) return -1;
+    }
+    return r.p == r.end ? 0 : -1;
+}

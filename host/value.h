@@ -50,6 +50,24 @@ ptrdiff_t pl_value_decode(lua_State *L, const char *data, size_t len,
                           const pl_value_limits *lim, char *err,
                           size_t errlen);
 
+/* The routing fields of an envelope (API.md §3), read without decoding its
+ * arguments or result: what the arbiter needs to relay a message. Strings
+ * point into the input (len 0 and NULL when absent or not a string). */
+typedef struct pl_envelope_head {
+    const char *command, *target, *sender;
+    size_t command_len, target_len, sender_len;
+    int has_id;
+    long long id;
+    int ack_kind; /* 0 absent, 1 boolean (ack_bool), 2 integer (ack_int) */
+    int ack_bool;
+    long long ack_int;
+} pl_envelope_head;
+
+/* Reads the head of the envelope in data[0..len): 0, or -1 if the input is
+ * not one well-formed MessagePack map (nested no deeper than max_depth). */
+int pl_value_peek_envelope(const char *data, size_t len, int max_depth,
+                           pl_envelope_head *out);
+
 /* The registry key of the metatable that marks an ActorProxy table. */
 #define PL_PROXY_METATABLE "pulsar.ActorProxy"
 

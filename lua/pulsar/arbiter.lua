@@ -82,25 +82,27 @@ local function fail_request(env, message)
   if caller and caller.link then mailbox.reply(caller.link, env, nil, message) end
 end
 
--- Relays an envelope that is not for the arbiter itself.
-local function relay(link, env, payload)
-  local rec = lookup(env.target)
-  if env.command == "callback" then
+-- Relays an envelope that is not for the arbiter itself, from the fields
+-- mailbox.receive read off its head; the payload goes on unchanged.
+local function relay(link, payload, command, target, sender, id, ack)
+  local rec = lookup(target)
+  if command == "callback" then
     local replier = by_link[link]
-    if replier then replier.inflight[inflight_key(env.target, env.ack)] = nil end
+    if replier and ack then replier.inflight[inflight_key(target, ack)] = nil end
     if rec and rec.link then rec.link:send(payload) end
     return
   end
   local ok, why
   if rec and rec.link then ok, why = rec.link:send(payload) end
+  local env = ack and id and sender and {command = command, id = id, sender = sender}
   if not ok then
-    if env.ack then
-      mailbox.reply(link, env, nil, rec and ("cannot send '%s' to %s: %s"):format(env.command, label(rec), why)
-                                        or ("unknown target '%s'"):format(env.target))
+    if env then
+      mailbox.reply(link, env, nil, rec and ("cannot send '%s' to %s: %s"):format(command, label(rec), why)
+                                        or ("unknown target '%s'"):format(target))
     end
     return
   end
-  if env.ack then rec.inflight[inflight_key(env.sender, env.id)] = env end
+  if env then rec.inflight[inflight_key(sender, id)] = env end
 end
 
 ---------------------------------------------------------------------------

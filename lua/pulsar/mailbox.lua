@@ -36,7 +36,7 @@ function M.is_proxy(v) return getmetatable(v) == Proxy end
 
 local me            -- this VM's Actor
 local router        -- function(aid) -> link | nil, err
-local forward       -- arbiter only: function(link, env, payload)
+local forward       -- arbiter only: function(link, payload, command, target, sender, id, ack)
 local pending, npending = {}, 0 -- id -> Future waiting for its reply
 local next_id = 0
 local commands = {} -- name -> {fn = function(request, ...), ack = boolean}
@@ -147,8 +147,16 @@ local function is_me(target)
 end
 M.is_me = is_me
 
+local peek_envelope = core.peek_envelope
+
 --- Handles one payload delivered by `link`.
 function M.receive(link, payload)
+  if forward then -- the arbiter relays what is not for itself undecoded
+    local command, target, sender, id, ack = peek_envelope(payload)
+    if command and target and not is_me(target) then
+      return forward(link, payload, command, target, sender, id, ack)
+    end
+  end
   local ok, env = pcall(core.decode, payload, true)
   if not ok or type(env) ~= "table" or type(env.command) ~= "string" then
     log.warning("closing a connection after an undecodable message: %s",
@@ -156,7 +164,6 @@ function M.receive(link, payload)
     link:close("undecodable message")
     return
   end
-  if forward and not is_me(env.target) then return forward(link, env, payload) end
   if env.command == "callback" then return settle(env) end
   return dispatch(link, env)
 end

@@ -92,6 +92,22 @@ describe("value codec", function()
   end)
 end)
 
+describe("envelope heads", function()
+  it("reads the routing fields without decoding the arguments", function()
+    local payload = core.encode {command = "echo", id = 7, sender = "a1", target = "b2",
+                                 args = {{deep = {1, 2, 3}}, string.rep("x", 1000)}, ack = true}
+    assert.are.same({"echo", "b2", "a1", 7, true}, {core.peek_envelope(payload)})
+    local reply = core.encode {command = "callback", ack = 7, target = "a1", sender = "b2", result = {1}}
+    assert.are.same({"callback", "a1", "b2", nil, 7}, {core.peek_envelope(reply)})
+  end)
+
+  it("says nil for what is not one well-formed map", function()
+    for _, bad in ipairs {"", "\x93\x01\x02\x03", "\x81\xa1a", "\x81\xa1a\x01\x00", "\xdf\xff\xff\xff\xff"} do
+      assert.is_nil(core.peek_envelope(bad))
+    end
+  end)
+end)
+
 describe("frame codec", function()
   it("round-trips payloads of every header size", function()
     for _, n in ipairs {0, 1, 125, 126, 65535, 65536, 200000} do
