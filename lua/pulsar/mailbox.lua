@@ -70,13 +70,9 @@ local Request = {}
 Request.__index = Request
 Request.__name = "pulsar.Request"
 
-local function maxn(t)
-  local n = #t
-  for k in pairs(t) do
-    if math.type(k) == "integer" and k > n then n = k end
-  end
-  return n
-end
+-- How many arguments a request carries: `n` when the sender had nils among
+-- them (pack_args), else the length of the list.
+local function arg_count(args) return args.n or #args end
 
 local function actor_label(actor)
   return ("actor '%s' (%s)"):format(actor.name, actor.aid)
@@ -112,7 +108,7 @@ local function run_command(link, env, cmd)
   local request = setmetatable({actor = me, caller = env.sender, command = env.command,
                                 link = link}, Request)
   if env.ack and not cmd.ack then M.reply(link, env, nil) end
-  local ok, res = pcall(cmd.fn, request, table.unpack(args, 1, maxn(args)))
+  local ok, res = pcall(cmd.fn, request, table.unpack(args, 1, arg_count(args)))
   if env.ack and cmd.ack then
     if ok then
       M.reply(link, env, res)
@@ -180,10 +176,20 @@ local function target_aid(target)
   error("send: target must be an aid, an ActorProxy, 'arbiter' or 'monitor'", 3)
 end
 
+-- The argument list of a request. With a nil among the arguments it is not
+-- a sequence, so it carries its count as `n` and every nil, trailing ones
+-- included, arrives in place.
 local function pack_args(...)
   local n = select("#", ...)
   if n == 0 then return nil end
-  return {...}
+  local args = {...}
+  for i = 1, n do
+    if args[i] == nil then
+      args.n = n
+      break
+    end
+  end
+  return args
 end
 
 -- A command sent to this very actor runs here, without the wire.

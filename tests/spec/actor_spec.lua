@@ -34,6 +34,8 @@ for _, kind in ipairs {"process", "thread"} do
                       string.rep("z", 100000), {1, 2, {3}}, {a = {b = {c = "deep"}}}}
       for _, v in ipairs(values) do assert.are.same(v, pulsar.send(p, "echo", v):wait(10)) end
       assert.is_nil(pulsar.send(p, "echo", nil):wait(10))
+      local count = function(_, ...) return {select("#", ...), ...} end
+      assert.are.same({4, 1, nil, 3}, pulsar.send(p, "run", count, 1, nil, 3, nil):wait(10))
       local base = 10
       local got = pulsar.send(p, "run", function(actor, x) return {actor.name, actor.kind, x + base} end, 5):wait(10)
       assert.are.same({"basic", kind, 15}, got)
