@@ -37,7 +37,9 @@ function pulsar.spawn(params)
   return mailbox.send("arbiter", "spawn", params)
 end
 
-pulsar.Application = require "pulsar.application"
+--- pulsar.Application{...} (lua/pulsar/application.lua), loaded when first
+-- used: only the arbiter needs it, and every new VM would compile it.
+function pulsar.Application(params) return require("pulsar.application")(params) end
 
 --- The Actor of the current VM.
 pulsar.get_actor = actor.current
