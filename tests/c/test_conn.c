@@ -30,18 +30,7 @@
 #include "frame.h"
 #include "host.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (cond) {                                                        \
-            passed++;                                                      \
-        } else {                                                           \
-            failed++;                                                      \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,         \
-                    __LINE__, #cond);                                      \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 
 #define MANY 10000
 #define WAIT_NS (60ull * 1000000000ull) /* valgrind is slow; hangs are not */
@@ -1033,6 +1022,5 @@ int main(void) {
     test_channel_close_during_flood();
     test_channel_send_before_attach();
     rmdir(tmpdir);
-    printf("conn: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_REPORT("conn");
 }

@@ -15,18 +15,7 @@
 #include "buf.h"
 #include "frame.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                        \
-    do {                                                                   \
-        if (cond) {                                                        \
-            passed++;                                                      \
-        } else {                                                           \
-            failed++;                                                      \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__,         \
-                    __LINE__, #cond);                                      \
-        }                                                                  \
-    } while (0)
+#include "check.h"
 
 /* ---- helpers ---- */
 
@@ -462,6 +451,5 @@ int main(void) {
     test_size_limit();
     test_control_frames();
     test_append_limit();
-    printf("frame: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_REPORT("frame");
 }

@@ -18,18 +18,7 @@
 #include "buf.h"
 #include "value.h"
 
-static int passed, failed;
-
-#define CHECK(cond)                                                          \
-    do {                                                                     \
-        if (cond) {                                                          \
-            passed++;                                                        \
-        } else {                                                             \
-            failed++;                                                        \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, \
-                    #cond);                                                  \
-        }                                                                    \
-    } while (0)
+#include "check.h"
 
 /* CHECK that also prints a message (an error text) when it fails. */
 #define CHECK_MSG(cond, msg)                                                 \
@@ -839,6 +828,5 @@ int main(void) {
     test_decode_errors(B);
     lua_close(A);
     lua_close(B);
-    printf("value: %d passed, %d failed\n", passed, failed);
-    return failed ? 1 : 0;
+    return CHECK_REPORT("value");
 }
