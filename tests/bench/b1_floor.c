@@ -15,50 +15,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "floor.h"
+
 #define MSG 32
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-/* the q-quantile of sorted s[0..n-1] (nearest rank) */
-static double quantile(const double *s, size_t n, double q) {
-    size_t i = (size_t)(q * (double)n);
-    if (i >= n) i = n - 1;
-    return s[i];
-}
-
-static int read_full(int fd, char *p, size_t n) {
-    while (n > 0) {
-        ssize_t r = read(fd, p, n);
-        if (r == 0) return 0;
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += r, n -= (size_t)r;
-    }
-    return 1;
-}
-
-static int write_full(int fd, const char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w, n -= (size_t)w;
-    }
-    return 1;
-}
 
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 50000;
@@ -72,7 +31,7 @@ int main(int argc, char **argv) {
     if (pid == 0) { /* the echoer */
         close(sv[0]);
         while (read_full(sv[1], buf, MSG) == 1)
-            if (write_full(sv[1], buf, MSG) != 1) break;
+            if (write_full(sv[1], buf, MSG) != 0) break;
         _exit(0);
     }
     close(sv[1]);
@@ -80,11 +39,11 @@ int main(int argc, char **argv) {
     double *samples = malloc((size_t)n * sizeof *samples);
     if (!samples) return 1;
     for (long i = 0; i < warm; i++)
-        if (write_full(sv[0], buf, MSG) != 1 || read_full(sv[0], buf, MSG) != 1) return 1;
+        if (write_full(sv[0], buf, MSG) != 0 || read_full(sv[0], buf, MSG) != 1) return 1;
     double start = now();
     for (long i = 0; i < n; i++) {
         double t0 = now();
-        if (write_full(sv[0], buf, MSG) != 1 || read_full(sv[0], buf, MSG) != 1) {
+        if (write_full(sv[0], buf, MSG) != 0 || read_full(sv[0], buf, MSG) != 1) {
             fprintf(stderr, "b1_floor: echoer went away\n");
             return 1;
         }
@@ -93,7 +52,6 @@ int main(int argc, char **argv) {
     double total = now() - start;
     close(sv[0]);
     waitpid(pid, NULL, 0);
-    qsort(samples, (size_t)n, sizeof *samples, cmp_double);
     printf("n=%ld\n", n);
     printf("rtt_p50_us=%.3f\n", quantile(samples, (size_t)n, 0.50) * 1e6);
     printf("rtt_p99_us=%.3f\n", quantile(samples, (size_t)n, 0.99) * 1e6);

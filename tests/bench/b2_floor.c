@@ -26,38 +26,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "floor.h"
+
 #define BATCH 10000
 #define WBUF (64 * 1024)
 #define RBUF (256 * 1024)
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double quantile(const double *s, size_t n, double q) {
-    size_t i = (size_t)(q * (double)n);
-    if (i >= n) i = n - 1;
-    return s[i];
-}
-
-static int write_full(int fd, const unsigned char *p, size_t n) {
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        p += w, n -= (size_t)w;
-    }
-    return 0;
-}
 
 static void writer(int fd, long n, int payload, int batched) {
     unsigned char frame[2 + 125];
@@ -151,7 +124,6 @@ static int report(const char *prefix, long n, int payload, int batched) {
     long nb = run(n, payload, batched, rates, &total);
     if (nb < 0) return 1;
     if (nb == 0) rates[nb++] = total;
-    qsort(rates, (size_t)nb, sizeof *rates, cmp_double);
     printf("%srate_p50=%.0f\n", prefix, quantile(rates, (size_t)nb, 0.50));
     printf("%srate_p01=%.0f\n", prefix, quantile(rates, (size_t)nb, 0.01));
     printf("%srate_total=%.0f\n", prefix, total);

@@ -32,25 +32,9 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "floor.h"
+
 extern char **environ;
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double quantile(double *s, size_t n, double q) {
-    qsort(s, n, sizeof *s, cmp_double);
-    size_t i = (size_t)(q * (double)n);
-    if (i >= n) i = n - 1;
-    return s[i];
-}
 
 /* Sums the named fields (kB) of /proc/<pid>/smaps_rollup. */
 static long smaps(const char *pid, const char *f1, const char *f2) {
