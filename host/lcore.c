@@ -21,6 +21,10 @@
 #include "conn.h"
 #include "executor.h"
 #include "spawn.h"
+#include "auth.h"
+#include "http.h"
+#include "lineedit.h"
+#include "net.h"
 
 #define TIMER_METATABLE "pulsar.core.Timer"
 
@@ -590,5 +594,9 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lspawn_register(L);
     pl_lconn_register(L);
     pl_lexecutor_register(L);
+    pl_lauth_register(L);
+    pl_lnet_register(L);
+    pl_lhttp_register(L);
+    pl_llineedit_register(L);
     return 1;
 }
