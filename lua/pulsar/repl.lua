@@ -18,52 +18,30 @@ local function write_prompt(tty, continuing)
   end
 end
 
-local function compile(source)
-  local chunk = load("return " .. source, "=stdin")
-  if chunk then return chunk end
-  local err
-  chunk, err = load(source, "=stdin")
-  if chunk then return chunk end
-  if err:sub(-5) == "<eof>" then return nil, nil end -- incomplete: read on
-  return nil, err
-end
-
-local function print_values(values)
-  if values.n == 1 and future.is_future(values[1]) then
-    values = table.pack(values[1]:wait())
-  end
-  if values.n > 0 then
-    local out = {}
-    for i = 1, values.n do out[i] = tostring(values[i]) end
-    print(table.concat(out, "\t"))
-  end
-end
-
 local function report(err)
   io.stderr:write(tostring(err), "\n")
   io.stderr:flush()
 end
 
-function M.start()
+function M.start(session)
+  session = session or require("pulsar.repl_session").new()
   local tty = core.isatty(0)
   local lines, busy, ended, partial, pending = {}, false, false, "", nil
 
   local pump
   local function run_line(line)
     local source = pending and pending .. "\n" .. line or line
-    local chunk, err = compile(source)
-    if not chunk then
-      pending = err == nil and source or nil
-      if err then report(err) end
-      write_prompt(tty, pending ~= nil)
-      return
-    end
-    pending, busy = nil, true
-    local task = future.async(function() print_values(table.pack(chunk())) end)
+    busy = true
+    local task = future.async(function()
+      local result = session:eval(source)
+      pending = result.status == "incomplete" and source or nil
+      if result.status == "ok" and result.text then print(result.text) end
+      if result.status == "error" then report(result.text) end
+    end)
     task:add_done_callback(function(f)
       if f:exception() ~= nil then report(f:traceback() or f:exception()) end
       busy = false
-      write_prompt(tty, false)
+      write_prompt(tty, pending ~= nil)
       pump()
     end)
   end
