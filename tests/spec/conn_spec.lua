@@ -107,10 +107,10 @@ describe("core.listen and core.connect", function()
     l:close()
   end)
 
-  it("refuses an address that is not a Unix socket", function()
+  it("refuses an address of an unknown scheme", function()
     local l, err = core.listen("tcp://127.0.0.1:9000", function() end)
     assert.is_nil(l)
-    assert.matches("not a Unix socket address", err, 1, true)
+    assert.matches("not a mailbox address", err, 1, true)
   end)
 
   it("refuses a path where a live listener is", function()
