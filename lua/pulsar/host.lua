@@ -1,7 +1,8 @@
 --- pulsar.host: what the C host calls in a new VM (host.c, spawn.c).
 --
 -- main(request) makes the arbiter, runs the -e and -l actions and the script
--- in one task (the main coroutine), and opens the REPL after it when asked.
+-- in one task (the main coroutine), and opens the REPL after it when asked;
+-- with --attach it is a console of another arbiter instead (pulsar.attach).
 -- The host then runs the loop; loop_ended() gives the exit status when the
 -- loop ran out of work without anyone asking to stop. actor_main(request)
 -- is the body of every other actor (pulsar.worker).
@@ -121,6 +122,7 @@ local function arbiter_exit(arbiter, code)
 end
 
 function M.main(request)
+  if core.config().attach then return require("pulsar.attach").main(request) end -- a console
   settle_request(request)
   local cfg = core.config()
   local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg}
