@@ -60,8 +60,9 @@
  *
  * Lingering (pl_conn_close_after, pl_conn_set_linger): a peer that has to be
  * turned away, such as one failing the TCP mailbox's handshake, is not told
- * at once: its conn stops reading and delivering and closes after a fixed
- * delay, so that someone guessing learns each answer slowly. */
+ * at once. For the owner the conn closes then and there (on_close runs),
+ * but the socket stays open, unread and silent, and only closes after a
+ * fixed delay, so that someone guessing learns each answer slowly. */
 #include "conn.h"
 
 #include <errno.h>
@@ -173,8 +174,7 @@ struct pl_conn {
     int reading;         /* stream: uv_read_start is in effect */
     int write_in_flight; /* stream: write_req is busy */
     uint64_t linger_ms;  /* pl_conn_set_linger: how a bad frame closes */
-    int lingering;       /* pl_conn_close_after is counting down */
-    char linger_reason[300];
+    int lingering;       /* closed for its owner; the socket waits */
 
     uint64_t sent, received;
 };
@@ -443,7 +443,7 @@ static void start_flush(pl_conn *c) {
 
 int pl_conn_send(pl_conn *c, const char *payload, size_t len, char *err,
                  size_t errlen) {
-    if (!c || c->closed || c->connecting) {
+    if (!c || c->closed || c->connecting || c->lingering) {
         set_err(err, errlen, "connection closed");
         return -1;
     }
@@ -475,10 +475,7 @@ void pl_conn_set_handler(pl_conn *c, const pl_conn_handler *handler) {
     if (!c || c->closed) return;
     if (handler) c->handler = *handler;
     else memset(&c->handler, 0, sizeof c->handler);
-    if (c->lingering) { /* only its close is left to report */
-        c->handler.on_message = NULL;
-        return;
-    }
+    if (c->lingering) return; /* its owner has heard of its close */
     int wants = c->handler.on_message != NULL;
     if (wants && (c->kind == CONN_CHANNEL || c->in.len > 0))
         uv_timer_start(&c->redeliver, deliver_waiting, 0, 0);
@@ -514,25 +511,27 @@ void pl_conn_set_linger(pl_conn *c, uint64_t ms) {
 }
 
 static void linger_over(uv_timer_t *timer) {
-    pl_conn *c = timer->data;
-    pl_conn_close(c, c->linger_reason);
+    pl_conn_close(timer->data, "refused"); /* nobody is told any more */
 }
 
+/* The owner hears of the close now; the socket stays open, unread, and is
+ * closed by the redelivery timer, which has nothing left to deliver. */
 void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason) {
     if (!c || c->closed || c->lingering) return;
-    if (ms == 0) {
+    if (ms == 0 || c->connecting) {
         pl_conn_close(c, reason);
         return;
     }
     c->lingering = 1;
-    c->handler.on_message = NULL; /* bytes_arrived stops at this frame */
     if (c->kind == CONN_STREAM && c->reading) {
         uv_read_stop(&c->io.stream);
         c->reading = 0;
     }
-    snprintf(c->linger_reason, sizeof c->linger_reason, "%s", reason);
-    /* The redelivery timer has nothing left to deliver: it counts down. */
+    c->out.len = 0; /* nothing more leaves either */
     uv_timer_start(&c->redeliver, linger_over, ms, 0);
+    pl_conn_handler handler = c->handler;
+    memset(&c->handler, 0, sizeof c->handler); /* bytes_arrived stops */
+    if (handler.on_close) handler.on_close(c, reason, handler.ud);
 }
 
 void pl_conn_set_max_message(pl_conn *c, size_t max) {

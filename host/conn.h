@@ -102,12 +102,13 @@ void pl_conn_set_max_message(pl_conn *c, size_t max); /* default 64 MiB */
  * socket's "unix:PATH" for a Unix conn, "channel side N" for a channel. */
 const char *pl_conn_peer(const pl_conn *c);
 
-/* Turning a peer away slowly. pl_conn_close_after stops reading and
- * delivering at once (sending still works) and closes the conn after ms,
- * with on_close(reason) then; the handler may still be replaced, but no
- * message is delivered again. With a linger set (0: none, the default), a
- * bad frame from the peer closes the conn that way, with the reason "bad
- * frame: ...", and is left to the owner to log. */
+/* Turning a peer away slowly. pl_conn_close_after is pl_conn_close for the
+ * owner (on_close(reason) runs before it returns; do not use the conn
+ * after), but the transport keeps the socket open, unread and silent, for
+ * ms before closing it: the peer waits that long for its answer. With a
+ * linger set (0: none, the default), a bad frame from the peer closes the
+ * conn that way, with the reason "bad frame: ...", and is left to the owner
+ * to log. */
 void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason);
 void pl_conn_set_linger(pl_conn *c, uint64_t ms);
 

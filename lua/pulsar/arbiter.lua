@@ -53,6 +53,13 @@ local function start_tcp_listener(address)
   log.info("mailbox listening on %s (TCP; peers must know the cookie)", arbiter.tcp_address)
 end
 
+local function close_listener()
+  if listener then listener:close() end
+  if tcp_listener then tcp_listener:close() end
+  if private_dir then core.remove_dir(private_dir) end
+  listener, tcp_listener, private_dir = nil, nil, nil
+end
+
 -- The arbiter's own actors always use the Unix mailbox: the one named by
 -- --mailbox unix:PATH, else a private one, also when --mailbox is TCP.
 local function start_listener()
@@ -67,14 +74,12 @@ local function start_listener()
   if not listener then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
   listener:unref() -- a mailbox alone does not keep the arbiter alive
   arbiter.address = address
-  if tcp then start_tcp_listener(tcp) end
-end
-
-local function close_listener()
-  if listener then listener:close() end
-  if tcp_listener then tcp_listener:close() end
-  if private_dir then core.remove_dir(private_dir) end
-  listener, tcp_listener, private_dir = nil, nil, nil
+  if not tcp then return end
+  local ok, err = pcall(start_tcp_listener, tcp)
+  if not ok then
+    close_listener() -- and its private directory
+    error(err, 0)
+  end
 end
 
 ---------------------------------------------------------------------------

@@ -93,7 +93,8 @@ function M.admit(link, cookie, admitted, timeout)
     link:send(core.encode {proof = server_proof(cookie, ns, nc)})
     admitted(link)
   end, function(reason)
-    -- Closed before any proof: by the peer, or after a bad frame's delay.
+    -- Closed before any proof: by the peer, or for a bad frame (the socket
+    -- itself lingers).
     if settled then return end
     settle()
     log.warning("mailbox: refused %s: %s", peer, reason)

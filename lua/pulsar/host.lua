@@ -127,7 +127,11 @@ function M.main(request)
   local cfg = core.config()
   local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg}
   require("pulsar.commands").install()
-  require("pulsar.arbiter").setup(arbiter)
+  local ok, err = pcall(require("pulsar.arbiter").setup, arbiter)
+  if not ok then -- such as a mailbox that cannot listen: one line
+    io.stderr:write("pulsar-lua: ", tostring(err), "\n")
+    return 1
+  end
   arbiter.state = "running"
   arbiter._on_closed = function(a) core.exit_loop(a.exit_code) end
   start_ticks(arbiter)
