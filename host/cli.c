@@ -135,6 +135,12 @@ static int apply_log_level(pl_cli *c, const char *v, char *e, size_t n) {
                 "none, not '%s'", v);
 }
 
+static int apply_cookie_file(pl_cli *c, const char *v, char *e, size_t n) {
+    if (!*v) return fail(e, n, "--cookie-file needs a path");
+    c->cfg.cookie_file = v;
+    return 0;
+}
+
 static int apply_pid_file(pl_cli *c, const char *v, char *e, size_t n) {
     if (!*v) return fail(e, n, "--pid-file needs a path");
     c->cfg.pid_file = v;
@@ -156,6 +162,7 @@ static const option_spec options[] = {
     {NULL, "--log-level", 1, apply_log_level},
     {NULL, "--pid-file", 1, apply_pid_file},
     {NULL, "--attach", 1, apply_attach},
+    {NULL, "--cookie-file", 1, apply_cookie_file},
 };
 
 static int valid_port(const char *s) {
@@ -262,11 +269,16 @@ void pl_cli_usage(const char *progname) {
         "  -t, --timeout S       notify timeout in seconds (30)\n"
         "  --exit-timeout S      graceful stop budget in seconds (3)\n"
         "  -b, --bind ADDR       default bind address: HOST:PORT, :PORT, unix:PATH\n"
-        "  --mailbox ADDR        where the arbiter's mailbox listens\n"
-        "                        (default: a Unix socket in a private directory)\n"
+        "  --mailbox ADDR        where the arbiter's mailbox listens: unix:PATH, or\n"
+        "                        HOST:PORT to listen on TCP too, for consoles and\n"
+        "                        actors that know the cookie (default: a Unix\n"
+        "                        socket in a private directory)\n"
         "  --log-level LEVEL     debug, info, warning, error, critical, none (info)\n"
         "  --pid-file PATH       write the arbiter's pid\n"
-        "  --attach ADDR         open a REPL inside a running arbiter\n"
+        "  --attach ADDR         open a REPL inside the running arbiter at ADDR\n"
+        "                        (unix:PATH, or HOST:PORT with its cookie)\n"
+        "  --cookie-file PATH    the TCP mailbox's shared secret\n"
+        "                        (default: ~/.pulsar-lua/cookie, made if missing)\n"
         "  --                    stop handling options\n"
         "  -                     run stdin as the script\n"
         "With no script and a terminal on stdin, the REPL opens.\n",

@@ -20,6 +20,7 @@ typedef struct pl_config {
     const char *log_level;
     const char *pid_file;
     const char *attach;
+    const char *cookie_file; /* NULL: ~/.pulsar-lua/cookie */
 } pl_config;
 
 /* A -e or -l, run in command-line order before the script. */

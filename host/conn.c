@@ -1,5 +1,6 @@
-/* conn.c: the mailbox transports behind pl_conn (see conn.h): Unix stream
- * sockets between processes and in-memory channels between two threads.
+/* conn.c: the mailbox transports behind pl_conn (see conn.h): stream
+ * sockets (Unix, or TCP for other machines and consoles) between processes
+ * and in-memory channels between two threads.
  *
  * How it fits: every message between actors is one frame (frame.h). A conn
  * only moves frames; the envelope inside is the codec's business (value.h)
@@ -47,10 +48,28 @@
  * Writing to a socket whose peer is gone raises SIGPIPE, which would kill
  * the process; the first stream conn sets SIGPIPE to "ignore" (unless the
  * program installed its own handler) so the write fails with EPIPE instead
- * and only that conn closes. */
+ * and only that conn closes.
+ *
+ * Addresses: "unix:PATH" (or a path) is a Unix socket; "HOST:PORT",
+ * "[IPv6]:PORT" and ":PORT" (every interface) are TCP. Literal addresses
+ * and "localhost" are taken as they are; another host name is looked up,
+ * through the thread pool for pl_connect (which never blocks the loop) and
+ * at once for pl_listen (which runs while an actor starts). TCP conns set
+ * TCP_NODELAY: a mailbox sends small messages that are waited for, and the
+ * write batching above already does what Nagle's algorithm would.
+ *
+ * Lingering (pl_conn_close_after, pl_conn_set_linger): a peer that has to be
+ * turned away, such as one failing the TCP mailbox's handshake, is not told
+ * at once. For the owner the conn closes then and there (on_close runs),
+ * but the socket stays open, unread and silent, and only closes after a
+ * fixed delay, so that someone guessing learns each answer slowly. */
 #include "conn.h"
 
 #include <errno.h>
+#include <limits.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -71,11 +90,31 @@
 #define KEEP_BUFFER_MAX ((size_t)1 << 20)
 #define CONN_NAME_SIZE 160
 #define SOCKET_PATH_SIZE sizeof(((struct sockaddr_un *)0)->sun_path)
+/* "unix:PATH", or "[IPv6]:PORT" at most 46 + 8 bytes */
+#define ADDRESS_SIZE (SOCKET_PATH_SIZE + 8)
+#define HOST_SIZE 256
 
 #define PEER_CLOSED "peer closed the connection"
 #define OUT_OF_MEMORY "out of memory"
 
 typedef enum conn_kind { CONN_STREAM, CONN_CHANNEL } conn_kind;
+
+/* Either kind of stream socket, as the handle that carries it. */
+typedef union stream_io {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_pipe_t pipe; /* Unix */
+    uv_tcp_t tcp;   /* TCP */
+} stream_io;
+
+/* An address taken apart (parse_address). */
+typedef struct stream_address {
+    int is_tcp;
+    char path[SOCKET_PATH_SIZE]; /* Unix */
+    char host[HOST_SIZE];        /* TCP, without brackets; "" = every interface */
+    char port[8];
+    struct sockaddr_storage sa;  /* TCP, once resolved */
+} stream_address;
 
 /* One direction's state of a channel, seen from the side that reads it. */
 typedef struct channel_end {
@@ -107,11 +146,17 @@ struct pl_conn {
     uv_timer_t redeliver;  /* due when a new on_message must catch up */
     union {
         uv_handle_t handle;
-        uv_pipe_t pipe;   /* stream */
-        uv_async_t wake;  /* channel: the other side's writes wake us */
+        uv_stream_t stream; /* a stream, of either kind: */
+        uv_pipe_t pipe;     /*   Unix */
+        uv_tcp_t tcp;       /*   TCP */
+        uv_async_t wake;    /* channel: the other side's writes wake us */
     } io;
+    int is_tcp;
+    char peer[CONN_NAME_SIZE]; /* who is on the other end (pl_conn_peer) */
     uv_write_t write_req;
     uv_connect_t connect_req;
+    uv_getaddrinfo_t resolve_req; /* connecting to a TCP host name */
+    stream_address *resolving;    /* its address while the lookup runs */
 
     pl_channel *channel; /* channel: NULL once this side has left */
     int side;
@@ -128,6 +173,8 @@ struct pl_conn {
     int open_handles;    /* initialised handles whose close has not run */
     int reading;         /* stream: uv_read_start is in effect */
     int write_in_flight; /* stream: write_req is busy */
+    uint64_t linger_ms;  /* pl_conn_set_linger: how a bad frame closes */
+    int lingering;       /* closed for its owner; the socket waits */
 
     uint64_t sent, received;
 };
@@ -135,10 +182,11 @@ struct pl_conn {
 struct pl_listener {
     pl_resource res;
     pl_host *host;
-    uv_pipe_t pipe;
+    stream_io io;
+    int is_tcp;
     void (*on_accept)(pl_listener *l, pl_conn *c, void *ud);
     void *ud;
-    char address[SOCKET_PATH_SIZE + 5]; /* "unix:PATH" */
+    char address[ADDRESS_SIZE]; /* "unix:PATH" or "HOST:PORT", as bound */
     int closed;
 };
 
@@ -194,18 +242,21 @@ static void report_connect_failure(pl_conn *c) {
     cb(NULL, c->connect_error, c->connect_ud);
 }
 
-/* libuv cancels a pending write (calling its callback) before it runs the
- * stream's close callback, but both counts are checked so that the order
- * does not matter. */
-static void free_when_unused(pl_conn *c) {
-    if (c->open_handles == 0 && !c->write_in_flight) conn_free(c);
+/* Runs as each thing a closed conn waits for ends: its handles' close
+ * callbacks, a write in flight, a host name lookup. libuv cancels a pending
+ * write (calling its callback) before it runs the stream's close callback,
+ * but every count is checked so that the order does not matter. A connect
+ * that failed is reported once nothing of the conn is left running. */
+static void conn_release(pl_conn *c) {
+    if (c->open_handles > 0 || c->resolving) return;
+    if (c->on_connect) report_connect_failure(c);
+    if (!c->write_in_flight) conn_free(c);
 }
 
 static void conn_handle_closed(uv_handle_t *handle) {
     pl_conn *c = handle->data;
-    if (--c->open_handles > 0) return;
-    if (c->on_connect) report_connect_failure(c);
-    free_when_unused(c);
+    c->open_handles--;
+    conn_release(c);
 }
 
 static void channel_leave(pl_conn *c);
@@ -215,6 +266,7 @@ void pl_conn_close(pl_conn *c, const char *reason) {
     c->closed = 1;
     pl_host_untrack(&c->res);
     if (c->kind == CONN_CHANNEL) channel_leave(c);
+    if (c->resolving) uv_cancel((uv_req_t *)&c->resolve_req);
     uv_close((uv_handle_t *)&c->flush, conn_handle_closed);
     uv_close((uv_handle_t *)&c->redeliver, conn_handle_closed);
     if (c->io_ready) uv_close(&c->io.handle, conn_handle_closed);
@@ -275,17 +327,21 @@ static pl_conn *conn_new(pl_host *h, conn_kind kind, const char *name) {
 /* Gets rid of a conn nobody was given (no handler, so no on_close). */
 static void conn_discard(pl_conn *c) { pl_conn_close(c, "discarded"); }
 
-static pl_conn *stream_conn_new(pl_host *h, const char *name) {
+static pl_conn *stream_conn_new(pl_host *h, const char *name, int is_tcp) {
     uv_once(&sigpipe_once, ignore_sigpipe);
     pl_conn *c = conn_new(h, CONN_STREAM, name);
     if (!c) return NULL;
-    if (uv_pipe_init(h->loop, &c->io.pipe, 0) != 0) {
+    int rc = is_tcp ? uv_tcp_init(h->loop, &c->io.tcp)
+                    : uv_pipe_init(h->loop, &c->io.pipe, 0);
+    if (rc != 0) {
         conn_discard(c);
         return NULL;
     }
-    c->io.pipe.data = c;
+    c->io.handle.data = c;
+    c->is_tcp = is_tcp;
     c->io_ready = 1;
     c->open_handles++;
+    snprintf(c->peer, sizeof c->peer, "%s", name);
     return c;
 }
 
@@ -320,10 +376,18 @@ static void frame_arrived(pl_conn *c, const pl_frame *f) {
     }
 }
 
+/* A lingering conn's owner asked to hear of bad frames through on_close,
+ * after the delay, and logs them itself. */
 static void reject_frame(pl_conn *c, const char *why) {
+    char reason[300];
+    snprintf(reason, sizeof reason, "bad frame: %s", why);
+    if (c->linger_ms > 0) {
+        pl_conn_close_after(c, c->linger_ms, reason);
+        return;
+    }
     pl_log(PL_LOG_WARNING, NULL, "%s: bad frame, closing the connection: %s",
            c->name, why);
-    conn_fail(c, "bad frame: %s", why);
+    pl_conn_close(c, reason);
 }
 
 /* The one reader of both transports. `in` holds bytes from the peer; every
@@ -379,7 +443,7 @@ static void start_flush(pl_conn *c) {
 
 int pl_conn_send(pl_conn *c, const char *payload, size_t len, char *err,
                  size_t errlen) {
-    if (!c || c->closed || c->connecting) {
+    if (!c || c->closed || c->connecting || c->lingering) {
         set_err(err, errlen, "connection closed");
         return -1;
     }
@@ -411,18 +475,18 @@ void pl_conn_set_handler(pl_conn *c, const pl_conn_handler *handler) {
     if (!c || c->closed) return;
     if (handler) c->handler = *handler;
     else memset(&c->handler, 0, sizeof c->handler);
+    if (c->lingering) return; /* its owner has heard of its close */
     int wants = c->handler.on_message != NULL;
     if (wants && (c->kind == CONN_CHANNEL || c->in.len > 0))
         uv_timer_start(&c->redeliver, deliver_waiting, 0, 0);
     if (c->kind == CONN_CHANNEL || c->connecting || wants == c->reading)
         return;
     if (!wants) {
-        uv_read_stop((uv_stream_t *)&c->io.pipe);
+        uv_read_stop(&c->io.stream);
         c->reading = 0;
         return;
     }
-    int rc = uv_read_start((uv_stream_t *)&c->io.pipe, stream_alloc,
-                           stream_read);
+    int rc = uv_read_start(&c->io.stream, stream_alloc, stream_read);
     if (rc != 0) {
         conn_fail(c, "cannot read: %s", uv_strerror(rc));
         return;
@@ -435,8 +499,39 @@ void pl_conn_stats_get(const pl_conn *c, pl_conn_stats *out) {
     out->received = c->received;
     out->queued = c->out.len;
     if (c->kind == CONN_STREAM && c->io_ready && !c->closed)
-        out->queued += uv_stream_get_write_queue_size(
-            (const uv_stream_t *)&c->io.pipe);
+        out->queued += uv_stream_get_write_queue_size(&c->io.stream);
+}
+
+const char *pl_conn_peer(const pl_conn *c) {
+    return c->kind == CONN_CHANNEL ? c->name : c->peer;
+}
+
+void pl_conn_set_linger(pl_conn *c, uint64_t ms) {
+    if (c) c->linger_ms = ms;
+}
+
+static void linger_over(uv_timer_t *timer) {
+    pl_conn_close(timer->data, "refused"); /* nobody is told any more */
+}
+
+/* The owner hears of the close now; the socket stays open, unread, and is
+ * closed by the redelivery timer, which has nothing left to deliver. */
+void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason) {
+    if (!c || c->closed || c->lingering) return;
+    if (ms == 0 || c->connecting) {
+        pl_conn_close(c, reason);
+        return;
+    }
+    c->lingering = 1;
+    if (c->kind == CONN_STREAM && c->reading) {
+        uv_read_stop(&c->io.stream);
+        c->reading = 0;
+    }
+    c->out.len = 0; /* nothing more leaves either */
+    uv_timer_start(&c->redeliver, linger_over, ms, 0);
+    pl_conn_handler handler = c->handler;
+    memset(&c->handler, 0, sizeof c->handler); /* bytes_arrived stops */
+    if (handler.on_close) handler.on_close(c, reason, handler.ud);
 }
 
 void pl_conn_set_max_message(pl_conn *c, size_t max) {
@@ -487,7 +582,7 @@ static void stream_written(uv_write_t *req, int status) {
     c->write_in_flight = 0;
     c->writing.len = 0;
     if (c->closed) {
-        free_when_unused(c);
+        conn_release(c);
         return;
     }
     trim_if_idle(&c->writing);
@@ -508,8 +603,7 @@ static void stream_flush(pl_conn *c) {
     b.base = c->writing.data;
     b.len = c->writing.len;
     c->write_req.data = c;
-    int rc = uv_write(&c->write_req, (uv_stream_t *)&c->io.pipe, &b, 1,
-                      stream_written);
+    int rc = uv_write(&c->write_req, &c->io.stream, &b, 1, stream_written);
     if (rc != 0) {
         c->writing.len = 0;
         conn_fail(c, "write error: %s (%s)", uv_err_name(rc), uv_strerror(rc));
@@ -518,25 +612,149 @@ static void stream_flush(pl_conn *c) {
     c->write_in_flight = 1;
 }
 
-/* ---- streams: addresses, listening, connecting --------------------------- */
+/* ---- streams: one blocking wait -------------------------------------------- */
 
-/* The socket path of "unix:PATH" or of a bare path. Anything with a colon
- * before its first slash ("tcp://...", "host:port") is another kind of
- * address, refused rather than taken for a file name. */
-static int unix_path_of(const char *address, char *path, char *err,
-                        size_t errlen) {
-    const char *p = address;
-    if (strncmp(address, "unix:", 5) == 0) {
-        p = address + 5;
-    } else {
-        const char *colon = strchr(address, ':');
-        const char *slash = strchr(address, '/');
-        if (colon && (!slash || colon < slash)) {
-            set_err(err, errlen, "address '%s' is not a Unix socket address "
-                    "(use unix:PATH or a path)", address);
+/* Blocks until fd is ready for `events` or the deadline (uv_hrtime, ns)
+ * passes: 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, uint64_t deadline) {
+    for (;;) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) return 0;
+        uint64_t ms = (deadline - now + 999999) / 1000000;
+        struct pollfd p = {.fd = fd, .events = events};
+        int rc = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (rc > 0) return 1;
+        if (rc < 0 && errno != EINTR) return -1;
+    }
+}
+
+/* Writes everything queued, now. A write cut short leaves the stream in the
+ * middle of a frame, so every failure closes the conn. */
+static int write_queued_now(pl_conn *c, int fd, uint64_t deadline, char *err,
+                            size_t errlen) {
+    size_t done = 0;
+    while (done < c->out.len) {
+        ssize_t n = send(fd, c->out.data + done, c->out.len - done,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        int ready = 0;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            ready = wait_fd(fd, POLLOUT, deadline);
+        if (ready > 0) continue;
+        conn_fail(c, "write error: %s", ready == 0 ? "timed out" : strerror(errno));
+        set_err(err, errlen, "connection closed (%s)",
+                ready == 0 ? "write timed out" : "write error");
+        return -1;
+    }
+    c->out.len = 0;
+    return 0;
+}
+
+/* Reads what the socket has into `in`, waiting for it up to the deadline. */
+static int read_some_now(pl_conn *c, int fd, uint64_t deadline, char *err,
+                         size_t errlen) {
+    size_t room = c->in.limit - c->in.len;
+    size_t want = room < READ_CHUNK ? room : READ_CHUNK;
+    if (want == 0 || pl_buf_reserve(&c->in, want) != 0) {
+        pl_conn_close(c, OUT_OF_MEMORY);
+        set_err(err, errlen, "connection closed (%s)", OUT_OF_MEMORY);
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = recv(fd, c->in.data + c->in.len, want, 0);
+        if (n > 0) {
+            c->in.len += (size_t)n;
+            return 0;
+        }
+        if (n == 0) {
+            pl_conn_close(c, PEER_CLOSED);
+            set_err(err, errlen, "connection closed (%s)", PEER_CLOSED);
             return -1;
         }
+        if (errno == EINTR) continue;
+        int ready = -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            ready = wait_fd(fd, POLLIN, deadline);
+        if (ready > 0) continue;
+        if (ready == 0) {
+            set_err(err, errlen, "no message within the time allowed");
+            return -1;
+        }
+        conn_fail(c, "read error: %s", strerror(errno));
+        set_err(err, errlen, "connection closed (read error)");
+        return -1;
     }
+}
+
+int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
+                         size_t errlen) {
+    uv_os_fd_t fd;
+    if (!c || c->closed || c->connecting || c->lingering) {
+        set_err(err, errlen, "connection closed");
+        return -1;
+    }
+    if (c->kind != CONN_STREAM || uv_fileno(&c->io.handle, &fd) != 0) {
+        set_err(err, errlen, "only a stream socket can be waited on");
+        return -1;
+    }
+    /* libuv still holds bytes to write: ours would overtake them. */
+    if (uv_stream_get_write_queue_size(&c->io.stream) > 0) {
+        set_err(err, errlen, "a write is still in progress");
+        return -1;
+    }
+    uint64_t deadline = uv_hrtime() + (uint64_t)(timeout * 1e9);
+    if (write_queued_now(c, fd, deadline, err, errlen) != 0) return -1;
+    for (;;) {
+        pl_frame f;
+        size_t used = 0;
+        char why[200];
+        pl_frame_status status = PL_FRAME_INCOMPLETE;
+        if (c->in.len > 0)
+            status = pl_frame_parse((uint8_t *)c->in.data, c->in.len,
+                                    c->max_message, &f, &used, why, sizeof why);
+        if (status == PL_FRAME_INVALID) {
+            reject_frame(c, why);
+            set_err(err, errlen, "bad frame: %s", why);
+            return -1;
+        }
+        if (status == PL_FRAME_INCOMPLETE) {
+            if (read_some_now(c, fd, deadline, err, errlen) != 0) return -1;
+            continue;
+        }
+        if (f.opcode != PL_OP_BINARY && f.opcode != PL_OP_TEXT) {
+            frame_arrived(c, &f); /* a ping is answered, a close closes */
+            if (c->closed) {
+                set_err(err, errlen, "connection closed (%s)", PEER_CLOSED);
+                return -1;
+            }
+            pl_buf_consume(&c->in, used);
+            continue;
+        }
+        int rc = pl_buf_append(out, f.payload, f.len);
+        pl_buf_consume(&c->in, used);
+        if (rc != 0) {
+            set_err(err, errlen, "%s", OUT_OF_MEMORY);
+            return -1;
+        }
+        c->received++;
+        /* What came after it goes to the handler, as usual. */
+        if (c->in.len > 0 && c->handler.on_message)
+            uv_timer_start(&c->redeliver, deliver_waiting, 0, 0);
+        return 0;
+    }
+}
+
+/* ---- streams: addresses ------------------------------------------------- */
+
+#define ADDRESS_FORMS "unix:PATH, HOST:PORT, [IPv6]:PORT or :PORT"
+
+static int unix_path_of(const char *address, char *path, char *err,
+                        size_t errlen) {
+    const char *p = strncmp(address, "unix:", 5) == 0 ? address + 5 : address;
     size_t len = strlen(p);
     if (len == 0) {
         set_err(err, errlen, "address '%s' has an empty socket path", address);
@@ -550,6 +768,122 @@ static int unix_path_of(const char *address, char *path, char *err,
     memcpy(path, p, len + 1);
     return 0;
 }
+
+static int valid_port(const char *s) {
+    size_t n = strlen(s);
+    if (n == 0 || n > 5 || strspn(s, "0123456789") != n) return 0;
+    return atoi(s) <= 65535;
+}
+
+/* "HOST:PORT", "[IPv6]:PORT" or ":PORT" into host and port. A bare IPv6
+ * address would make the port ambiguous: it must come in brackets. */
+static int split_host_port(const char *address, stream_address *a, char *err,
+                           size_t errlen) {
+    const char *host = address, *host_end, *port;
+    if (address[0] == '[') {
+        host_end = strchr(address, ']');
+        if (!host_end || host_end[1] != ':') {
+            set_err(err, errlen, "address '%s' lacks ']:PORT' after its IPv6 "
+                    "host", address);
+            return -1;
+        }
+        host = address + 1;
+        port = host_end + 2;
+    } else {
+        host_end = strrchr(address, ':');
+        port = host_end + 1;
+        if (memchr(address, ':', (size_t)(host_end - address))) {
+            set_err(err, errlen, "address '%s': write an IPv6 host in "
+                    "brackets, as [::1]:PORT", address);
+            return -1;
+        }
+    }
+    size_t len = (size_t)(host_end - host);
+    if (len >= sizeof a->host) {
+        set_err(err, errlen, "host name too long in '%.60s...'", address);
+        return -1;
+    }
+    memcpy(a->host, host, len);
+    a->host[len] = 0;
+    if (!valid_port(port)) {
+        set_err(err, errlen, "address '%s' has no valid port (0 to 65535)",
+                address);
+        return -1;
+    }
+    snprintf(a->port, sizeof a->port, "%s", port);
+    return 0;
+}
+
+/* Takes an address apart. A colon before the first slash marks a TCP
+ * address; "scheme://..." is neither kind and is refused rather than taken
+ * for a file name; anything else is a socket path. */
+static int parse_address(const char *address, stream_address *a, char *err,
+                         size_t errlen) {
+    memset(a, 0, sizeof *a);
+    const char *colon = strchr(address, ':');
+    const char *slash = strchr(address, '/');
+    if (strncmp(address, "unix:", 5) == 0 || !colon || (slash && slash < colon))
+        return unix_path_of(address, a->path, err, errlen);
+    if (strstr(address, "://")) {
+        set_err(err, errlen, "address '%s' is not a mailbox address (use "
+                ADDRESS_FORMS ")", address);
+        return -1;
+    }
+    a->is_tcp = 1;
+    return split_host_port(address, a, err, errlen);
+}
+
+/* Fills a->sa for a literal address, "localhost" or "" (every interface):
+ * 0; 1 when the host is a name to look up; -1 never happens for a port
+ * already checked. */
+static int resolve_literal(stream_address *a) {
+    int port = atoi(a->port);
+    const char *host = a->host;
+    if (host[0] == 0) host = "0.0.0.0";
+    else if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&a->sa) == 0) return 0;
+    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&a->sa) == 0) return 0;
+    return 1;
+}
+
+/* The first address of a looked-up host, with the port put in. */
+static int take_first_address(stream_address *a, const struct addrinfo *ai) {
+    for (; ai; ai = ai->ai_next) {
+        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+            ai->ai_addrlen > sizeof a->sa)
+            continue;
+        memcpy(&a->sa, ai->ai_addr, ai->ai_addrlen);
+        uint16_t port = htons((uint16_t)atoi(a->port));
+        if (ai->ai_family == AF_INET) ((struct sockaddr_in *)&a->sa)->sin_port = port;
+        else ((struct sockaddr_in6 *)&a->sa)->sin6_port = port;
+        return 0;
+    }
+    return -1;
+}
+
+static const struct addrinfo stream_hints = {.ai_family = AF_UNSPEC,
+                                             .ai_socktype = SOCK_STREAM};
+
+/* "1.2.3.4:80" or "[::1]:80" */
+static void format_sockaddr(const struct sockaddr *sa, char *out, size_t len) {
+    char ip[64] = "?";
+    int port = 0;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        uv_ip4_name(in, ip, sizeof ip);
+        port = ntohs(in->sin_port);
+        snprintf(out, len, "%s:%d", ip, port);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(in6, ip, sizeof ip);
+        port = ntohs(in6->sin6_port);
+        snprintf(out, len, "[%s]:%d", ip, port);
+    } else {
+        snprintf(out, len, "an unknown kind of address");
+    }
+}
+
+/* ---- streams: listening --------------------------------------------------- */
 
 /* A socket file nobody listens on, left by a process that died: connecting
  * is refused. A live listener (even with a full backlog: EAGAIN, as the
@@ -583,6 +917,17 @@ static void listener_shutdown(pl_resource *res) {
     pl_listener_close((pl_listener *)((char *)res - offsetof(pl_listener, res)));
 }
 
+/* A TCP conn just accepted or connected: no Nagle delay, and a name that
+ * says who is on the other end. */
+static void tcp_established(pl_conn *c, int accepted) {
+    uv_tcp_nodelay(&c->io.tcp, 1);
+    if (!accepted) return;
+    struct sockaddr_storage sa;
+    int len = sizeof sa;
+    if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&sa, &len) == 0)
+        format_sockaddr((struct sockaddr *)&sa, c->peer, sizeof c->peer);
+}
+
 static void connection_arrived(uv_stream_t *server, int status) {
     pl_listener *l = server->data;
     if (status < 0) {
@@ -594,7 +939,7 @@ static void connection_arrived(uv_stream_t *server, int status) {
     /* A long address only shortens the name used in log lines. */
     if (snprintf(name, sizeof name, "connection accepted on %s", l->address) < 0)
         name[0] = 0;
-    pl_conn *c = stream_conn_new(l->host, name);
+    pl_conn *c = stream_conn_new(l->host, name, l->is_tcp);
     if (!c) {
         /* Not accepted, libuv stops watching the listener until memory
          * comes back for the next one: nothing better can be done. */
@@ -602,51 +947,99 @@ static void connection_arrived(uv_stream_t *server, int status) {
                "connection", l->address);
         return;
     }
-    int rc = uv_accept(server, (uv_stream_t *)&c->io.pipe);
+    /* A Unix peer has no address of its own: it is known by the socket. */
+    snprintf(c->peer, sizeof c->peer, "%s", l->address);
+    int rc = uv_accept(server, &c->io.stream);
     if (rc != 0) {
         pl_log(PL_LOG_WARNING, NULL, "%s: cannot accept a connection: %s",
                l->address, uv_strerror(rc));
         conn_discard(c);
         return;
     }
+    if (l->is_tcp) {
+        tcp_established(c, 1);
+        if (snprintf(c->name, sizeof c->name, "connection from %s on %s",
+                     c->peer, l->address) < 0)
+            c->name[0] = 0;
+    }
     l->on_accept(l, c, l->ud);
+}
+
+/* Binds l to a (Unix path or TCP address) and notes the address it got:
+ * with port 0 the system picks one, which is what the address says. */
+static int listener_bind(pl_listener *l, stream_address *a) {
+    if (!a->is_tcp) {
+        snprintf(l->address, sizeof l->address, "unix:%s", a->path);
+        return bind_unix(&l->io.pipe, a->path);
+    }
+    int rc = uv_tcp_bind(&l->io.tcp, (struct sockaddr *)&a->sa, 0);
+    if (rc != 0) return rc;
+    struct sockaddr_storage bound;
+    int len = sizeof bound;
+    rc = uv_tcp_getsockname(&l->io.tcp, (struct sockaddr *)&bound, &len);
+    if (rc == 0) format_sockaddr((struct sockaddr *)&bound, l->address,
+                                 sizeof l->address);
+    return rc;
+}
+
+/* Fills a->sa for a TCP address to listen on, looking a host name up at
+ * once (an actor starting may wait for its own mailbox). */
+static int resolve_for_listening(stream_address *a, const char *address,
+                                 char *err, size_t errlen) {
+    if (!a->is_tcp || resolve_literal(a) == 0) return 0;
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(a->host, a->port, &stream_hints, &ai);
+    if (rc != 0 || take_first_address(a, ai) != 0) {
+        set_err(err, errlen, "cannot listen on %s: %s", address,
+                rc != 0 ? gai_strerror(rc) : "no IPv4 or IPv6 address");
+        if (ai) freeaddrinfo(ai);
+        return -1;
+    }
+    freeaddrinfo(ai);
+    return 0;
 }
 
 pl_listener *pl_listen(pl_host *h, const char *address,
                        void (*on_accept)(pl_listener *l, pl_conn *c, void *ud),
                        void *ud, char *err, size_t errlen) {
-    char path[SOCKET_PATH_SIZE];
-    if (unix_path_of(address, path, err, errlen) != 0) return NULL;
+    stream_address a;
+    if (parse_address(address, &a, err, errlen) != 0 ||
+        resolve_for_listening(&a, address, err, errlen) != 0)
+        return NULL;
     pl_listener *l = calloc(1, sizeof *l);
     if (!l) {
-        set_err(err, errlen, "cannot listen on unix:%s: out of memory", path);
+        set_err(err, errlen, "cannot listen on %s: out of memory", address);
         return NULL;
     }
     l->host = h;
     l->on_accept = on_accept;
     l->ud = ud;
-    snprintf(l->address, sizeof l->address, "unix:%s", path);
-    int rc = uv_pipe_init(h->loop, &l->pipe, 0);
+    l->is_tcp = a.is_tcp;
+    int rc = a.is_tcp ? uv_tcp_init(h->loop, &l->io.tcp)
+                      : uv_pipe_init(h->loop, &l->io.pipe, 0);
     if (rc != 0) {
         free(l);
-        set_err(err, errlen, "cannot listen on unix:%s: %s", path,
+        set_err(err, errlen, "cannot listen on %s: %s", address,
                 uv_strerror(rc));
         return NULL;
     }
-    l->pipe.data = l;
-    rc = bind_unix(&l->pipe, path);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&l->pipe, SOMAXCONN, connection_arrived);
+    l->io.handle.data = l;
+    rc = listener_bind(l, &a);
+    if (rc == 0) rc = uv_listen(&l->io.stream, SOMAXCONN, connection_arrived);
     if (rc != 0) {
-        set_err(err, errlen, "cannot listen on unix:%s: %s", path,
-                uv_strerror(rc));
+        if (a.is_tcp) set_err(err, errlen, "cannot listen on %s: %s", address,
+                              uv_strerror(rc));
+        else set_err(err, errlen, "cannot listen on unix:%s: %s", a.path,
+                     uv_strerror(rc));
         /* a path bound here and not listened on is unlinked by the close */
-        uv_close((uv_handle_t *)&l->pipe, listener_freed);
+        uv_close(&l->io.handle, listener_freed);
         return NULL;
     }
     pl_host_track(h, &l->res, listener_shutdown);
     return l;
 }
+
+const char *pl_listener_address(const pl_listener *l) { return l->address; }
 
 /* libuv unlinks the socket file it bound when the pipe closes (before
  * closing the descriptor, so a newer socket at that path is never removed). */
@@ -654,12 +1047,14 @@ void pl_listener_close(pl_listener *l) {
     if (!l || l->closed) return;
     l->closed = 1;
     pl_host_untrack(&l->res);
-    uv_close((uv_handle_t *)&l->pipe, listener_freed);
+    uv_close(&l->io.handle, listener_freed);
 }
 
 void pl_listener_unref(pl_listener *l) {
-    if (l && !l->closed) uv_unref((uv_handle_t *)&l->pipe);
+    if (l && !l->closed) uv_unref(&l->io.handle);
 }
+
+/* ---- streams: connecting -------------------------------------------------- */
 
 static void connected(uv_connect_t *req, int status) {
     pl_conn *c = req->data;
@@ -670,10 +1065,69 @@ static void connected(uv_connect_t *req, int status) {
         conn_discard(c);
         return;
     }
+    if (c->is_tcp) tcp_established(c, 0);
     c->connecting = 0;
     void (*cb)(pl_conn *, const char *, void *) = c->on_connect;
     c->on_connect = NULL;
     cb(c, NULL, c->connect_ud);
+}
+
+static void connect_tcp(pl_conn *c, const stream_address *a) {
+    c->connect_req.data = c;
+    int rc = uv_tcp_connect(&c->connect_req, &c->io.tcp,
+                            (const struct sockaddr *)&a->sa, connected);
+    if (rc != 0) {
+        snprintf(c->connect_error, sizeof c->connect_error,
+                 "cannot connect to %s: %s", c->name, uv_strerror(rc));
+        conn_discard(c);
+    }
+}
+
+static void host_resolved(uv_getaddrinfo_t *req, int status,
+                          struct addrinfo *ai) {
+    pl_conn *c = req->data;
+    stream_address *a = c->resolving;
+    c->resolving = NULL;
+    int found = status == 0 && take_first_address(a, ai) == 0;
+    if (ai) uv_freeaddrinfo(ai);
+    if (c->closed) {
+        free(a);
+        conn_release(c);
+        return;
+    }
+    if (!found) {
+        snprintf(c->connect_error, sizeof c->connect_error,
+                 "cannot connect to %s: %s", c->name,
+                 status != 0 ? uv_strerror(status) : "no IPv4 or IPv6 address");
+        free(a);
+        conn_discard(c);
+        return;
+    }
+    connect_tcp(c, a);
+    free(a);
+}
+
+/* A host name is looked up in the thread pool, so the loop never waits. */
+static void resolve_then_connect(pl_conn *c, const stream_address *a) {
+    stream_address *copy = malloc(sizeof *copy);
+    if (!copy) {
+        snprintf(c->connect_error, sizeof c->connect_error,
+                 "cannot connect to %s: out of memory", c->name);
+        conn_discard(c);
+        return;
+    }
+    *copy = *a;
+    c->resolve_req.data = c;
+    int rc = uv_getaddrinfo(c->host->loop, &c->resolve_req, host_resolved,
+                            copy->host, copy->port, &stream_hints);
+    if (rc != 0) {
+        free(copy);
+        snprintf(c->connect_error, sizeof c->connect_error,
+                 "cannot connect to %s: %s", c->name, uv_strerror(rc));
+        conn_discard(c);
+        return;
+    }
+    c->resolving = copy;
 }
 
 /* Every outcome reaches on_connect from the loop, after pl_connect has
@@ -681,7 +1135,10 @@ static void connected(uv_connect_t *req, int status) {
 void pl_connect(pl_host *h, const char *address,
                 void (*on_connect)(pl_conn *c, const char *err, void *ud),
                 void *ud) {
-    pl_conn *c = stream_conn_new(h, address);
+    stream_address a;
+    char why[200];
+    int parsed = parse_address(address, &a, why, sizeof why);
+    pl_conn *c = stream_conn_new(h, address, parsed == 0 && a.is_tcp);
     if (!c) {
         char err[300];
         snprintf(err, sizeof err, "cannot connect to %.200s: out of memory",
@@ -692,16 +1149,26 @@ void pl_connect(pl_host *h, const char *address,
     c->connecting = 1;
     c->on_connect = on_connect;
     c->connect_ud = ud;
-    char path[SOCKET_PATH_SIZE], why[200];
-    if (unix_path_of(address, path, why, sizeof why) != 0) {
+    if (parsed != 0) {
         snprintf(c->connect_error, sizeof c->connect_error,
                  "cannot connect: %s", why);
         conn_discard(c);
         return;
     }
-    snprintf(c->name, sizeof c->name, "unix:%s", path);
-    c->connect_req.data = c;
-    uv_pipe_connect(&c->connect_req, &c->io.pipe, path, connected);
+    if (!a.is_tcp) {
+        snprintf(c->name, sizeof c->name, "unix:%s", a.path);
+        snprintf(c->peer, sizeof c->peer, "%s", c->name);
+        c->connect_req.data = c;
+        uv_pipe_connect(&c->connect_req, &c->io.pipe, a.path, connected);
+    } else if (atoi(a.port) == 0) {
+        snprintf(c->connect_error, sizeof c->connect_error,
+                 "cannot connect to %s: port 0 names no listener", c->name);
+        conn_discard(c);
+    } else if (resolve_literal(&a) == 0) {
+        connect_tcp(c, &a);
+    } else {
+        resolve_then_connect(c, &a);
+    }
 }
 
 /* ---- channels ------------------------------------------------------------ */

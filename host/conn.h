@@ -4,7 +4,9 @@
  * envelope; a pl_conn moves payloads both ways and never looks inside them.
  * Two transports sit under the same interface, so the code above cannot
  * tell them apart (DESIGN.md):
- *   - a stream socket (Unix, later TCP), between processes;
+ *   - a stream socket, between processes: Unix, or TCP for actors and
+ *     consoles on other machines (the TCP mailbox, authenticated above
+ *     this layer: lua/pulsar/auth.lua);
  *   - an in-process channel between two loops on two threads: a byte pipe
  *     in memory each way (mutex + pl_buf) whose reader is woken by a
  *     uv_async_t, for thread actors and the arbiter.
@@ -23,6 +25,7 @@
 #include <lua.h>
 #include <uv.h>
 
+#include "buf.h"
 #include "host.h"
 
 typedef struct pl_conn pl_conn;
@@ -44,11 +47,17 @@ typedef struct pl_conn_stats {
     size_t queued;           /* bytes waiting to be written */
 } pl_conn_stats;
 
-/* Streams. Addresses are "unix:PATH" (or a bare path). */
+/* Streams. Addresses are "unix:PATH" (or a bare path), or TCP:
+ * "HOST:PORT", "[IPv6]:PORT", "localhost:PORT", ":PORT" (every interface).
+ * A host name other than localhost is looked up (in the thread pool for
+ * pl_connect; at once for pl_listen). */
 pl_listener *pl_listen(pl_host *h, const char *address,
                        void (*on_accept)(pl_listener *l, pl_conn *c, void *ud),
                        void *ud, char *err, size_t errlen);
 void pl_listener_close(pl_listener *l); /* and unlinks a Unix socket path */
+/* "unix:PATH" or "HOST:PORT" as bound: the port the system chose when 0
+ * was asked for ("127.0.0.1:41234", "[::1]:41234", "0.0.0.0:41234"). */
+const char *pl_listener_address(const pl_listener *l);
 /* The listener stops keeping its loop alive (uv_unref): a mailbox alone
  * does not keep an actor running. Conns it accepts are not affected. */
 void pl_listener_unref(pl_listener *l);
@@ -89,6 +98,29 @@ int pl_conn_send(pl_conn *c, const char *payload, size_t len, char *err,
 void pl_conn_close(pl_conn *c, const char *reason);
 void pl_conn_stats_get(const pl_conn *c, pl_conn_stats *out);
 void pl_conn_set_max_message(pl_conn *c, size_t max); /* default 64 MiB */
+/* Who is on the other end, for log lines: "127.0.0.1:5555" for TCP, the
+ * socket's "unix:PATH" for a Unix conn, "channel side N" for a channel. */
+const char *pl_conn_peer(const pl_conn *c);
+
+/* Turning a peer away slowly. pl_conn_close_after is pl_conn_close for the
+ * owner (on_close(reason) runs before it returns; do not use the conn
+ * after), but the transport keeps the socket open, unread and silent, for
+ * ms before closing it: the peer waits that long for its answer. With a
+ * linger set (0: none, the default), a bad frame from the peer closes the
+ * conn that way, with the reason "bad frame: ...", and is left to the owner
+ * to log. */
+void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason);
+void pl_conn_set_linger(pl_conn *c, uint64_t ms);
+
+/* Blocks, outside the loop's rhythm: writes what is queued, then waits up
+ * to `timeout` seconds for the next message and appends its payload to
+ * out. Streams only, and only with no write still in flight. For a console
+ * that must answer at once (a completion asked for from inside a line
+ * editor's callback); nothing else should block its loop. A timeout leaves
+ * the conn open (a late message is delivered to the handler as usual); any
+ * other failure closes it. 0, or -1 with err. */
+int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
+                         size_t errlen);
 
 /* Lua face (lconn.c):
  *   core.listen(address, on_accept(conn)) -> listener (:close(), :unref(),
@@ -96,8 +128,10 @@ void pl_conn_set_max_message(pl_conn *c, size_t max); /* default 64 MiB */
  *   core.connect(address, on_connect(conn | nil, err))
  *   conn:set_handler(on_message(payload, conn), on_close(reason, conn))
  *   conn:send(payload) -> true | nil, err
- *   conn:close([reason]);  conn:stats() -> {sent=, received=, queued=}
- *   conn:closed() -> boolean
+ *   conn:close([reason [, delay]]);  conn:stats() -> {sent=, received=, queued=}
+ *   conn:closed() -> boolean;  conn:peer() -> string
+ *   conn:set_max_message(bytes);  conn:set_linger(seconds)
+ *   conn:wait_message(timeout) -> payload | nil, err
  *   core.channel_pair_for_test() -> conn, conn (one channel, both on this loop)
  * A conn with handlers stays open when Lua drops it; one without is closed
  * when collected.

@@ -314,7 +314,8 @@ static void push_arbiter_request(lua_State *L, void *ud) {
 int pl_host_main(const pl_cli *cli, int argc, char **argv) {
     pl_host host;
     pl_log_set_level(pl_log_level_from_name(cli->cfg.log_level));
-    if (pl_host_init(&host, cli, "arbiter", NULL) != 0) return 1;
+    const char *name = cli->cfg.attach ? "console" : "arbiter";
+    if (pl_host_init(&host, cli, name, NULL) != 0) return 1;
     create_arg_table(host.L, argc, argv, cli->script);
     arbiter_args args = {cli, argc, argv};
     int code = pl_host_run(&host, "main", push_arbiter_request, &args);

@@ -1,13 +1,19 @@
 /* lconn.c: connections seen from Lua, as part of pulsar.core.
  *
  *   core.listen(address, on_accept(conn)) -> listener | nil, err
- *       listener:close(), listener:closed(), listener.address ("unix:PATH"),
- *       listener:unref() (it no longer keeps the loop alive)
+ *       listener:close(), listener:closed(), listener:unref() (it no
+ *       longer keeps the loop alive), listener.address ("unix:PATH", or
+ *       "HOST:PORT" with the port the system chose when 0 was asked)
  *   core.connect(address, on_connect(conn | nil, err))
  *   conn:set_handler(on_message(payload, conn), on_close(reason, conn))
  *   conn:send(payload) -> true | nil, err
- *   conn:close([reason])   conn:closed() -> boolean
+ *   conn:close([reason [, delay]])   conn:closed() -> boolean
  *   conn:stats() -> {sent=, received=, queued=}
+ *   conn:peer() -> "127.0.0.1:5555", "unix:PATH", ... (for log lines)
+ *   conn:set_max_message(bytes)      the largest message either way
+ *   conn:set_linger(seconds)         a bad frame closes after that delay
+ *   conn:wait_message(timeout) -> payload | nil, err   (blocks; conn.h)
+ * Addresses are those of conn.h: unix:PATH, HOST:PORT, [IPv6]:PORT, :PORT.
  *   core.channel_pair_for_test() -> conn, conn   (both ends on this loop)
  *
  * The transport (conn.c) owns the C objects; a Lua object only points at
@@ -156,11 +162,65 @@ static int conn_send(lua_State *L) {
     return 1;
 }
 
+static uint64_t check_delay_ms(lua_State *L, int arg) {
+    double seconds = luaL_checknumber(L, arg);
+    luaL_argcheck(L, seconds >= 0 && seconds < 1e6, arg, "delay out of range");
+    return (uint64_t)(seconds * 1000.0 + 0.5);
+}
+
+/* conn:close([reason [, delay]]): with a delay, the conn stops reading now
+ * and closes (calling on_close) that many seconds later. */
 static int conn_close(lua_State *L) {
     lconn *u = check_conn(L, 1);
     const char *reason = luaL_optstring(L, 2, "closed");
-    if (u->conn) pl_conn_close(u->conn, reason);
+    uint64_t ms = lua_isnoneornil(L, 3) ? 0 : check_delay_ms(L, 3);
+    if (u->conn) pl_conn_close_after(u->conn, ms, reason);
     return 0;
+}
+
+static int conn_peer(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    if (!u->conn) return luaL_error(L, "connection closed");
+    lua_pushstring(L, pl_conn_peer(u->conn));
+    return 1;
+}
+
+static int conn_set_max_message(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    lua_Integer max = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, max > 0, 2, "the limit must be a number of bytes above 0");
+    if (u->conn) pl_conn_set_max_message(u->conn, (size_t)max);
+    return 0;
+}
+
+static int conn_set_linger(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    uint64_t ms = check_delay_ms(L, 2);
+    if (u->conn) pl_conn_set_linger(u->conn, ms);
+    return 0;
+}
+
+/* conn:wait_message(timeout) -> payload | nil, err. The handlers may run
+ * inside it (a close closes the conn); the conn may be gone after. */
+static int conn_wait_message(lua_State *L) {
+    lconn *u = check_conn(L, 1);
+    double timeout = luaL_checknumber(L, 2);
+    luaL_argcheck(L, timeout >= 0 && timeout < 1e6, 2, "timeout out of range");
+    if (!u->conn) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "connection closed");
+        return 2;
+    }
+    pl_buf out;
+    char err[200];
+    pl_buf_init(&out, 0);
+    int rc = pl_conn_wait_message(u->conn, timeout, &out, err, sizeof err);
+    if (rc == 0) lua_pushlstring(L, out.data ? out.data : "", out.len);
+    pl_buf_free(&out);
+    if (rc == 0) return 1;
+    lua_pushnil(L);
+    lua_pushstring(L, err);
+    return 2;
 }
 
 static int conn_is_closed(lua_State *L) {
@@ -205,6 +265,10 @@ static const luaL_Reg conn_methods[] = {
     {"close", conn_close},
     {"closed", conn_is_closed},
     {"stats", conn_stats},
+    {"peer", conn_peer},
+    {"set_max_message", conn_set_max_message},
+    {"set_linger", conn_set_linger},
+    {"wait_message", conn_wait_message},
     {NULL, NULL},
 };
 
@@ -368,10 +432,6 @@ static int core_listen(lua_State *L) {
     u->accept_ref = u->self_ref = LUA_NOREF;
     push_listener_metatable(L);
     lua_setmetatable(L, -2);
-    /* What pl_listen accepts is "unix:PATH" or a bare path. */
-    if (strncmp(address, "unix:", 5) == 0) lua_pushstring(L, address);
-    else lua_pushfstring(L, "unix:%s", address);
-    lua_setiuservalue(L, -2, 1);
     char err[512];
     pl_listener *l = pl_listen(h, address, lua_accepted, u, err, sizeof err);
     if (!l) {
@@ -379,6 +439,8 @@ static int core_listen(lua_State *L) {
         lua_pushstring(L, err);
         return 2;
     }
+    lua_pushstring(L, pl_listener_address(l));
+    lua_setiuservalue(L, -2, 1);
     u->listener = l;
     lua_pushvalue(L, 2);
     u->accept_ref = luaL_ref(L, LUA_REGISTRYINDEX);

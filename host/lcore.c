@@ -498,6 +498,7 @@ static int core_config(lua_State *L) {
     set_string_field(L, "log_level", c->log_level);
     set_string_field(L, "pid_file", c->pid_file);
     set_string_field(L, "attach", c->attach);
+    set_string_field(L, "cookie_file", c->cookie_file);
     return 1;
 }
 

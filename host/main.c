@@ -1,8 +1,9 @@
 /* main.c: the pulsar-lua executable's entry point.
  *
- * Parses the command line (cli.c), answers -h and -v, refuses what cannot be
- * done yet, takes the --pid-file (pidfile.c) and hands everything else to
- * the arbiter's host (host.c). */
+ * Parses the command line (cli.c), answers -h and -v, refuses options that
+ * contradict each other, takes the --pid-file (pidfile.c) and hands
+ * everything else to the host (host.c): an arbiter's, or with --attach a
+ * console's (lua/pulsar/attach.lua). */
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,19 +23,19 @@ static void print_version(void) {
     fflush(stdout);
 }
 
-/* Options whose machinery belongs to later parts of the runtime: refused
- * with a clear message rather than silently ignored. */
-static int refuse_unavailable(const pl_cli *cli) {
-    if (cli->cfg.attach) {
-        fprintf(stderr, "pulsar-lua: --attach is not available yet\n");
-        return 1;
-    }
-    if (cli->cfg.mailbox && strncmp(cli->cfg.mailbox, "unix:", 5) != 0) {
-        fprintf(stderr, "pulsar-lua: --mailbox %s: a TCP mailbox is not "
-                        "available yet (use unix:PATH)\n", cli->cfg.mailbox);
-        return 1;
-    }
-    return 0;
+/* With --attach this process is a console of another arbiter, not an
+ * arbiter: what only an arbiter would do is refused, not silently ignored. */
+static int refuse_conflicts(const pl_cli *cli) {
+    if (!cli->cfg.attach) return 0;
+    const char *other = cli->script      ? "script"
+                        : cli->nactions  ? "-e or -l"
+                        : cli->cfg.mailbox  ? "--mailbox"
+                        : cli->cfg.pid_file ? "--pid-file"
+                                            : NULL;
+    if (!other) return 0;
+    fprintf(stderr, "pulsar-lua: --attach runs lines in the arbiter at %s: "
+                    "it takes no %s\n", cli->cfg.attach, other);
+    return 1;
 }
 
 /* The pid file this arbiter holds, if any. It is released on every way out
@@ -82,7 +83,7 @@ int main(int argc, char **argv) {
     int code = 0;
     if (cli.show_help) {
         pl_cli_usage(argv[0]);
-    } else if ((code = refuse_unavailable(&cli)) == 0) {
+    } else if ((code = refuse_conflicts(&cli)) == 0) {
         if (cli.show_version) print_version();
         int only_version = cli.show_version && !cli.script && !cli.nactions &&
                            !cli.interactive;

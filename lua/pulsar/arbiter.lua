@@ -23,7 +23,7 @@ local M = {}
 local records = {}   -- aid -> record of a live actor
 local by_link = setmetatable({}, {__mode = "k"}) -- link -> record
 local arbiter        -- the Arbiter actor
-local listener, private_dir
+local listener, tcp_listener, private_dir
 local spawned = 0
 
 local function label(rec) return ("actor '%s' (%s)"):format(rec.name, rec.aid) end
@@ -37,8 +37,34 @@ local function attach(link, rec)
   if rec then rec.link, by_link[link] = link, rec end
 end
 
+-- `--mailbox HOST:PORT`: a TCP listener beside the Unix mailbox, for
+-- consoles and actors on other machines; a link it accepts is handled as
+-- any other only once pulsar.auth has admitted it (the cookie).
+local function start_tcp_listener(address)
+  local cookie, why = core.load_cookie(arbiter.cfg.cookie_file)
+  if not cookie then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
+  local auth = require "pulsar.auth"
+  tcp_listener, why = core.listen(address, function(link)
+    auth.admit(link, cookie, function(admitted) attach(admitted, nil) end, arbiter.cfg.handshake_timeout)
+  end)
+  if not tcp_listener then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
+  tcp_listener:unref()
+  arbiter.tcp_address = tcp_listener.address
+  log.info("mailbox listening on %s (TCP; peers must know the cookie)", arbiter.tcp_address)
+end
+
+local function close_listener()
+  if listener then listener:close() end
+  if tcp_listener then tcp_listener:close() end
+  if private_dir then core.remove_dir(private_dir) end
+  listener, tcp_listener, private_dir = nil, nil, nil
+end
+
+-- The arbiter's own actors always use the Unix mailbox: the one named by
+-- --mailbox unix:PATH, else a private one, also when --mailbox is TCP.
 local function start_listener()
-  local address = arbiter.cfg.mailbox
+  local address, tcp = arbiter.cfg.mailbox, nil
+  if address and address:sub(1, 5) ~= "unix:" then address, tcp = nil, address end
   if not address then
     private_dir = core.private_dir()
     address = "unix:" .. private_dir .. "/mailbox.sock"
@@ -48,12 +74,12 @@ local function start_listener()
   if not listener then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
   listener:unref() -- a mailbox alone does not keep the arbiter alive
   arbiter.address = address
-end
-
-local function close_listener()
-  if listener then listener:close() end
-  if private_dir then core.remove_dir(private_dir) end
-  listener, private_dir = nil, nil
+  if not tcp then return end
+  local ok, err = pcall(start_tcp_listener, tcp)
+  if not ok then
+    close_listener() -- and its private directory
+    error(err, 0)
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -121,7 +147,7 @@ end
 function M.link_closed(link, reason)
   local rec = by_link[link]
   by_link[link] = nil
-  if not rec then return end
+  if not rec then return require("pulsar.console").link_closed(link) end
   rec.link = nil
   fail_calls(rec, "disconnected (" .. tostring(reason) .. ")")
   if rec.kind == "thread" then return end -- its thread's end follows
@@ -392,6 +418,7 @@ local function install_commands()
     return M.spawn(params, manager):wait()
   end)
   mailbox.command("kill_actor", function(_, aid, timeout) return M.kill_actor(aid, timeout) end)
+  require("pulsar.console").install(arbiter)
 end
 
 --- Makes this VM's arbiter: its mailbox, its routing, its commands.
@@ -407,6 +434,7 @@ function M.setup(the_arbiter)
   arbiter._close = close_listener
   arbiter._extra_info = function(info)
     info.workers, info.monitors = M.workers_info(), M.monitors_info()
+    info.actor.tcp_address = arbiter.tcp_address
   end
   start_listener()
 end

@@ -1,7 +1,8 @@
 --- pulsar.host: what the C host calls in a new VM (host.c, spawn.c).
 --
 -- main(request) makes the arbiter, runs the -e and -l actions and the script
--- in one task (the main coroutine), and opens the REPL after it when asked.
+-- in one task (the main coroutine), and opens the REPL after it when asked;
+-- with --attach it is a console of another arbiter instead (pulsar.attach).
 -- The host then runs the loop; loop_ended() gives the exit status when the
 -- loop ran out of work without anyone asking to stop. actor_main(request)
 -- is the body of every other actor (pulsar.worker).
@@ -121,11 +122,16 @@ local function arbiter_exit(arbiter, code)
 end
 
 function M.main(request)
+  if core.config().attach then return require("pulsar.attach").main(request) end -- a console
   settle_request(request)
   local cfg = core.config()
   local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg}
   require("pulsar.commands").install()
-  require("pulsar.arbiter").setup(arbiter)
+  local ok, err = pcall(require("pulsar.arbiter").setup, arbiter)
+  if not ok then -- such as a mailbox that cannot listen: one line
+    io.stderr:write("pulsar-lua: ", tostring(err), "\n")
+    return 1
+  end
   arbiter.state = "running"
   arbiter._on_closed = function(a) core.exit_loop(a.exit_code) end
   start_ticks(arbiter)

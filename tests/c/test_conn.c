@@ -331,7 +331,7 @@ static void test_addresses(void) {
     CHECK(pl_listen(&t.h, "tcp://127.0.0.1:8000", server_accept, NULL, err,
                     sizeof err) == NULL);
     CHECK(strstr(err, "tcp://127.0.0.1:8000") != NULL);
-    CHECK(strstr(err, "not a Unix socket address") != NULL);
+    CHECK(strstr(err, "not a mailbox address") != NULL);
     CHECK(pl_listen(&t.h, "unix:", server_accept, NULL, err, sizeof err) == NULL);
     CHECK(strstr(err, "empty socket path") != NULL);
     char long_path[300];

@@ -61,7 +61,7 @@ describe("pulsar-lua command line", function()
     assert.are.equal(0, r.code)
     for _, opt in ipairs {"-e", "-l", "-i", "-v", "-h", "--workers", "--concurrency",
                           "--timeout", "--exit-timeout", "--bind", "--mailbox",
-                          "--log-level", "--pid-file", "--attach"} do
+                          "--log-level", "--pid-file", "--attach", "--cookie-file"} do
       assert.truthy(r.out:find(opt, 1, true), opt .. " missing from -h")
     end
   end)
@@ -86,8 +86,13 @@ describe("pulsar-lua command line", function()
     {"--bind nowhere", "--bind: 'nowhere' is not an address"},
     {"-b host:99999", "no valid port"},
     {"--mailbox unix:", "names no socket path"},
-    {"--attach 127.0.0.1:7000", "--attach is not available yet"},
-    {"--mailbox 127.0.0.1:7000", "a TCP mailbox is not available yet"},
+    {"--attach nowhere", "--attach: 'nowhere' is not an address"},
+    {"--attach 127.0.0.1:7000 script.lua", "--attach runs lines in the arbiter at 127.0.0.1:7000: it takes no script"},
+    {"--attach 127.0.0.1:7000 -e x=1", "it takes no -e or -l"},
+    {"--attach 127.0.0.1:7000 --mailbox :7001", "it takes no --mailbox"},
+    {"--attach unix:/tmp/x.sock --pid-file /tmp/x.pid", "it takes no --pid-file"},
+    {"--cookie-file=", "--cookie-file needs a path"},
+    {"--mailbox 127.0.0.1:99999", "no valid port"},
     {"/no/such/script.lua", "cannot open /no/such/script.lua"},
   }
   for _, case in ipairs(refused) do
@@ -99,6 +104,13 @@ describe("pulsar-lua command line", function()
       assert.are.equal(1, select(2, r.err:gsub("\n", "")), r.err)
     end)
   end
+
+  it("puts --mailbox and --cookie-file into pulsar.cfg", function()
+    local r = run("--mailbox unix:/tmp/pulsar-cli-spec-mailbox.sock --cookie-file /tmp/some-cookie " ..
+                  "-e 'print(pulsar.cfg.mailbox, pulsar.cfg.cookie_file, pulsar.arbiter().address)'")
+    assert.are.same({0, "unix:/tmp/pulsar-cli-spec-mailbox.sock\t/tmp/some-cookie\t" ..
+                        "unix:/tmp/pulsar-cli-spec-mailbox.sock\n"}, {r.code, r.out})
+  end)
 
   it("reports a syntax error in one line naming file and line, status 1", function()
     local s = script("local x = 1\nlocal = 2\n")

@@ -107,10 +107,10 @@ describe("core.listen and core.connect", function()
     l:close()
   end)
 
-  it("refuses an address that is not a Unix socket", function()
+  it("refuses an address of an unknown scheme", function()
     local l, err = core.listen("tcp://127.0.0.1:9000", function() end)
     assert.is_nil(l)
-    assert.matches("not a Unix socket address", err, 1, true)
+    assert.matches("not a mailbox address", err, 1, true)
   end)
 
   it("refuses a path where a live listener is", function()
@@ -279,6 +279,113 @@ describe("core.listen and core.connect", function()
     collectgarbage(); collectgarbage()
     assert.are.equal("peer closed the connection", at_client2.closed:wait(WAIT))
     client:close()
+    server.listener:close()
+  end)
+end)
+
+describe("TCP connections", function()
+  -- A listener on `address`, a client connected to what it reports, and
+  -- the conn the listener accepted.
+  local function tcp_pair(listen_on, connect_to)
+    local server = serve(listen_on)
+    local port = server.listener.address:match(":(%d+)$")
+    local client = connect(connect_to and connect_to(port) or server.listener.address)
+    return client, server.accept(), server
+  end
+
+  it("listen on the port the system chose, and name their peers", function()
+    local client, conn, server = tcp_pair("127.0.0.1:0")
+    local port = tonumber(server.listener.address:match("^127%.0%.0%.1:(%d+)$"))
+    assert.is_true(port > 0)
+    assert.are.equal(server.listener.address, client:peer())
+    local client_port = tonumber(conn:peer():match("^127%.0%.0%.1:(%d+)$"))
+    assert.is_true(client_port > 0 and client_port ~= port)
+    local at_client, at_server = recorder(), recorder()
+    client:set_handler(at_client.on_message, at_client.on_close)
+    conn:set_handler(at_server.on_message, at_server.on_close)
+    client:send("over tcp")
+    at_server.wait_for(1)
+    conn:send(("x"):rep(200000)) -- more than one read
+    at_client.wait_for(1)
+    assert.are.same({"over tcp", ("x"):rep(200000)}, {at_server.messages[1], at_client.messages[1]})
+    client:close()
+    assert.are.equal("peer closed the connection", at_server.closed:wait(WAIT))
+    server.listener:close()
+  end)
+
+  local function hostname()
+    local p = io.popen("hostname")
+    local name = p:read("l")
+    p:close()
+    return name
+  end
+
+  it("take [IPv6]:PORT, :PORT, localhost:PORT and a host name", function()
+    local cases = {
+      {"[::1]:0", nil, "^%[::1%]:%d+$"},
+      {":0", nil, "^0%.0%.0%.0:%d+$"},
+      {"localhost:0", nil, "^127%.0%.0%.1:%d+$"},
+      {":0", function(port) return hostname() .. ":" .. port end, nil}, -- looked up
+      {"127.0.0.1:0", function(port) return "localhost:" .. port end, nil},
+    }
+    for _, case in ipairs(cases) do
+      local client, conn, server = tcp_pair(case[1], case[2])
+      if case[3] then assert.matches(case[3], server.listener.address) end
+      local got = recorder()
+      conn:set_handler(got.on_message)
+      client:send(case[1])
+      got.wait_for(1)
+      assert.are.same({case[1]}, got.messages)
+      client:close()
+      server.listener:close()
+    end
+  end)
+
+  it("refuse malformed addresses, naming them", function()
+    for address, why in pairs {
+      ["::1:80"] = "write an IPv6 host in brackets",
+      ["[::1:80"] = "lacks ']:PORT'",
+      ["127.0.0.1:99999"] = "has no valid port",
+      ["127.0.0.1:"] = "has no valid port",
+      ["[::1]:http"] = "has no valid port",
+    } do
+      local l, err = core.listen(address, function() end)
+      assert.is_nil(l)
+      assert.matches(address, err, 1, true)
+      assert.matches(why, err, 1, true)
+    end
+    local ok, err = pcall(connect, "127.0.0.1:0")
+    assert.is_false(ok)
+    assert.matches("port 0 names no listener", err, 1, true)
+  end)
+
+  it("close for their owner at once, and for the peer after a delay", function()
+    local client, conn, server = tcp_pair("127.0.0.1:0")
+    local at_client, at_server = recorder(), recorder()
+    client:set_handler(at_client.on_message, at_client.on_close)
+    conn:set_handler(at_server.on_message, at_server.on_close)
+    conn:close("go away", 0.3)
+    assert.are.same({"go away"}, at_server.closes) -- before close() returned
+    assert.is_true(conn:closed())
+    local from = core.hrtime()
+    assert.are.equal("peer closed the connection", at_client.closed:wait(WAIT))
+    assert.is_true(core.hrtime() - from >= 0.25)
+    server.listener:close()
+  end)
+
+  it("with a linger, turn a bad frame away the same way, and let the owner tell", function()
+    local client, conn, server = tcp_pair("127.0.0.1:0")
+    local at_client, at_server = recorder(), recorder()
+    client:set_handler(at_client.on_message, at_client.on_close)
+    conn:set_max_message(1024)
+    conn:set_linger(0.3)
+    conn:set_handler(at_server.on_message, at_server.on_close)
+    local from = core.hrtime()
+    client:send(("y"):rep(2000))
+    assert.matches("^bad frame: frame of 2000 bytes exceeds", at_server.closed:wait(WAIT))
+    at_client.closed:wait(WAIT)
+    assert.is_true(core.hrtime() - from >= 0.25)
+    assert.are.same({}, at_server.messages)
     server.listener:close()
   end)
 end)
