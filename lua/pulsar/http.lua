@@ -289,15 +289,15 @@ function Protocol:_flush()
     self.transport:write(slot.data)
     if slot.close then return self:_close() end
   end
-  if self.eof and self:_in_flight() == 0 then return self:_close() end
+  if (self.eof or self.draining) and self:_in_flight() == 0 then return self:_close() end
   self:_throttle()
 end
 
 -- Reads only while there is room: few enough requests in flight, a write
 -- buffer below its high-water mark, and the connection not ending.
 function Protocol:_throttle()
-  if self.closed or self.lost then return end
-  local room = not self.closing and not self.write_paused and not self.eof and
+  if self.closed or self.lost or self.eof then return end
+  local room = not self.closing and not self.write_paused and not self.draining and
                self:_in_flight() < self.pipeline
   if room and self.read_paused then
     self.read_paused = false
@@ -322,6 +322,9 @@ end
 function Protocol:_answer(slot, task)
   if self.closed or self.lost then return end
   local ok, data, keep_alive
+  if self.draining and slot == self.slots[self.last] then
+    slot.keep_alive = false -- the last answer before a graceful stop says so
+  end
   if task:exception() == nil then
     ok, data, keep_alive = pcall(function()
       local status, headers, body = interpret(task:result())
@@ -378,7 +381,7 @@ function Protocol:_watch(completed)
 end
 
 function Protocol:data_received(data)
-  if self.closing or self.closed or self.lost then return end
+  if self.closing or self.draining or self.closed or self.lost then return end
   local requests, status, reason = self.parser:feed(data)
   for i = 1, #requests do
     if self.closed then return end -- a handler's Connection: close
@@ -396,6 +399,21 @@ function Protocol:eof_received()
   self:_stop_timer()
   self:_flush()
   return true
+end
+
+--- True while a request is being received or answered on this connection.
+function Protocol:busy()
+  return not self.closed and not self.lost and
+         (self:_in_flight() > 0 or self.parser:in_request())
+end
+
+--- For a graceful stop: reads no further request, answers those in flight
+-- (with Connection: close), then closes; at once if nothing is in flight.
+function Protocol:close_when_idle()
+  if self.closed or self.lost then return end
+  self.draining = true
+  self:_stop_timer()
+  self:_flush()
 end
 
 function Protocol:connection_lost()

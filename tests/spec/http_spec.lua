@@ -475,6 +475,28 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
     assert.are.same({"late"}, bodies(t:output()))
   end)
 
+  it("finishes the requests in flight before closing for a graceful stop", function()
+    local proto, t = connect(function() pulsar.sleep(0.05) return "done" end)
+    assert.is_false(proto:busy())
+    proto:data_received("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")
+    assert.is_true(proto:busy())
+    proto:close_when_idle()
+    proto:data_received("GET /3 HTTP/1.1\r\n\r\n") -- not read any more
+    assert.is_false(t.closed)
+    assert.truthy(support.wait_for(function() return t.closed end, 10))
+    assert.are.same({"done", "done"}, bodies(t:output()))
+    local out = t:output()
+    local at = out:find("HTTP/1.1 200", 2, true)
+    local first, second = out:sub(1, at - 1), out:sub(at)
+    assert.matches("Connection: keep%-alive\r\n", first)
+    assert.matches("Connection: close\r\n", second) -- only the last one
+    assert.is_false(proto:busy())
+    -- an idle connection closes at once
+    proto, t = connect(function() return "x" end)
+    proto:close_when_idle()
+    assert.is_true(t.closed)
+  end)
+
   it("drops answers for a connection that is gone", function()
     local proto, t = connect(function() pulsar.sleep(0.05) return "late" end)
     proto:data_received("GET / HTTP/1.1\r\n\r\n")
