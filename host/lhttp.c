@@ -1,4 +1,188 @@
-/* lhttp.c: the Lua face of http.c (issue 6). Placeholder. */
+/* lhttp.c: the HTTP request parser (http.c) seen from Lua, in pulsar.core.
+ *
+ *   core.http_parser{max_header=, max_headers=, max_body=} -> parser
+ *       (every limit optional: 64 KiB, 100 fields, 16 MiB)
+ *   parser:feed(data) -> requests, status, reason
+ *       requests: the requests data completed, oldest first (maybe none);
+ *       status, reason: once the input is bad, the status to answer (400,
+ *       413, 414, 431, 505; 500 without memory) and why; every later call
+ *       gives them again. Bytes after a request that ends the connection
+ *       are ignored.
+ *   parser:take_continue() -> true once for each request whose headers
+ *       carried Expect: 100-continue and are complete while its body has not
+ *       started: time to send "HTTP/1.1 100 Continue"
+ *   parser:in_request() -> true while a request has started, unfinished
+ *   parser:closed() -> true after a request that ends the connection
+ *
+ * A request is a table: method, target (as sent), path (the target before
+ * '?', not decoded), query_string (after '?', or nil), version
+ * ("HTTP/1.1"), headers (lower-case names; a repeated field's values joined
+ * with ", ", cookies with "; "), body (a string, "" when none), keep_alive,
+ * expect_continue, upgrade (booleans). lua/pulsar/http.lua decodes the path
+ * and the query. */
+#include <stdio.h>
+#include <string.h>
+
+#include <lauxlib.h>
+
 #include "http.h"
 
-void pl_lhttp_register(lua_State *L) { (void)L; }
+#define PARSER_METATABLE "pulsar.core.HttpParser"
+
+typedef struct lparser {
+    pl_http_parser *p;
+    pl_http_request *holding; /* taken from the queue, being turned to Lua */
+} lparser;
+
+static lparser *check_parser(lua_State *L) {
+    lparser *u = luaL_checkudata(L, 1, PARSER_METATABLE);
+    if (!u->p) luaL_error(L, "the HTTP parser is closed");
+    return u;
+}
+
+static void set_lstring(lua_State *L, const char *key, const char *s, size_t n) {
+    lua_pushlstring(L, s, n);
+    lua_setfield(L, -2, key);
+}
+
+static void set_boolean(lua_State *L, const char *key, int b) {
+    lua_pushboolean(L, b);
+    lua_setfield(L, -2, key);
+}
+
+/* headers[name] = value, or joined to the value already there: a list of
+ * values is one value with commas (RFC 9110 §5.3), except Cookie, whose
+ * pairs are separated by "; " (RFC 6265 §5.4). Leaves the stack as found. */
+static void add_header(lua_State *L, const pl_http_request *r,
+                       const pl_http_header *h) {
+    const char *name = pl_http_text(r, h->name);
+    lua_pushlstring(L, name, h->name_len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, pl_http_text(r, h->value), h->value_len);
+    } else {
+        int cookie = h->name_len == 6 && memcmp(name, "cookie", 6) == 0;
+        lua_pushstring(L, cookie ? "; " : ", ");
+        lua_pushlstring(L, pl_http_text(r, h->value), h->value_len);
+        lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+}
+
+static void push_request(lua_State *L, const pl_http_request *r) {
+    char version[32];
+    lua_createtable(L, 0, 11);
+    lua_pushstring(L, r->method);
+    lua_setfield(L, -2, "method");
+    set_lstring(L, "target", pl_http_text(r, 0), r->target_len);
+    set_lstring(L, "path", pl_http_text(r, 0), r->path_len);
+    if (r->has_query) set_lstring(L, "query_string", pl_http_text(r, r->query), r->query_len);
+    snprintf(version, sizeof version, "HTTP/%d.%d", r->version_major, r->version_minor);
+    lua_pushstring(L, version);
+    lua_setfield(L, -2, "version");
+    lua_createtable(L, 0, (int)r->nheaders);
+    for (size_t i = 0; i < r->nheaders; i++) add_header(L, r, &r->headers[i]);
+    lua_setfield(L, -2, "headers");
+    set_lstring(L, "body", r->body.len ? r->body.data : "", r->body.len);
+    set_boolean(L, "keep_alive", r->keep_alive);
+    set_boolean(L, "expect_continue", r->expect_continue);
+    set_boolean(L, "upgrade", r->upgrade);
+}
+
+/* limits[key], an integer from min, or dflt when absent. */
+static lua_Integer opt_limit(lua_State *L, const char *key, size_t dflt,
+                             lua_Integer min) {
+    lua_Integer v = (lua_Integer)dflt;
+    int isnum = 1;
+    if (lua_getfield(L, 1, key) != LUA_TNIL) v = lua_tointegerx(L, -1, &isnum);
+    lua_pop(L, 1);
+    if (!isnum || v < min)
+        luaL_error(L, "http_parser: %s must be an integer from %d", key, (int)min);
+    return v;
+}
+
+/* core.http_parser([limits]) */
+static int core_http_parser(lua_State *L) {
+    pl_http_limits lim = pl_http_default_limits;
+    if (!lua_isnoneornil(L, 1)) {
+        luaL_checktype(L, 1, LUA_TTABLE);
+        lim.max_header = (size_t)opt_limit(L, "max_header", lim.max_header, 1);
+        lim.max_headers = (size_t)opt_limit(L, "max_headers", lim.max_headers, 0);
+        lim.max_body = (size_t)opt_limit(L, "max_body", lim.max_body, 0);
+    }
+    lparser *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->p = NULL;
+    u->holding = NULL;
+    luaL_setmetatable(L, PARSER_METATABLE);
+    u->p = pl_http_parser_new(&lim);
+    if (!u->p) return luaL_error(L, "out of memory making an HTTP parser");
+    return 1;
+}
+
+static int parser_feed(lua_State *L) {
+    lparser *u = check_parser(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    int rc = pl_http_feed(u->p, data, len);
+    lua_newtable(L);
+    for (int n = 1; (u->holding = pl_http_next(u->p)) != NULL; n++) {
+        /* a memory error here leaves u->holding for __gc to free */
+        push_request(L, u->holding);
+        lua_rawseti(L, -2, n);
+        pl_http_request_free(u->holding);
+        u->holding = NULL;
+    }
+    if (rc == 0) return 1;
+    const char *reason;
+    lua_pushinteger(L, pl_http_error(u->p, &reason));
+    lua_pushstring(L, reason);
+    return 3;
+}
+
+static int parser_take_continue(lua_State *L) {
+    lua_pushboolean(L, pl_http_take_continue(check_parser(L)->p));
+    return 1;
+}
+
+static int parser_in_request(lua_State *L) {
+    lua_pushboolean(L, pl_http_in_request(check_parser(L)->p));
+    return 1;
+}
+
+static int parser_closed(lua_State *L) {
+    lua_pushboolean(L, pl_http_closed(check_parser(L)->p));
+    return 1;
+}
+
+static int parser_gc(lua_State *L) {
+    lparser *u = luaL_checkudata(L, 1, PARSER_METATABLE);
+    pl_http_request_free(u->holding);
+    pl_http_parser_free(u->p);
+    u->holding = NULL;
+    u->p = NULL;
+    return 0;
+}
+
+static const luaL_Reg parser_methods[] = {
+    {"feed", parser_feed},
+    {"take_continue", parser_take_continue},
+    {"in_request", parser_in_request},
+    {"closed", parser_closed},
+    {NULL, NULL},
+};
+
+static const luaL_Reg http_functions[] = {
+    {"http_parser", core_http_parser},
+    {NULL, NULL},
+};
+
+void pl_lhttp_register(lua_State *L) {
+    luaL_newmetatable(L, PARSER_METATABLE);
+    luaL_newlib(L, parser_methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, parser_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+    luaL_setfuncs(L, http_functions, 0);
+}

@@ -1,0 +1,199 @@
+/* fuzz_http.c: libFuzzer target for the HTTP request parser (host/http.c).
+ *
+ * The input is a byte stream as a client might send it; its first two bytes
+ * choose two split points. The stream is fed:
+ *   1. all at once, with small limits (256-byte heads, 8 fields, 1 KiB
+ *      bodies) so that every limit is reached often;
+ *   2. in three reads at the chosen points, with the same limits;
+ *   3. byte by byte (streams up to 2 KiB), with the same limits;
+ *   4. all at once with the default limits.
+ * Runs 1 to 3 must give the same requests and the same error in the same
+ * words: how the bytes are split must not change any answer. Every request
+ * is checked against the limits (what the parser holds, not only what it
+ * reports), and every feed is a malloc'd copy of exactly its length, so ASan
+ * catches a read past it. After an error every feed must fail at once and
+ * deliver nothing. Broken invariants stop with __builtin_trap().
+ *
+ *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost \
+ *       $(pkg-config --cflags lua5.4) host/buf.c host/http.c \
+ *       tests/fuzz/fuzz_http.c -lhttp_parser -o /tmp/fuzz_http
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+
+#define REQUIRE(cond)                                                      \
+    do {                                                                   \
+        if (!(cond)) __builtin_trap();                                     \
+    } while (0)
+
+#define BYTE_BY_BYTE_MAX 2048
+
+static const pl_http_limits small = {
+    .max_header = 256, .max_headers = 8, .max_body = 1024};
+
+/* A growable record of a run's outcome, compared with memcmp. */
+typedef struct record {
+    char *data;
+    size_t len, cap;
+} record;
+
+static void put(record *r, const void *p, size_t n) {
+    if (r->len + n > r->cap) {
+        size_t cap = (r->len + n) * 2;
+        char *d = realloc(r->data, cap);
+        REQUIRE(d != NULL);
+        r->data = d;
+        r->cap = cap;
+    }
+    if (n) memcpy(r->data + r->len, p, n);
+    r->len += n;
+}
+
+/* Length-prefixed, so no two different outcomes can record alike. */
+static void put_field(record *r, const char *p, size_t n) {
+    put(r, &n, sizeof n);
+    put(r, p, n);
+}
+
+static void put_int(record *r, long v) { put(r, &v, sizeof v); }
+
+/* What must hold for every request the parser gives. */
+static void check_request(const pl_http_request *q, const pl_http_limits *lim) {
+    REQUIRE(q->method != NULL);
+    REQUIRE(q->head.len <= lim->max_header && q->head.cap <= lim->max_header);
+    REQUIRE(q->body.len <= lim->max_body && q->body.cap <= lim->max_body);
+    REQUIRE(q->nheaders <= lim->max_headers && q->headers_cap <= lim->max_headers);
+    REQUIRE(q->target_len <= q->head.len && q->path_len <= q->target_len);
+    if (q->has_query) REQUIRE(q->query + q->query_len <= q->target_len);
+    else REQUIRE(q->query == 0 && q->query_len == 0);
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const pl_http_header *h = &q->headers[i];
+        REQUIRE(h->name_len > 0 && h->name + h->name_len <= q->head.len);
+        REQUIRE(h->value + h->value_len <= q->head.len);
+        for (size_t k = 0; k < h->name_len; k++) {
+            char c = pl_http_text(q, h->name)[k];
+            REQUIRE(!(c >= 'A' && c <= 'Z'));
+        }
+    }
+    REQUIRE(q->version_major == 1);
+    REQUIRE(!(q->keep_alive && q->upgrade));
+    if (q->expect_continue) REQUIRE(q->version_minor >= 1);
+}
+
+static void record_request(record *r, const pl_http_request *q) {
+    put_field(r, q->method, strlen(q->method));
+    put_field(r, pl_http_text(q, 0), q->target_len);
+    put_int(r, q->version_minor);
+    put_int(r, q->keep_alive);
+    put_int(r, q->expect_continue);
+    put_int(r, q->upgrade);
+    put_int(r, q->chunked);
+    put_int(r, (long)q->nheaders);
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const pl_http_header *h = &q->headers[i];
+        put_field(r, pl_http_text(q, h->name), h->name_len);
+        put_field(r, pl_http_text(q, h->value), h->value_len);
+    }
+    put_field(r, q->body.data, q->body.len);
+}
+
+/* Takes every complete request off the queue, checking and recording it. */
+static void drain(pl_http_parser *p, const pl_http_limits *lim, record *r) {
+    pl_http_request *q;
+    while ((q = pl_http_next(p)) != NULL) {
+        check_request(q, lim);
+        if (r) record_request(r, q);
+        pl_http_request_free(q);
+    }
+}
+
+static void feed(pl_http_parser *p, const pl_http_limits *lim,
+                 const uint8_t *bytes, size_t n, record *r) {
+    char *copy = malloc(n ? n : 1);
+    REQUIRE(copy != NULL);
+    if (n) memcpy(copy, bytes, n);
+    int failed_before = pl_http_error(p, NULL) != 0;
+    int rc = pl_http_feed(p, copy, n);
+    free(copy);
+    const char *reason;
+    int status = pl_http_error(p, &reason);
+    REQUIRE((rc == -1) == (status != 0));
+    if (failed_before) REQUIRE(rc == -1 && pl_http_next(p) == NULL);
+    if (status) {
+        REQUIRE(status == 400 || status == 413 || status == 414 ||
+                status == 431 || status == 500 || status == 505);
+        REQUIRE(reason && reason[0]);
+        REQUIRE(!pl_http_in_request(p));
+    }
+    if (pl_http_take_continue(p)) REQUIRE(pl_http_in_request(p));
+    drain(p, lim, r);
+}
+
+static void finish(pl_http_parser *p, record *r) {
+    const char *reason;
+    int status = pl_http_error(p, &reason);
+    put_int(r, status);
+    if (status) put_field(r, reason, strlen(reason));
+    pl_http_parser_free(p);
+}
+
+/* Feeds stream[0..len) cut at the given points (ascending, within len). */
+static void run(const uint8_t *stream, size_t len, const size_t *cuts,
+                size_t ncuts, const pl_http_limits *lim, record *r) {
+    pl_http_parser *p = pl_http_parser_new(lim);
+    REQUIRE(p != NULL);
+    size_t at = 0;
+    for (size_t i = 0; i <= ncuts; i++) {
+        size_t end = i < ncuts ? cuts[i] : len;
+        feed(p, lim, stream + at, end - at, r);
+        at = end;
+    }
+    /* after an error, more input changes nothing */
+    if (pl_http_error(p, NULL)) feed(p, lim, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18, r);
+    finish(p, r);
+}
+
+static void run_byte_by_byte(const uint8_t *stream, size_t len, record *r) {
+    pl_http_parser *p = pl_http_parser_new(&small);
+    REQUIRE(p != NULL);
+    for (size_t i = 0; i < len; i++) feed(p, &small, stream + i, 1, r);
+    if (pl_http_error(p, NULL)) feed(p, &small, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18, r);
+    finish(p, r);
+}
+
+static void require_same(const record *a, const record *b) {
+    REQUIRE(a->len == b->len);
+    REQUIRE(a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 2) return 0;
+    const uint8_t *stream = data + 2;
+    size_t len = size - 2;
+    size_t cuts[2] = {data[0] % (len + 1), data[1] % (len + 1)};
+    if (cuts[0] > cuts[1]) {
+        size_t t = cuts[0];
+        cuts[0] = cuts[1];
+        cuts[1] = t;
+    }
+
+    record once = {0}, split = {0}, bytes = {0};
+    run(stream, len, NULL, 0, &small, &once);
+    run(stream, len, cuts, 2, &small, &split);
+    require_same(&once, &split);
+    if (len <= BYTE_BY_BYTE_MAX) {
+        run_byte_by_byte(stream, len, &bytes);
+        require_same(&once, &bytes);
+    }
+    free(once.data);
+    free(split.data);
+    free(bytes.data);
+
+    record dflt = {0};
+    run(stream, len, NULL, 0, &pl_http_default_limits, &dflt);
+    free(dflt.data);
+    return 0;
+}
