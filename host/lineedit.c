@@ -93,6 +93,9 @@ typedef struct pl_lineedit {
     pl_buf pending;        /* under lock: output waiting above the prompt */
     unsigned sync_asked, sync_done; /* under lock */
     int quit;              /* under lock */
+    int show_carets;       /* under lock: the REPL is on (write_caret) */
+    unsigned carets;       /* under lock: SIGINTs shown as ^C, or at a prompt */
+    unsigned pump_sigints, loop_sigints; /* under lock: seen by each loop */
 
     /* The arbiter's side. */
     uv_async_t wake;       /* pump -> arbiter: pending has output */
@@ -175,9 +178,25 @@ static void pump_readable(uv_poll_t *poll_handle, int status, int events) {
     if (status < 0 || pump_drain(le) < 0) uv_poll_stop(poll_handle);
 }
 
+/* Ctrl-C while a line is evaluated: ^C on a line of its own, before what
+ * the line says next. Both loops see every SIGINT; whichever sees the n-th
+ * first writes its ^C: the arbiter's, before it cancels the line, or the
+ * pump's, before the hook interrupts a line stuck in Lua. The terminal does
+ * not echo it then (set_echoctl): the kernel signals before it echoes,
+ * which would race with this. Called with the lock held. */
+static void write_caret(pl_lineedit *le, unsigned *seen) {
+    ++*seen;
+    if (le->show_carets && !le->prompt_shown && (int)(*seen - le->carets) > 0)
+        write_all(le->tty_fd, "^C\n", 3);
+    if ((int)(*seen - le->carets) > 0) le->carets = *seen;
+}
+
 static void pump_interrupted(uv_signal_t *handle, int signum) {
-    (void)handle;
     (void)signum;
+    pl_lineedit *le = handle->data;
+    uv_mutex_lock(&le->lock);
+    write_caret(le, &le->pump_sigints);
+    uv_mutex_unlock(&le->lock);
     atomic_store(&interrupt_raised, 1);
 }
 
@@ -282,6 +301,17 @@ static void output_waiting(uv_async_t *async) {
 static void line_accepted(char *line);
 static void input_ready(uv_poll_t *handle, int status, int events);
 
+/* Whether the terminal echoes control keys as ^X, as the user had it (on)
+ * or not at all (off: while a line is evaluated, see pump_interrupted). */
+static void set_echoctl(pl_lineedit *le, int on) {
+    struct termios modes;
+    if (!le->have_termios || !(le->saved_termios.c_lflag & ECHOCTL)) return;
+    if (tcgetattr(0, &modes) != 0) return;
+    if (on) modes.c_lflag |= ECHOCTL;
+    else modes.c_lflag &= ~(tcflag_t)ECHOCTL;
+    tcsetattr(0, TCSANOW, &modes);
+}
+
 /* After a line: no handler, the terminal in its own modes, and the pump
  * writing straight through again (with what it queued meanwhile). */
 static void hide_prompt(pl_lineedit *le) {
@@ -289,6 +319,7 @@ static void hide_prompt(pl_lineedit *le) {
         rl_callback_handler_remove();
         le->reading = 0;
     }
+    set_echoctl(le, 0);
     uv_poll_stop(&le->input);
     uv_timer_stop(&le->tail_timer);
     if (le->out) fflush(le->out);
@@ -302,6 +333,7 @@ static void hide_prompt(pl_lineedit *le) {
 }
 
 static void show_prompt(pl_lineedit *le, const char *prompt) {
+    set_echoctl(le, 1); /* readline takes the modes it finds as the user's */
     pump_sync(le);
     uv_mutex_lock(&le->lock);
     le->prompt_shown = 1;
@@ -313,42 +345,33 @@ static void show_prompt(pl_lineedit *le, const char *prompt) {
 
 /* ---- history ---------------------------------------------------------- */
 
-/* Creates dir (mode 0700) unless it exists; 0 or -1. */
-static int make_private_dir(const char *dir) {
-    if (mkdir(dir, 0700) == 0 || errno == EEXIST) return 0;
-    return -1;
+/* ~/.pulsar-lua/history, its folder made (0700) if missing; NULL without
+ * a home or a folder. malloc'd. */
+static char *default_history(void) {
+    const char *home = getenv("HOME");
+    if (!home || !*home) return NULL;
+    size_t n = strlen(home) + sizeof "/.pulsar-lua/history";
+    char *path = malloc(n);
+    if (!path) return NULL;
+    snprintf(path, n, "%s/.pulsar-lua", home);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        free(path);
+        return NULL;
+    }
+    snprintf(path, n, "%s/.pulsar-lua/history", home);
+    return path;
 }
 
-/* The history file: the option, else $PULSAR_HISTORY (empty: none), else
- * ~/.pulsar-lua/history. NULL for none; malloc'd otherwise. */
+/* The history file: the `history` option (false: none), else
+ * $PULSAR_HISTORY (empty: none), else the default. NULL for none. */
 static char *history_path(lua_State *L, int options) {
     lua_getfield(L, options, "history");
-    int kind = lua_type(L, -1);
-    const char *given = kind == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
     char *path = NULL;
-    if (kind == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-        path = NULL;
-    } else if (given) {
-        path = strdup(given);
-    } else if (getenv("PULSAR_HISTORY")) {
-        const char *env = getenv("PULSAR_HISTORY");
-        path = *env ? strdup(env) : NULL;
-    } else {
-        const char *home = getenv("HOME");
-        if (home && *home) {
-            size_t n = strlen(home) + sizeof "/.pulsar-lua/history";
-            path = malloc(n);
-            if (path) {
-                snprintf(path, n, "%s/.pulsar-lua", home);
-                if (make_private_dir(path) == 0) {
-                    snprintf(path, n, "%s/.pulsar-lua/history", home);
-                } else {
-                    free(path);
-                    path = NULL;
-                }
-            }
-        }
-    }
+    const char *env = getenv("PULSAR_HISTORY");
+    if (lua_type(L, -1) == LUA_TSTRING) path = strdup(lua_tostring(L, -1));
+    else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) path = NULL;
+    else if (env) path = *env ? strdup(env) : NULL;
+    else path = default_history();
     lua_pop(L, 1);
     return path;
 }
@@ -530,8 +553,18 @@ static void capture_stop(pl_lineedit *le) {
 
 static void editing_stop(pl_lineedit *le) {
     if (!le->editing) return;
-    if (le->reading) rl_callback_handler_remove();
+    if (le->reading) { /* stopped from elsewhere: leave the typed line be */
+        rl_point = rl_end;
+        rl_redisplay();
+        fputs("\n", le->out);
+        fflush(le->out);
+        rl_callback_handler_remove();
+    }
     le->reading = le->editing = 0;
+    uv_mutex_lock(&le->lock);
+    le->show_carets = 0;
+    uv_mutex_unlock(&le->lock);
+    if (le->have_termios) tcsetattr(0, TCSADRAIN, &le->saved_termios);
     if (le->history) history_truncate_file(le->history, HISTORY_MAX);
     clear_history();
     if (le->stdin_flags >= 0) fcntl(0, F_SETFL, le->stdin_flags);
@@ -726,6 +759,9 @@ static int le_start(lua_State *L) {
     configure_readline(le);
     history_open(le);
     le->editing = 1;
+    uv_mutex_lock(&le->lock);
+    le->show_carets = 1;
+    uv_mutex_unlock(&le->lock);
     show_prompt(le, prompt);
     return 0;
 }
@@ -831,9 +867,14 @@ static int le_unguard(lua_State *L) {
     return 0;
 }
 
-/* core.lineedit_interrupt_taken() -> true once after the hook acted on a
- * SIGINT, which the loop then sees as well: that one is done with. */
-static int le_interrupt_taken(lua_State *L) {
+/* core.lineedit_interrupted() -> taken: the REPL's SIGINT handler says the
+ * arbiter's loop saw one (see write_caret). taken is true once after the
+ * hook already acted on that SIGINT: it is done with. */
+static int le_interrupted(lua_State *L) {
+    pl_lineedit *le = checked_editor(L);
+    uv_mutex_lock(&le->lock);
+    write_caret(le, &le->loop_sigints);
+    uv_mutex_unlock(&le->lock);
     lua_pushboolean(L, hook_took_interrupt);
     hook_took_interrupt = 0;
     return 1;
@@ -859,7 +900,7 @@ static const luaL_Reg lineedit_functions[] = {
     {"lineedit_stop", le_stop},
     {"lineedit_guard", le_guard},
     {"lineedit_unguard", le_unguard},
-    {"lineedit_interrupt_taken", le_interrupt_taken},
+    {"lineedit_interrupted", le_interrupted},
     {NULL, NULL},
 };
 

@@ -13,7 +13,8 @@
  *   core.lineedit_stop()                      all off; the terminal as it was
  *   core.lineedit_guard(co) / core.lineedit_unguard(co)
  *                                             Ctrl-C interrupts co's Lua code
- *   core.lineedit_interrupt_taken() -> bool   that SIGINT already interrupted it
+ *   core.lineedit_interrupted() -> taken      the loop saw SIGINT; taken: the
+ *                                             hook already interrupted co
  *
  * on_line(line) gets each line accepted (nil at end of input, Ctrl-D);
  * reading pauses until lineedit_read. complete(text, start) gets the line up

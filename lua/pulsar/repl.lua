@@ -145,10 +145,8 @@ local function start_terminal(session, opts)
   end
 
   local function on_interrupt()
-    if core.lineedit_interrupt_taken() then return end -- a stuck line got it
+    if core.lineedit_interrupted() then return end -- a line stuck in Lua got it
     if busy then
-      io.stdout:write("\n") -- after the ^C the terminal echoed
-      io.stdout:flush()
       future.async(session.cancel, session)
     else
       pending = nil
