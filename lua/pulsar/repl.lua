@@ -50,7 +50,7 @@ end
 ---------------------------------------------------------------------------
 -- Pipe mode
 
-local function start_pipe(session)
+local function start_pipe(session, opts)
   local lines, busy, ended, partial, pending = {}, false, false, "", nil
 
   local pump
@@ -65,7 +65,7 @@ local function start_pipe(session)
 
   function pump()
     while not busy and #lines > 0 do run_line(table.remove(lines, 1)) end
-    if ended and not busy and #lines == 0 then actor.current():stop(0) end
+    if ended and not busy and #lines == 0 then opts.on_end() end
   end
 
   core.read_stdin(function(data)
@@ -113,7 +113,7 @@ local function start_terminal(session, opts)
     stopped = true
     core.on_interrupt(nil)
     core.lineedit_stop()
-    actor.current():stop(0)
+    opts.on_end()
   end
 
   local function on_line(line)
@@ -159,17 +159,21 @@ local function start_terminal(session, opts)
   core.on_interrupt(on_interrupt)
 end
 
---- Opens the REPL on `session` (default: a local one). opts.history is the
--- history file for a terminal (false: none; default as lineedit.h says).
+--- Opens the REPL on `session` (default: a local one). Options:
+--   history   the history file on a terminal (false: none; by default
+--             $PULSAR_HISTORY, else ~/.pulsar-lua/history)
+--   on_end    called at the end of input (Ctrl-D); by default the actor
+--             running the REPL (the arbiter) stops with status 0
 function M.start(session, opts)
   session = session or require("pulsar.repl_session").new()
-  opts = opts or {}
+  opts = setmetatable({}, {__index = opts or {}})
+  opts.on_end = opts.on_end or function() actor.current():stop(0) end
   -- lineedit_capture says whether stdout is a terminal (or was, before the
   -- capture made it a pipe), starting the capture if it is not on yet.
   if core.isatty(0) and core.lineedit_capture and core.lineedit_capture() then
     start_terminal(session, opts)
   else
-    start_pipe(session)
+    start_pipe(session, opts)
   end
 end
 

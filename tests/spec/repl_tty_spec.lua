@@ -130,6 +130,14 @@ describe("the REPL on a terminal", function()
       assert.truthy(screen:find(name, 1, true), name .. " listed")
     end
     assert.are.equal("> pulsar.", t:last_line()) -- the typed text comes back below
+    -- A session whose completion waits (as one over the wire does): the
+    -- answer comes after readline asked, and is put in place then.
+    t:press("C-u")
+    t:line("S = getmetatable(require('pulsar.repl_session').new()) ; plain = S.complete ; " ..
+           "S.complete = function(self, line) pulsar.sleep(0.2) return plain(self, line) end")
+    t:type("pulsar.get_a")
+    t:press("Tab")
+    t:wait("\n> pulsar%.get_actor\n*$", "a late completion")
   end)
 
   it("recalls lines with Up, and from a previous session through the history file", function()
