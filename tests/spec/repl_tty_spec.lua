@@ -1,7 +1,8 @@
 -- The REPL on a real terminal, driven through tmux as a person would: keys
 -- go in with send-keys, the screen comes back with capture-pane. Each spec
--- has a tmux server of its own (a unique -L socket), a history file of its
--- own (PULSAR_HISTORY: the real home is never touched) and no inputrc.
+-- has a tmux server of its own (a unique socket, -S, removed with the
+-- server, which leaves it behind), a history file of its own
+-- (PULSAR_HISTORY: the real home is never touched) and no inputrc.
 local support = require "support"
 
 local function shell(cmd)
@@ -26,8 +27,9 @@ Terminal.__index = Terminal
 local function terminal(opts)
   opts = opts or {}
   local self = setmetatable({
-    socket = "pulsar-repl-" .. support.tmpname():match("[^/]+$"),
+    socket = support.tmpname(".tmux"),
     history = opts.history or support.tmpname(".history"),
+    own_history = not opts.history,
   }, Terminal)
   -- With opts.home, HOME is that folder and PULSAR_HISTORY is unset.
   local env = opts.home and ("-u PULSAR_HISTORY HOME=" .. support.quote(opts.home))
@@ -41,7 +43,7 @@ local function terminal(opts)
 end
 
 function Terminal:tmux(args)
-  return shell(("tmux -f /dev/null -L %s %s"):format(self.socket, args))
+  return shell(("tmux -f /dev/null -S %s %s"):format(support.quote(self.socket), args))
 end
 
 function Terminal:screen() return self:tmux("capture-pane -p") end
@@ -75,7 +77,11 @@ function Terminal:last_line()
   return last
 end
 
-function Terminal:kill() self:tmux("kill-server") end
+function Terminal:kill()
+  self:tmux("kill-server")
+  os.remove(self.socket)
+  if self.own_history then os.remove(self.history) end
+end
 
 -- A prompt waiting at the end of the screen (capture-pane trims the space).
 local PROMPT_AT_END = "\n> ?\n*$"
@@ -142,8 +148,12 @@ describe("the REPL on a terminal", function()
 
   it("recalls lines with Up, and from a previous session through the history file", function()
     local history = support.tmpname(".history")
-    local first = terminal {history = history}
-    finally(function() first:kill() end)
+    local first, second = terminal {history = history}, nil
+    finally(function() -- busted keeps one finally per spec
+      first:kill()
+      if second then second:kill() end
+      os.remove(history)
+    end)
     first:wait(PROMPT_AT_END, "the first prompt")
     first:line("answer = 42")
     first:line("1+1")
@@ -155,8 +165,7 @@ describe("the REPL on a terminal", function()
     assert.are.equal("answer = 42\n1+1\n", support.read_file(history))
     assert.are.equal("600", shell("stat -c %a " .. support.quote(history)):match("%d+"))
 
-    local second = terminal {history = history}
-    finally(function() second:kill() end)
+    second = terminal {history = history}
     second:wait(PROMPT_AT_END, "the second session's prompt")
     second:press("Up", "Up")
     second:wait("\n> answer = 42\n*$", "a line from the first session")
