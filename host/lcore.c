@@ -250,18 +250,44 @@ _Static_assert(sizeof stop_signals / sizeof *stop_signals ==
                    sizeof ((pl_host *)0)->signals / sizeof(uv_signal_t),
                "pl_host.signals holds one handle per stop signal");
 
+/* While a terminal REPL runs, SIGINT is its own (core.on_interrupt): Ctrl-C
+ * clears the typed line or cancels the line being evaluated, and neither
+ * stops the arbiter nor counts as a stop signal. */
+#define INTERRUPT_HANDLER "pulsar.core.on_interrupt"
+
+/* Pushes the REPL's SIGINT handler and returns 1, or pushes nothing. */
+static int push_interrupt_handler(lua_State *L) {
+    if (lua_getfield(L, LUA_REGISTRYINDEX, INTERRUPT_HANDLER) == LUA_TFUNCTION) return 1;
+    lua_pop(L, 1);
+    return 0;
+}
+
 /* The first stop signal asks Lua for a graceful stop; a second one while
  * that stop runs ends the process at once, as a user pressing Ctrl-C twice
- * expects. */
+ * expects (with the terminal given back as it was). */
 static void signal_received(uv_signal_t *handle, int signum) {
     pl_host *h = handle->data;
+    if (signum == SIGINT && push_interrupt_handler(h->L)) {
+        pl_host_pcall(h, 0, 0, "interrupt handler");
+        return;
+    }
     if (h->stop_signals_seen++) {
+        pl_lineedit_emergency_restore();
         fflush(stdout);
         _exit(signum);
     }
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->signal_ref);
     lua_pushinteger(h->L, signum);
     pl_host_pcall(h, 1, 0, "signal handler");
+}
+
+/* core.on_interrupt(fn | nil): fn() on SIGINT instead of a stop, while set
+ * (the terminal REPL's); core.on_signal must have been called. */
+static int core_on_interrupt(lua_State *L) {
+    if (!lua_isnil(L, 1)) luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, INTERRUPT_HANDLER);
+    return 0;
 }
 
 /* core.on_signal(fn): fn(signum) on SIGINT, SIGTERM, SIGQUIT, SIGHUP or
@@ -557,6 +583,7 @@ static const luaL_Reg core_functions[] = {
     {"exit_requested", core_exit_requested},
     {"resume", core_resume},
     {"on_signal", core_on_signal},
+    {"on_interrupt", core_on_interrupt},
     {"read_stdin", core_read_stdin},
     {"now", core_now},
     {"hrtime", core_hrtime},

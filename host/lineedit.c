@@ -1,4 +1,907 @@
-/* lineedit.c: readline's callback interface on the loop (issue 5). Placeholder. */
+/* lineedit.c: the terminal REPL's line editor and its output, on the
+ * arbiter's loop (pulsar.repl drives it; lineedit.h lists the Lua calls).
+ *
+ * Reading. GNU readline's callback interface: a uv_poll_t on fd 0 calls
+ * rl_callback_read_char whenever the terminal has input, so actors, timers
+ * and supervision keep running while the prompt waits. An accepted line
+ * hides the prompt (the handler is removed, the terminal back in its own
+ * modes, fd 0 no longer polled) and goes to Lua's on_line; reading resumes
+ * when Lua calls lineedit_read with the next prompt. Signals are the loop's
+ * (rl_catch_signals = 0): lcore.c hands SIGINT to the REPL, which calls
+ * lineedit_clear_line or cancels the line being evaluated.
+ *
+ * Writing above the prompt. Whatever writes to fds 1 and 2 (the arbiter's
+ * prints and log lines, thread actors, monitors, and process actors, which
+ * inherit those fds) would garble the line being typed. While the REPL
+ * runs, fds 1 and 2 are therefore a pipe, and the terminal is reached
+ * through a private dup of fd 1 (tty_fd). A thread, the pump, reads the
+ * pipe and
+ *   - while no prompt is shown (a line is being evaluated, or the REPL has
+ *     not started yet), writes what it reads straight to the terminal;
+ *   - while a prompt is shown, queues it and wakes the loop, which clears
+ *     the prompt line, writes the queued whole lines and redraws the prompt
+ *     with the typed text (a partial line waits a moment for its end).
+ * The pump is a thread and not a handle on the arbiter's loop because the
+ * arbiter writes to the pipe itself: a long print from a REPL line would
+ * fill the pipe and block the very loop that should empty it. Before a
+ * prompt is shown, the loop flushes stdio and waits (bounded) until the
+ * pump has written out what the pipe holds, so results come before the
+ * prompt that follows them.
+ *
+ * Interrupting Lua that never waits. A REPL line stuck in a Lua loop never
+ * lets the arbiter's loop see SIGINT. The pump's loop watches SIGINT too
+ * (libuv tells every loop that watches a signal) and raises a flag that a
+ * count hook on the evaluating coroutine (lineedit_guard) turns into an
+ * "interrupted" error there, as lua.c does from its signal handler.
+ *
+ * readline is process-global, so a process has one line editor (`editor`):
+ * the arbiter's. lineedit_stop, or the host's shutdown (it is a resource),
+ * restores fds 1 and 2, the terminal's modes and fd 0's flags, and trims
+ * the history file; the memory goes once libuv has closed the handles.
+ *
+ * Threads: the pump touches only tty_fd, the pipe, its own loop and what
+ * the lock guards (prompt_shown, pending, the sync counters, quit); the
+ * arbiter's thread does everything else. */
 #include "lineedit.h"
 
-void pl_llineedit_register(lua_State *L) { (void)L; }
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <readline/history.h>
+#include <readline/readline.h>
+
+#include "buf.h"
+#include "host.h"
+#include "log.h"
+
+#define HISTORY_MAX 1000           /* lines kept in the history file */
+#define PENDING_MAX (1024 * 1024)  /* queued output before it is forced out */
+#define TAIL_WAIT_MS 150           /* how long a partial line waits for its end */
+#define SYNC_WAIT_NS 1000000000ull /* the longest a prompt waits for the pump */
+#define KEYS_PER_WAKE 256          /* input read per poll callback */
+#define GUARD_COUNT 1000           /* instructions between interrupt checks */
+
+/* What readline treats as the end of a word: everything but names, dots and
+ * colons, so `pulsar.sp` and `s:up` complete as one word. */
+static const char word_breaks[] = " \t\n\"\\'`@$><=;|&{}()[],+-*/%^~#!?";
+
+typedef struct pl_lineedit {
+    pl_host *host;
+    pl_resource res;
+    int tty_fd;         /* the terminal, dup'd from fd 1 */
+    int saved_fd[3];    /* fds 1 and 2 before the capture; -1 if not taken */
+    int pipe_r;         /* what fds 1 and 2 write into */
+
+    /* The pump and what it shares with the arbiter's thread. */
+    uv_thread_t pump;
+    uv_loop_t pump_loop;
+    uv_poll_t pump_poll;
+    uv_async_t pump_wake;  /* arbiter -> pump: sync or quit */
+    uv_signal_t pump_sigint;
+    uv_mutex_t lock;
+    uv_cond_t synced;
+    int prompt_shown;      /* under lock: queue output instead of writing it */
+    pl_buf pending;        /* under lock: output waiting above the prompt */
+    unsigned sync_asked, sync_done; /* under lock */
+    int quit;              /* under lock */
+    int show_carets;       /* under lock: the REPL is on (write_caret) */
+    unsigned carets;       /* under lock: SIGINTs shown as ^C, or at a prompt */
+    unsigned pump_sigints, loop_sigints; /* under lock: seen by each loop */
+
+    /* The arbiter's side. */
+    uv_async_t wake;       /* pump -> arbiter: pending has output */
+    uv_timer_t tail_timer; /* a partial line waited long enough */
+    uv_poll_t input;       /* fd 0 */
+    uv_signal_t winch;
+    int handles_open;      /* freed when the last of these is closed */
+    int input_open;        /* `input` was initialised */
+    pl_buf tail;           /* output taken from pending, not yet written */
+    FILE *out;             /* rl_outstream, on tty_fd */
+    int editing;           /* readline started */
+    int reading;           /* its handler installed: a prompt is shown */
+    int stdin_flags;
+    struct termios saved_termios;
+    int have_termios;
+    int on_line_ref, complete_ref;
+    char *history;         /* the history file, or NULL */
+    int history_added;
+} pl_lineedit;
+
+static pl_lineedit *editor;          /* the process's one editor, or NULL */
+static atomic_int interrupt_raised;  /* SIGINT seen by the pump */
+static lua_State *guarded;           /* the coroutine Ctrl-C interrupts */
+static int hook_took_interrupt;      /* the loop has yet to see that SIGINT */
+
+/* ---- writing to the terminal ----------------------------------------- */
+
+/* Writes all of data to fd, waiting while the terminal is busy; output the
+ * terminal refuses (hung up) is dropped. */
+static void write_all(int fd, const char *data, size_t n) {
+    while (n > 0) {
+        ssize_t w = write(fd, data, n);
+        if (w > 0) {
+            data += w;
+            n -= (size_t)w;
+        } else if (w < 0 && errno == EINTR) {
+            continue;
+        } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd p = {.fd = fd, .events = POLLOUT};
+            if (poll(&p, 1, 1000) <= 0) return;
+        } else {
+            return;
+        }
+    }
+}
+
+/* ---- the pump (its own thread) --------------------------------------- */
+
+static void pump_deliver(pl_lineedit *le, const char *data, size_t n) {
+    int wake = 0;
+    uv_mutex_lock(&le->lock);
+    if (!le->prompt_shown) {
+        write_all(le->tty_fd, data, n);
+    } else if (pl_buf_append(&le->pending, data, n) == 0) {
+        wake = 1;
+    } else { /* the loop does not keep up: out it goes, across the prompt */
+        write_all(le->tty_fd, le->pending.data, le->pending.len);
+        le->pending.len = 0;
+        write_all(le->tty_fd, data, n);
+    }
+    uv_mutex_unlock(&le->lock);
+    if (wake) uv_async_send(&le->wake);
+}
+
+/* Reads the pipe until it is empty (or ends); 0, or -1 once it ended. */
+static int pump_drain(pl_lineedit *le) {
+    char buf[65536];
+    for (;;) {
+        ssize_t n = read(le->pipe_r, buf, sizeof buf);
+        if (n > 0) pump_deliver(le, buf, (size_t)n);
+        else if (n < 0 && errno == EINTR) continue;
+        else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        else return -1;
+    }
+}
+
+static void pump_readable(uv_poll_t *poll_handle, int status, int events) {
+    (void)events;
+    pl_lineedit *le = poll_handle->data;
+    if (status < 0 || pump_drain(le) < 0) uv_poll_stop(poll_handle);
+}
+
+/* Ctrl-C while a line is evaluated: ^C on a line of its own, before what
+ * the line says next. Both loops see every SIGINT; whichever sees the n-th
+ * first writes its ^C: the arbiter's, before it cancels the line, or the
+ * pump's, before the hook interrupts a line stuck in Lua. The terminal does
+ * not echo it then (set_echoctl): the kernel signals before it echoes,
+ * which would race with this. Called with the lock held. */
+static void write_caret(pl_lineedit *le, unsigned *seen) {
+    ++*seen;
+    if (le->show_carets && !le->prompt_shown && (int)(*seen - le->carets) > 0)
+        write_all(le->tty_fd, "^C\n", 3);
+    if ((int)(*seen - le->carets) > 0) le->carets = *seen;
+}
+
+static void pump_interrupted(uv_signal_t *handle, int signum) {
+    (void)signum;
+    pl_lineedit *le = handle->data;
+    uv_mutex_lock(&le->lock);
+    write_caret(le, &le->pump_sigints);
+    uv_mutex_unlock(&le->lock);
+    atomic_store(&interrupt_raised, 1);
+}
+
+/* A sync: write out what the pipe holds, then say so. A quit: the same,
+ * then close the pump's handles so that its loop, and the thread, end. */
+static void pump_woken(uv_async_t *async) {
+    pl_lineedit *le = async->data;
+    uv_mutex_lock(&le->lock);
+    unsigned asked = le->sync_asked;
+    int quit = le->quit;
+    uv_mutex_unlock(&le->lock);
+    pump_drain(le);
+    uv_mutex_lock(&le->lock);
+    le->sync_done = asked;
+    uv_cond_broadcast(&le->synced);
+    uv_mutex_unlock(&le->lock);
+    if (quit) {
+        uv_close((uv_handle_t *)&le->pump_poll, NULL);
+        uv_close((uv_handle_t *)&le->pump_wake, NULL);
+        uv_close((uv_handle_t *)&le->pump_sigint, NULL);
+    }
+}
+
+static void pump_main(void *arg) {
+    pl_lineedit *le = arg;
+    uv_run(&le->pump_loop, UV_RUN_DEFAULT);
+}
+
+/* On the arbiter's thread: waits until the pump has written out what was
+ * in the pipe when this was called (bounded: a stuck terminal must not
+ * stop the arbiter for good). */
+static void pump_sync(pl_lineedit *le) {
+    fflush(stdout);
+    fflush(stderr);
+    uv_mutex_lock(&le->lock);
+    unsigned ticket = ++le->sync_asked;
+    uv_mutex_unlock(&le->lock);
+    uv_async_send(&le->pump_wake);
+    uv_mutex_lock(&le->lock);
+    while ((int)(le->sync_done - ticket) < 0)
+        if (uv_cond_timedwait(&le->synced, &le->lock, SYNC_WAIT_NS) != 0) break;
+    uv_mutex_unlock(&le->lock);
+}
+
+/* ---- output above the prompt (the arbiter's thread) ------------------- */
+
+/* Writes tail's whole lines above the prompt and redraws the prompt with
+ * the typed text below them. A partial line stays in tail. */
+static void write_above_prompt(pl_lineedit *le) {
+    size_t whole = le->tail.len;
+    while (whole > 0 && le->tail.data[whole - 1] != '\n') whole--;
+    if (whole == 0) return;
+    rl_clear_visible_line();
+    fflush(le->out);
+    write_all(le->tty_fd, le->tail.data, whole);
+    pl_buf_consume(&le->tail, whole);
+    rl_on_new_line();
+    rl_redisplay();
+    fflush(le->out);
+}
+
+/* A partial line waited TAIL_WAIT_MS for its end: it goes out with one. */
+static void tail_waited(uv_timer_t *timer) {
+    pl_lineedit *le = timer->data;
+    if (!le->reading || le->tail.len == 0) return;
+    if (pl_buf_append(&le->tail, "\n", 1) != 0) { /* no memory: as it is */
+        write_all(le->tty_fd, le->tail.data, le->tail.len);
+        write_all(le->tty_fd, "\n", 1);
+        le->tail.len = 0;
+    }
+    write_above_prompt(le);
+}
+
+/* Moves pending to tail; if tail cannot grow, both go out as they are. */
+static void take_pending(pl_lineedit *le) {
+    uv_mutex_lock(&le->lock);
+    if (le->pending.len > 0 && pl_buf_append(&le->tail, le->pending.data, le->pending.len) != 0) {
+        write_all(le->tty_fd, le->tail.data, le->tail.len);
+        le->tail.len = 0;
+        write_all(le->tty_fd, le->pending.data, le->pending.len);
+    }
+    le->pending.len = 0;
+    uv_mutex_unlock(&le->lock);
+}
+
+static void output_waiting(uv_async_t *async) {
+    pl_lineedit *le = async->data;
+    take_pending(le);
+    if (!le->reading) { /* no prompt to keep: straight out */
+        write_all(le->tty_fd, le->tail.data, le->tail.len);
+        le->tail.len = 0;
+        return;
+    }
+    write_above_prompt(le);
+    if (le->tail.len == 0) uv_timer_stop(&le->tail_timer);
+    else if (!uv_is_active((uv_handle_t *)&le->tail_timer))
+        uv_timer_start(&le->tail_timer, tail_waited, TAIL_WAIT_MS, 0);
+}
+
+/* ---- the prompt ------------------------------------------------------- */
+
+static void line_accepted(char *line);
+static void input_ready(uv_poll_t *handle, int status, int events);
+
+/* Whether the terminal echoes control keys as ^X, as the user had it (on)
+ * or not at all (off: while a line is evaluated, see pump_interrupted). */
+static void set_echoctl(pl_lineedit *le, int on) {
+    struct termios modes;
+    if (!le->have_termios || !(le->saved_termios.c_lflag & ECHOCTL)) return;
+    if (tcgetattr(0, &modes) != 0) return;
+    if (on) modes.c_lflag |= ECHOCTL;
+    else modes.c_lflag &= ~(tcflag_t)ECHOCTL;
+    tcsetattr(0, TCSANOW, &modes);
+}
+
+/* After a line: no handler, the terminal in its own modes, and the pump
+ * writing straight through again (with what it queued meanwhile). */
+static void hide_prompt(pl_lineedit *le) {
+    if (le->reading) {
+        rl_callback_handler_remove();
+        le->reading = 0;
+    }
+    set_echoctl(le, 0);
+    uv_poll_stop(&le->input);
+    uv_timer_stop(&le->tail_timer);
+    if (le->out) fflush(le->out);
+    uv_mutex_lock(&le->lock);
+    write_all(le->tty_fd, le->tail.data, le->tail.len);
+    le->tail.len = 0;
+    write_all(le->tty_fd, le->pending.data, le->pending.len);
+    le->pending.len = 0;
+    le->prompt_shown = 0;
+    uv_mutex_unlock(&le->lock);
+}
+
+static void show_prompt(pl_lineedit *le, const char *prompt) {
+    set_echoctl(le, 1); /* readline takes the modes it finds as the user's */
+    pump_sync(le);
+    uv_mutex_lock(&le->lock);
+    le->prompt_shown = 1;
+    uv_mutex_unlock(&le->lock);
+    rl_callback_handler_install(prompt, line_accepted);
+    le->reading = 1;
+    uv_poll_start(&le->input, UV_READABLE | UV_DISCONNECT, input_ready);
+}
+
+/* ---- history ---------------------------------------------------------- */
+
+/* ~/.pulsar-lua/history, its folder made (0700) if missing; NULL without
+ * a home or a folder. malloc'd. */
+static char *default_history(void) {
+    const char *home = getenv("HOME");
+    if (!home || !*home) return NULL;
+    size_t n = strlen(home) + sizeof "/.pulsar-lua/history";
+    char *path = malloc(n);
+    if (!path) return NULL;
+    snprintf(path, n, "%s/.pulsar-lua", home);
+    if (mkdir(path, 0700) != 0 && errno != EEXIST) {
+        free(path);
+        return NULL;
+    }
+    snprintf(path, n, "%s/.pulsar-lua/history", home);
+    return path;
+}
+
+/* The history file: the `history` option (false: none), else
+ * $PULSAR_HISTORY (empty: none), else the default. NULL for none. */
+static char *history_path(lua_State *L, int options) {
+    lua_getfield(L, options, "history");
+    char *path = NULL;
+    const char *env = getenv("PULSAR_HISTORY");
+    if (lua_type(L, -1) == LUA_TSTRING) path = strdup(lua_tostring(L, -1));
+    else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) path = NULL;
+    else if (env) path = *env ? strdup(env) : NULL;
+    else path = default_history();
+    lua_pop(L, 1);
+    return path;
+}
+
+/* Reads the history; the file is created (0600) if missing, since readline
+ * appends only to a file that exists. Without it, history stays in memory. */
+static void history_open(pl_lineedit *le) {
+    stifle_history(HISTORY_MAX);
+    if (!le->history) return;
+    int fd = open(le->history, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        pl_log(PL_LOG_WARNING, le->host->name, "history not kept: %s: %s",
+               le->history, strerror(errno));
+        free(le->history);
+        le->history = NULL;
+        return;
+    }
+    close(fd);
+    read_history(le->history);
+    history_truncate_file(le->history, HISTORY_MAX);
+}
+
+/* Adds a line to the history (unless it repeats the last) and to the file. */
+static void remember(pl_lineedit *le, const char *line) {
+    HIST_ENTRY *last = history_length > 0 ? history_get(history_base + history_length - 1) : NULL;
+    if (last && strcmp(last->line, line) == 0) return;
+    add_history(line);
+    if (!le->history) return;
+    append_history(1, le->history);
+    if (++le->history_added % 100 == 0) history_truncate_file(le->history, HISTORY_MAX);
+}
+
+/* ---- readline's callbacks --------------------------------------------- */
+
+static void line_accepted(char *line) {
+    pl_lineedit *le = editor;
+    if (!le) {
+        free(line);
+        return;
+    }
+    hide_prompt(le);
+    if (line && *line) remember(le, line);
+    lua_State *L = le->host->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->on_line_ref);
+    if (line) lua_pushstring(L, line);
+    else lua_pushnil(L);
+    free(line);
+    pl_host_pcall(le->host, 1, 0, "REPL line");
+}
+
+static int input_waiting(int fd) {
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+static void input_ready(uv_poll_t *handle, int status, int events) {
+    (void)events;
+    pl_lineedit *le = handle->data;
+    if (status < 0) { /* the terminal is gone: as end of input */
+        if (le->reading) line_accepted(NULL);
+        return;
+    }
+    int keys = 0;
+    do rl_callback_read_char();
+    while (le->reading && ++keys < KEYS_PER_WAKE && input_waiting(0));
+}
+
+static void window_resized(uv_signal_t *handle, int signum) {
+    (void)signum;
+    pl_lineedit *le = handle->data;
+    if (le->reading) rl_resize_terminal();
+}
+
+static char *longest_common_prefix(char **words, size_t n) {
+    size_t len = strlen(words[0]);
+    for (size_t i = 1; i < n; i++) {
+        size_t j = 0;
+        while (j < len && words[i][j] == words[0][j]) j++;
+        len = j;
+    }
+    return strndup(words[0], len);
+}
+
+/* Frees the strings of a NULL-ended list, not the list. */
+static void free_matches(char **matches) {
+    for (size_t i = 0; matches[i]; i++) free(matches[i]);
+}
+
+/* The table of strings at the top of L's stack as readline's match list:
+ * [0] the text to put in place of the word (their common prefix), then the
+ * candidates, then NULL. NULL when there are none. */
+static char **matches_from(lua_State *L) {
+    if (!lua_istable(L, -1)) return NULL;
+    size_t n = lua_rawlen(L, -1);
+    if (n == 0 || n > 100000) return NULL;
+    char **matches = calloc(n + 2, sizeof *matches);
+    if (!matches) return NULL;
+    size_t count = 0;
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, -1, (lua_Integer)i);
+        const char *s = lua_tostring(L, -1);
+        if (s && !(matches[count + 1] = strdup(s))) {
+            lua_pop(L, 1);
+            free_matches(matches + 1);
+            free(matches);
+            return NULL;
+        }
+        if (s) count++;
+        lua_pop(L, 1);
+    }
+    if (count == 0) {
+        free(matches);
+        return NULL;
+    }
+    if (count == 1) {
+        matches[0] = matches[1];
+        matches[1] = NULL;
+    } else if (!(matches[0] = longest_common_prefix(matches + 1, count))) {
+        free_matches(matches + 1);
+        free(matches);
+        return NULL;
+    }
+    return matches;
+}
+
+/* rl_attempted_completion_function: Lua's complete(text up to the cursor,
+ * start of the word) gives the replacements; never filenames. */
+static char **complete_word(const char *text, int start, int end) {
+    (void)text;
+    rl_attempted_completion_over = 1;
+    rl_completion_suppress_append = 1;
+    pl_lineedit *le = editor;
+    if (!le || le->complete_ref == LUA_NOREF) return NULL;
+    lua_State *L = le->host->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, le->complete_ref);
+    lua_pushlstring(L, rl_line_buffer, (size_t)end);
+    lua_pushinteger(L, start);
+    if (pl_host_pcall(le->host, 2, 1, "completion") != LUA_OK) return NULL;
+    char **matches = matches_from(L);
+    lua_pop(L, 1);
+    return matches;
+}
+
+/* ---- starting and stopping -------------------------------------------- */
+
+static void handle_closed(uv_handle_t *handle) {
+    pl_lineedit *le = handle->data;
+    if (--le->handles_open > 0) return;
+    pl_buf_free(&le->pending);
+    pl_buf_free(&le->tail);
+    free(le->history);
+    free(le);
+}
+
+/* Puts fds 1 and 2 back and ends the pump, after it wrote out the pipe. */
+static void capture_stop(pl_lineedit *le) {
+    fflush(stdout);
+    fflush(stderr);
+    for (int fd = 1; fd <= 2; fd++) {
+        if (le->saved_fd[fd] < 0) continue;
+        dup2(le->saved_fd[fd], fd);
+        close(le->saved_fd[fd]);
+        le->saved_fd[fd] = -1;
+    }
+    uv_mutex_lock(&le->lock);
+    le->quit = 1;
+    le->prompt_shown = 0;
+    uv_mutex_unlock(&le->lock);
+    uv_async_send(&le->pump_wake);
+    uv_thread_join(&le->pump);
+    uv_loop_close(&le->pump_loop);
+    write_all(le->tty_fd, le->tail.data, le->tail.len);
+    write_all(le->tty_fd, le->pending.data, le->pending.len);
+    le->tail.len = le->pending.len = 0;
+    close(le->pipe_r);
+    uv_mutex_destroy(&le->lock);
+    uv_cond_destroy(&le->synced);
+}
+
+static void editing_stop(pl_lineedit *le) {
+    if (!le->editing) return;
+    if (le->reading) { /* stopped from elsewhere: leave the typed line be */
+        rl_point = rl_end;
+        rl_redisplay();
+        fputs("\n", le->out);
+        fflush(le->out);
+        rl_callback_handler_remove();
+    }
+    le->reading = le->editing = 0;
+    uv_mutex_lock(&le->lock);
+    le->show_carets = 0;
+    uv_mutex_unlock(&le->lock);
+    if (le->have_termios) tcsetattr(0, TCSADRAIN, &le->saved_termios);
+    if (le->history) history_truncate_file(le->history, HISTORY_MAX);
+    clear_history();
+    if (le->stdin_flags >= 0) fcntl(0, F_SETFL, le->stdin_flags);
+    rl_instream = NULL;
+    rl_outstream = NULL;
+    rl_attempted_completion_function = NULL;
+}
+
+static void lineedit_close(pl_lineedit *le) {
+    lua_State *L = le->host->L;
+    pl_host_untrack(&le->res);
+    editor = NULL;
+    guarded = NULL;
+    editing_stop(le);
+    capture_stop(le);
+    if (le->out) fclose(le->out); /* and tty_fd with it */
+    else close(le->tty_fd);
+    le->out = NULL;
+    luaL_unref(L, LUA_REGISTRYINDEX, le->on_line_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, le->complete_ref);
+    le->on_line_ref = le->complete_ref = LUA_NOREF;
+    uv_close((uv_handle_t *)&le->wake, handle_closed);
+    uv_close((uv_handle_t *)&le->tail_timer, handle_closed);
+    if (le->input_open) uv_close((uv_handle_t *)&le->input, handle_closed);
+    uv_close((uv_handle_t *)&le->winch, handle_closed);
+}
+
+static void lineedit_shutdown(pl_resource *res) {
+    lineedit_close((pl_lineedit *)((char *)res - offsetof(pl_lineedit, res)));
+}
+
+/* Starts the pump's loop and thread; 0 or a libuv error. */
+static int pump_start(pl_lineedit *le) {
+    int rc = uv_loop_init(&le->pump_loop);
+    if (rc != 0) return rc;
+    uv_poll_init(&le->pump_loop, &le->pump_poll, le->pipe_r); /* makes it non-blocking */
+    uv_async_init(&le->pump_loop, &le->pump_wake, pump_woken);
+    uv_signal_init(&le->pump_loop, &le->pump_sigint);
+    le->pump_poll.data = le->pump_wake.data = le->pump_sigint.data = le;
+    uv_poll_start(&le->pump_poll, UV_READABLE, pump_readable);
+    uv_signal_start(&le->pump_sigint, pump_interrupted, SIGINT);
+    uv_unref((uv_handle_t *)&le->pump_sigint);
+    rc = uv_thread_create(&le->pump, pump_main, le);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&le->pump_poll, NULL);
+        uv_close((uv_handle_t *)&le->pump_wake, NULL);
+        uv_close((uv_handle_t *)&le->pump_sigint, NULL);
+        uv_run(&le->pump_loop, UV_RUN_DEFAULT);
+        uv_loop_close(&le->pump_loop);
+    }
+    return rc;
+}
+
+/* Swaps fds 1 and 2 (2 only if it is a terminal) for the pipe's write end. */
+static int capture_fds(pl_lineedit *le) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) return -1;
+    le->pipe_r = fds[0];
+    fflush(stdout);
+    fflush(stderr);
+    for (int fd = 1; fd <= 2; fd++) {
+        if (fd == 2 && !isatty(2)) continue;
+        le->saved_fd[fd] = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+        if (le->saved_fd[fd] < 0 || dup2(fds[1], fd) < 0) break;
+    }
+    close(fds[1]);
+    setvbuf(stdout, NULL, _IOLBF, BUFSIZ);
+    return 0;
+}
+
+/* Makes the editor and starts the capture; NULL with a message on L. */
+static pl_lineedit *capture_start(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    pl_lineedit *le = calloc(1, sizeof *le);
+    if (!le) {
+        lua_pushliteral(L, "out of memory");
+        return NULL;
+    }
+    le->host = h;
+    le->saved_fd[1] = le->saved_fd[2] = -1;
+    le->on_line_ref = le->complete_ref = LUA_NOREF;
+    le->pipe_r = -1;
+    pl_buf_init(&le->pending, PENDING_MAX);
+    pl_buf_init(&le->tail, 0);
+    le->tty_fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    if (le->tty_fd < 0 || uv_mutex_init(&le->lock) != 0) {
+        if (le->tty_fd >= 0) close(le->tty_fd);
+        free(le);
+        lua_pushfstring(L, "cannot capture the output: %s", strerror(errno));
+        return NULL;
+    }
+    if (uv_cond_init(&le->synced) != 0) {
+        close(le->tty_fd);
+        uv_mutex_destroy(&le->lock);
+        free(le);
+        lua_pushliteral(L, "cannot capture the output: no condition variable");
+        return NULL;
+    }
+    int rc = capture_fds(le) == 0 ? 0 : uv_translate_sys_error(errno);
+    if (rc == 0) rc = pump_start(le);
+    if (rc != 0) {
+        for (int fd = 1; fd <= 2; fd++)
+            if (le->saved_fd[fd] >= 0) dup2(le->saved_fd[fd], fd), close(le->saved_fd[fd]);
+        if (le->pipe_r >= 0) close(le->pipe_r);
+        close(le->tty_fd);
+        uv_cond_destroy(&le->synced);
+        uv_mutex_destroy(&le->lock);
+        free(le);
+        lua_pushfstring(L, "cannot capture the output: %s", uv_strerror(rc));
+        return NULL;
+    }
+    uv_async_init(h->loop, &le->wake, output_waiting);
+    uv_timer_init(h->loop, &le->tail_timer);
+    uv_signal_init(h->loop, &le->winch);
+    le->wake.data = le->tail_timer.data = le->winch.data = le;
+    le->handles_open = 3; /* and input, once the editor starts */
+    uv_unref((uv_handle_t *)&le->wake);
+    uv_unref((uv_handle_t *)&le->winch);
+    pl_host_track(h, &le->res, lineedit_shutdown);
+    editor = le;
+    return le;
+}
+
+/* ---- the Lua calls ---------------------------------------------------- */
+
+static pl_lineedit *checked_editor(lua_State *L) {
+    if (!editor || !editor->editing) luaL_error(L, "the line editor is not running");
+    return editor;
+}
+
+/* core.lineedit_capture() -> true | false (stdout is not a terminal) */
+static int le_capture(lua_State *L) {
+    if (editor) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    if (!isatty(1)) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    if (!capture_start(L)) return lua_error(L);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static void configure_readline(pl_lineedit *le) {
+    rl_readline_name = "pulsar-lua";
+    rl_catch_signals = 0;      /* the loop owns signals */
+    rl_catch_sigwinch = 0;
+    rl_change_environment = 0; /* no setenv while thread actors read it */
+    rl_instream = stdin;
+    rl_outstream = le->out;
+    rl_completer_word_break_characters = word_breaks;
+    rl_attempted_completion_function = complete_word;
+}
+
+/* core.lineedit_start{prompt=, on_line=, complete=, history=} */
+static int le_start(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (editor && editor->editing) return luaL_error(L, "the line editor is already running");
+    if (!isatty(0) || (!editor && !isatty(1)))
+        return luaL_error(L, "the line editor needs a terminal");
+    lua_getfield(L, 1, "prompt");
+    const char *prompt = luaL_optstring(L, -1, "> ");
+    lua_getfield(L, 1, "on_line");
+    luaL_argexpected(L, lua_isfunction(L, -1), 1, "on_line function");
+    lua_getfield(L, 1, "complete");
+    luaL_argexpected(L, lua_isnoneornil(L, -1) || lua_isfunction(L, -1), 1, "complete function");
+    pl_lineedit *le = editor ? editor : capture_start(L);
+    if (!le) return lua_error(L);
+    le->out = fdopen(le->tty_fd, "w");
+    if (!le->out) return luaL_error(L, "cannot write to the terminal: %s", strerror(errno));
+    le->complete_ref = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
+    le->on_line_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    le->history = history_path(L, 1);
+    le->have_termios = tcgetattr(0, &le->saved_termios) == 0;
+    le->stdin_flags = fcntl(0, F_GETFL);
+    if (!le->input_open) {
+        int rc = uv_poll_init(le->host->loop, &le->input, 0);
+        if (rc != 0) return luaL_error(L, "cannot poll the terminal: %s", uv_strerror(rc));
+        le->input.data = le;
+        le->input_open = 1;
+        le->handles_open++;
+        /* uv_poll_init made fd 0 non-blocking, and with it the terminal's
+         * other fds that share its file description: readline and the
+         * pump's writes expect them blocking. */
+        if (le->stdin_flags >= 0) fcntl(0, F_SETFL, le->stdin_flags);
+    }
+    uv_ref((uv_handle_t *)&le->wake); /* the REPL keeps the arbiter alive */
+    uv_signal_start(&le->winch, window_resized, SIGWINCH);
+    uv_unref((uv_handle_t *)&le->winch);
+    configure_readline(le);
+    history_open(le);
+    le->editing = 1;
+    uv_mutex_lock(&le->lock);
+    le->show_carets = 1;
+    uv_mutex_unlock(&le->lock);
+    show_prompt(le, prompt);
+    return 0;
+}
+
+/* core.lineedit_read(prompt): shows the prompt and reads the next line. */
+static int le_read(lua_State *L) {
+    pl_lineedit *le = checked_editor(L);
+    const char *prompt = luaL_checkstring(L, 1);
+    if (le->reading) rl_set_prompt(prompt), rl_forced_update_display();
+    else show_prompt(le, prompt);
+    return 0;
+}
+
+static int le_set_prompt(lua_State *L) {
+    pl_lineedit *le = checked_editor(L);
+    const char *prompt = luaL_checkstring(L, 1);
+    rl_set_prompt(prompt);
+    if (le->reading) rl_forced_update_display();
+    return 0;
+}
+
+/* core.lineedit_clear_line(prompt): what Ctrl-C does at the prompt: the
+ * typed text stays on screen with ^C, and a fresh prompt starts below. */
+static int le_clear_line(lua_State *L) {
+    pl_lineedit *le = checked_editor(L);
+    const char *prompt = luaL_checkstring(L, 1);
+    if (!le->reading) return 0;
+    rl_point = rl_end;
+    rl_redisplay();
+    fputs("^C\n", le->out);
+    rl_callback_sigcleanup();
+    rl_free_line_state();
+    rl_replace_line("", 1);
+    rl_point = rl_mark = 0;
+    rl_set_prompt(prompt);
+    rl_on_new_line();
+    rl_redisplay();
+    fflush(le->out);
+    return 0;
+}
+
+/* core.lineedit_complete_again(): Lua's complete answered late (a remote
+ * session); running the completion again finds the answer ready. */
+static int le_complete_again(lua_State *L) {
+    pl_lineedit *le = checked_editor(L);
+    if (!le->reading) return 0;
+    rl_complete(0, '\t');
+    rl_redisplay();
+    fflush(le->out);
+    return 0;
+}
+
+static int le_columns(lua_State *L) {
+    int rows = 0, cols = 0;
+    if (editor && editor->editing) rl_get_screen_size(&rows, &cols);
+    lua_pushinteger(L, cols > 0 ? cols : 80);
+    return 1;
+}
+
+static int le_stop(lua_State *L) {
+    (void)L;
+    if (editor) lineedit_close(editor);
+    return 0;
+}
+
+/* Every GUARD_COUNT instructions of a guarded coroutine: raise the
+ * pump's SIGINT there. Coroutines created by the guarded one inherit its
+ * hook; in them it removes itself. */
+static void guard_hook(lua_State *L, lua_Debug *ar) {
+    (void)ar;
+    if (L != guarded) {
+        lua_sethook(L, NULL, 0, 0);
+        return;
+    }
+    if (atomic_exchange(&interrupt_raised, 0)) {
+        lua_sethook(L, NULL, 0, 0);
+        guarded = NULL;
+        hook_took_interrupt = 1;
+        lua_pushliteral(L, "interrupted");
+        lua_error(L);
+    }
+}
+
+/* core.lineedit_guard([co]): Ctrl-C on the terminal interrupts co (default:
+ * the caller) even in a Lua loop that never waits. Nothing without an
+ * editor (no terminal, nothing raises it). */
+static int le_guard(lua_State *L) {
+    lua_State *co = lua_isthread(L, 1) ? lua_tothread(L, 1) : L;
+    if (!editor) return 0;
+    atomic_store(&interrupt_raised, 0);
+    hook_took_interrupt = 0;
+    guarded = co;
+    lua_sethook(co, guard_hook, LUA_MASKCOUNT, GUARD_COUNT);
+    return 0;
+}
+
+static int le_unguard(lua_State *L) {
+    lua_State *co = lua_isthread(L, 1) ? lua_tothread(L, 1) : L;
+    if (guarded == co) {
+        guarded = NULL;
+        lua_sethook(co, NULL, 0, 0);
+    }
+    return 0;
+}
+
+/* core.lineedit_interrupted() -> taken: the REPL's SIGINT handler says the
+ * arbiter's loop saw one (see write_caret). taken is true once after the
+ * hook already acted on that SIGINT: it is done with. */
+static int le_interrupted(lua_State *L) {
+    pl_lineedit *le = checked_editor(L);
+    uv_mutex_lock(&le->lock);
+    write_caret(le, &le->loop_sigints);
+    uv_mutex_unlock(&le->lock);
+    lua_pushboolean(L, hook_took_interrupt);
+    hook_took_interrupt = 0;
+    return 1;
+}
+
+void pl_lineedit_emergency_restore(void) {
+    pl_lineedit *le = editor;
+    if (!le) return;
+    if (le->have_termios) tcsetattr(0, TCSANOW, &le->saved_termios);
+    fflush(stdout);
+    for (int fd = 1; fd <= 2; fd++)
+        if (le->saved_fd[fd] >= 0) dup2(le->saved_fd[fd], fd);
+}
+
+static const luaL_Reg lineedit_functions[] = {
+    {"lineedit_capture", le_capture},
+    {"lineedit_start", le_start},
+    {"lineedit_read", le_read},
+    {"lineedit_set_prompt", le_set_prompt},
+    {"lineedit_clear_line", le_clear_line},
+    {"lineedit_complete_again", le_complete_again},
+    {"lineedit_columns", le_columns},
+    {"lineedit_stop", le_stop},
+    {"lineedit_guard", le_guard},
+    {"lineedit_unguard", le_unguard},
+    {"lineedit_interrupted", le_interrupted},
+    {NULL, NULL},
+};
+
+void pl_llineedit_register(lua_State *L) { luaL_setfuncs(L, lineedit_functions, 0); }

@@ -58,11 +58,28 @@ local function report_failure(f)
   io.stderr:flush()
 end
 
+-- On a terminal, the REPL owns SIGINT (Ctrl-C clears the line or cancels
+-- the line being evaluated; pulsar.repl sets core.on_interrupt) and shows
+-- output from anywhere above its prompt. That output is captured from the
+-- start (capture_output), so that actors a script spawns before the prompt
+-- write through it too.
+local function terminal_repl(request)
+  return request.interactive and request.stdin_is_tty and core.isatty(1)
+end
+
+local function capture_output(request)
+  if terminal_repl(request) and core.lineedit_capture then
+    local ok, err = pcall(core.lineedit_capture)
+    if not ok then io.stderr:write("pulsar-lua: ", tostring(err), "\n") end
+  end
+end
+
 local function start_repl(banner)
   local repl = require "pulsar.repl"
   if banner then
     local v = core.versions()
     io.write(("pulsar-lua %s (%s, libuv %s)\n"):format(v.pulsar, v.lua, v.libuv))
+    io.flush()
   end
   repl.start()
 end
@@ -138,6 +155,7 @@ function M.main(request)
   core.on_signal(function(signum) arbiter:stop(signum) end)
   os.exit = function(code) return arbiter_exit(arbiter, code) end
   _G.pulsar = require "pulsar"
+  capture_output(request)
   main_task = future.async(run_main, request)
   main_task.label = "the main chunk"
   main_task:add_done_callback(function(f) main_done(request, f) end)
