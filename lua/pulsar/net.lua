@@ -10,6 +10,7 @@
 --   eof_received(self)                 (return true to stay half-open)
 --   pause_writing(self)                resume_writing(self)
 --   connection_lost(self, err)         (err is nil after a clean close)
+--   server_stopping(self)              (the server stops: finish and close)
 -- each only if it has it. These are plain calls, not coroutines: a protocol
 -- that must wait starts a task (pulsar.async). The transport (host/lnet.c)
 -- has write, write_eof, close, abort, pause_reading, resume_reading,
@@ -114,7 +115,11 @@ end
 -- Tries fn(endpoint) on each address of ep until one works; raises the
 -- first error when none does.
 local function each_address(ep, fn)
-  if ep.path then return fn({path = ep.path}) end
+  if ep.path then
+    local result, why = fn({path = ep.path})
+    if not result then error(why, 0) end
+    return result
+  end
   local first
   for _, ip in ipairs(addresses_of(ep)) do
     local result, why = fn({ip = ip, port = ep.port})
@@ -258,6 +263,23 @@ end
 --- Closes every open connection (flushing what each has queued).
 function Server:close_connections()
   for transport in pairs(self.connections) do transport:close() end
+end
+
+--- A graceful stop: no more accepting; each open connection's protocol
+-- is told through its server_stopping(self), if it has one, so that it
+-- closes once what is in flight is done (an idle one at once); one without
+-- is left to end by itself. A Future resolved once none is open.
+function Server:shutdown()
+  self:close()
+  for transport in pairs(self.connections) do
+    local protocol = transport:get_protocol()
+    local hook = type(protocol) == "table" and protocol.server_stopping
+    if hook then
+      local ok, err = xpcall(hook, debug.traceback, protocol)
+      if not ok then log.error("server_stopping: %s", err) end
+    end
+  end
+  return self:wait_idle()
 end
 
 local function number_field(params, name)
