@@ -37,8 +37,10 @@ end
 local function spawn_worker(monitor)
   local ok, proxy = pcall(function() return pulsar.spawn(worker_params(monitor)):wait(60) end)
   if ok then
-    -- it may have retired before its spawn resolved here
-    if not monitor.retiring[proxy.aid] then
+    if monitor.state ~= "running" and monitor.state ~= "starting" then
+      -- started while the monitor stops: it must not outlive the monitor
+      pulsar.send("arbiter", "kill_actor", proxy.aid)
+    elseif not monitor.retiring[proxy.aid] then -- it may have retired already
       monitor.pool[proxy.aid] = {proxy = proxy, notified = core.now()}
     end
     return true
