@@ -3,6 +3,8 @@
 -- control, addresses and errors, over real sockets on 127.0.0.1 and in a
 -- private directory.
 local WAIT = 20 -- seconds; generous, for slow machines and sanitizers
+local VALGRIND = "valgrind -q --leak-check=full --show-leak-kinds=definite,indirect " ..
+                 "--errors-for-leak-kinds=definite,indirect --error-exitcode=99"
 
 local function temp_dir()
   local dir = os.tmpname()
@@ -419,5 +421,36 @@ describe("errors", function()
     assert.are.equal("the transport is closed", err)
     assert.has_error(function() stream:write("late") end, "write: the transport is closed")
     server:close()
+  end)
+end)
+
+describe("networking under valgrind", function()
+  local support = require "support"
+  local skip = os.getenv("PULSAR_BUILD") == "asan"
+               or not os.execute("command -v valgrind >/dev/null 2>&1")
+
+  it("leaks nothing and touches nothing freed, with connections open at exit", function()
+    if skip then return pending("valgrind runs on the release build only") end
+    local s = support.script([[
+      local function echo() return {
+        connection_made = function(self, t) self.t = t end,
+        data_received = function(self, data) self.t:write(data) end,
+      } end
+      local app = pulsar.apps.SocketServer{name = "v", workers = 0, bind = "127.0.0.1:0", protocol = echo}
+      app:start():wait()
+      local server = pulsar.create_server{host = "127.0.0.1", port = 0, keep_alive = 30, protocol = echo}:wait()
+      local a = pulsar.open_connection(app.address):wait()
+      a:write("to the monitor\n")
+      assert(a:readline():wait() == "to the monitor")
+      local b = pulsar.open_connection(server.address):wait()
+      b:write(string.rep("z", 3 * 1024 * 1024)) -- most of it still queued at exit
+      local c = pulsar.open_connection(server.address):wait()
+      c:close()
+      print("ok") io.stdout:flush()
+      pulsar.arbiter():stop()
+    ]])
+    local h = support.start("--exit-timeout 0.2 " .. support.quote(s), VALGRIND)
+    assert.are.equal(0, h.wait(180), h.err())
+    assert.are.equal("ok\n", h.out())
   end)
 end)
