@@ -271,6 +271,8 @@ end
 -- is left to end by itself. A Future resolved once none is open.
 function Server:shutdown()
   self:close()
+  if self._shut then return self:wait_idle() end
+  self._shut = true
   for transport in pairs(self.connections) do
     local protocol = transport:get_protocol()
     local hook = type(protocol) == "table" and protocol.server_stopping

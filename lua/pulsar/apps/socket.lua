@@ -43,6 +43,9 @@
 -- Worker info (the `info` command, and the monitor's list of workers)
 -- carries `server = {address=, addresses=, processed=, open=,
 -- max_requests=, keep_alive=}`: connections accepted so far, and open now.
+-- In a worker (or the monitor with workers = 0), `actor.server` is its
+-- pulsar.net Server, for hooks that want more (a worker_info that adds
+-- its own counts).
 -- app.address and app.addresses are set once app:start() has resolved; the
 -- monitor's info has them in `extra`.
 local Application = require "pulsar.application"
@@ -103,8 +106,8 @@ end
 -- this worker now; the worker stops once its connections are done.
 local function retire(worker, server)
   local pulsar = require "pulsar"
-  require("pulsar.log").info("served %d connections (max_requests %d): stopping gracefully",
-                             server.processed, worker.socket_limit)
+  require("pulsar.log").info("reached max_requests (%d connections): stopping gracefully",
+                             server.processed)
   server:close()
   pulsar.cast("monitor", "pulsar:retiring")
   worker:stop()
