@@ -279,9 +279,11 @@ int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
     char wanted[PL_NET_NAME_MAX];
     pl_endpoint_name(ep, wanted, sizeof wanted);
     int family = ep->is_unix ? AF_UNIX : ep->sa.ss_family;
+    char why[120];
     int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        set_err(err, errlen, "cannot bind %s: %s", wanted, strerror(errno));
+        set_err(err, errlen, "cannot bind %s: %s", wanted,
+                uv_reason(uv_translate_sys_error(errno), why, sizeof why));
         return -1;
     }
     int rc = ep->is_unix ? bind_unix(fd, ep->path) : bind_ip(fd, ep);
@@ -291,9 +293,8 @@ int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
         rc = listen(fd, backlog > 0 ? backlog : SOMAXCONN);
     }
     if (rc != 0) {
-        int e = errno;
-        set_err(err, errlen, "cannot %s %s: %s (%s)", step, wanted,
-                strerror(e), uv_err_name(uv_translate_sys_error(e)));
+        set_err(err, errlen, "cannot %s %s: %s", step, wanted,
+                uv_reason(uv_translate_sys_error(errno), why, sizeof why));
         if (ep->is_unix && strcmp(step, "listen on") == 0) unlink(ep->path);
         close(fd);
         return -1;
