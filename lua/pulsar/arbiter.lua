@@ -97,7 +97,7 @@ local function route(aid)
   local rec = lookup(aid)
   if not rec then return nil, ("unknown target '%s'"):format(aid) end
   if not rec.link then return nil, label(rec) .. " is not connected" end
-  return rec.link
+  return rec.link, nil, rec.aid
 end
 
 local function inflight_key(sender, id) return sender .. "\0" .. id end

@@ -226,7 +226,9 @@ function M.send(target, command, ...)
   local payload = encode_request {command = command, id = id, sender = me.aid, target = aid,
                                   args = pack_args(...), ack = ack}
   local f = future.Future(("the reply to '%s' from %s"):format(command, aid))
-  local link, why = router(aid)
+  -- The router may name the actor behind a name ("worker" -> its aid), so
+  -- that fail_pending finds this call when that actor ends.
+  local link, why, resolved = router(aid)
   if link then link, why = link:send(payload) end
   if not link then
     f:set_exception(("cannot send '%s' to %s: %s"):format(command, aid, why))
@@ -235,7 +237,7 @@ function M.send(target, command, ...)
   M.counters.sent = M.counters.sent + 1
   if ack then
     pending[id], npending = f, npending + 1
-    f._target = aid
+    f._target = resolved or aid
   else
     f:set_result(nil)
   end

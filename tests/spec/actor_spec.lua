@@ -146,6 +146,17 @@ for _, kind in ipairs {"process", "thread"} do
       assert.is_true(pulsar.time() - t0 < 15)
     end)
 
+    it("fails a call sent by name at once when that actor dies before replying", function()
+      local name = "doomed_by_name_" .. kind
+      spawn(kind, {name = name, commands = {die = function(request)
+        request.actor:stop()
+        pulsar.sleep(30)
+      end}})
+      local t0 = pulsar.time()
+      fails_with("actor '" .. name .. "' .* before replying", function() pulsar.send(name, "die"):wait(20) end)
+      assert.is_true(pulsar.time() - t0 < 15)
+    end)
+
     it("fails the spawn with the error of its start hook", function()
       fails_with("failed to start: .*no good", function()
         spawn(kind, {name = "bad-start", start = function() error("no good") end})
