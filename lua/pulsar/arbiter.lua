@@ -176,7 +176,19 @@ local function actor_ended(rec, status, signal)
   if rec.manager and records[rec.manager] then
     mailbox.cast(rec.manager, "pulsar:worker_ended", rec.aid, how)
   end
+  if rec.kind == "monitor" then M.stop_orphans(rec) end
   rec.gone:set_result(how)
+end
+
+-- A monitor's workers do not outlive it (as an Erlang supervisor's
+-- children): whatever way it ended, the arbiter stops those still alive.
+function M.stop_orphans(monitor)
+  for aid, rec in pairs(records) do
+    if rec.manager == monitor.aid and not rec.stopping then
+      log.warning("%s ended: stopping its worker %s", label(monitor), label(rec))
+      future.async(function() pcall(M.kill_actor, aid) end)
+    end
+  end
 end
 
 ---------------------------------------------------------------------------

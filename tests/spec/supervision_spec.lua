@@ -61,6 +61,20 @@ describe("Application", function()
                      "Application: name must be a non-empty string")
   end)
 
+  it("takes its workers with it when it ends without stopping them", function()
+    local name = "orphaning"
+    pulsar.Application{name = name, workers = 2, concurrency = "thread"}:start():wait(60)
+    local workers = workers_of(name)
+    assert.are.equal(2, #workers)
+    -- the monitor's VM closes at once, as if it crashed: no graceful stop
+    pulsar.cast(name, "run", function(monitor) monitor:_close() end)
+    for _, w in ipairs(workers) do
+      assert.truthy(wait_until(function()
+        return not pcall(function() pulsar.send(w.actor.aid, "ping"):wait(5) end)
+      end), "a worker outlived its monitor")
+    end
+  end)
+
   for _, kind in ipairs {"thread", "process"} do
     it("keeps its " .. kind .. " workers alive and lists them in info", function()
       local name = "pool-" .. kind
