@@ -295,7 +295,7 @@ static int transport_resume_reading(lua_State *L) {
 static int transport_get_extra_info(lua_State *L) {
     ltransport *t = check_transport(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    char out[PL_NET_NAME_MAX];
+    char out[PL_SOCKADDR_NAME_MAX];
     int peer = strcmp(name, "peername") == 0;
     if ((peer || strcmp(name, "sockname") == 0) && t->stream &&
         pl_stream_name(t->stream, peer, out, sizeof out) == 0)
@@ -351,7 +351,7 @@ static int transport_set_idle_timeout(lua_State *L) {
 
 static int transport_tostring(lua_State *L) {
     ltransport *t = check_transport(L, 1);
-    char peer[PL_NET_NAME_MAX] = "closed";
+    char peer[PL_SOCKADDR_NAME_MAX] = "closed";
     if (t->stream && pl_stream_name(t->stream, 1, peer, sizeof peer) != 0)
         snprintf(peer, sizeof peer, "open");
     lua_pushfstring(L, "Transport (%s): %p", peer, (void *)t);
@@ -418,7 +418,7 @@ typedef struct lsocket {
     int fd; /* -1 once closed */
     int is_unix;
     pl_resource res; /* closed at host shutdown */
-    char path[PL_NET_PATH_MAX];
+    char path[PL_SOCKADDR_PATH_MAX];
 } lsocket;
 
 static void lsocket_close(lsocket *u) {
@@ -509,7 +509,7 @@ static int core_net_bind(lua_State *L) {
     memcpy(u->path, ep.path, sizeof u->path);
     push_socket_metatable(L);
     lua_setmetatable(L, -2);
-    char name[PL_NET_NAME_MAX], err[400];
+    char name[PL_SOCKADDR_NAME_MAX], err[400];
     int fd = pl_net_bind(&ep, backlog, name, sizeof name, err, sizeof err);
     if (fd < 0) {
         lua_pushnil(L);
@@ -787,11 +787,8 @@ static int core_net_getaddrinfo(lua_State *L) {
     memcpy(r->name, name, len + 1);
     r->host = pl_host_of(L);
     r->req.data = r;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(r->host->loop, &r->req, resolved, r->name, NULL, &hints);
+    int rc = uv_getaddrinfo(r->host->loop, &r->req, resolved, r->name, NULL,
+                            &pl_sockaddr_stream_hints);
     if (rc != 0) {
         free(r);
         return luaL_error(L, "cannot resolve '%s': %s", name, uv_strerror(rc));
