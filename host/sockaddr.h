@@ -29,7 +29,8 @@ typedef struct pl_endpoint {
 } pl_endpoint;
 
 /* Fills ep from an IP literal ("127.0.0.1", "::1") and a port, or a path.
- * 0, or -1 with a message naming what is wrong (err may be NULL). */
+ * 0, or -1 with a message naming what is wrong (err may be NULL when
+ * errlen is 0). */
 int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
                    size_t errlen);
 int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
