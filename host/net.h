@@ -2,7 +2,8 @@
  *
  * Three pieces, in the order a server meets them:
  *   - a bound socket: pl_net_bind makes a listening descriptor (socket,
- *     bind, listen), nothing more. It is a plain fd so that it can be shared:
+ *     bind, listen: sockaddr.h's pl_endpoint_listen, as the mailbox's
+ *     listeners do), nothing more. It is a plain fd so that it can be shared:
  *     a SocketServer's monitor binds once, thread workers accept on dup()s of
  *     it, process workers inherit it at spawn (spawn.c);
  *   - a server: pl_server_open watches a listening fd on a host's loop and
