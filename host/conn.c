@@ -46,15 +46,17 @@
  * called from other threads.
  *
  * Writing to a socket whose peer is gone raises SIGPIPE, which would kill
- * the process; the first stream conn sets SIGPIPE to "ignore" (unless the
- * program installed its own handler) so the write fails with EPIPE instead
- * and only that conn closes.
+ * the process; the first stream conn has it ignored (sockaddr.h) so the
+ * write fails with EPIPE instead and only that conn closes.
  *
  * Addresses: "unix:PATH" (or a path) is a Unix socket; "HOST:PORT",
  * "[IPv6]:PORT" and ":PORT" (every interface) are TCP. Literal addresses
  * and "localhost" are taken as they are; another host name is looked up,
  * through the thread pool for pl_connect (which never blocks the loop) and
- * at once for pl_listen (which runs while an actor starts). TCP conns set
+ * at once for pl_listen (which runs while an actor starts). What an address
+ * becomes once parsed (a pl_endpoint), its name in log lines, and the
+ * listening socket bound to it (a Unix socket file left by a dead process
+ * replaced) are sockaddr.c's, shared with net.c. TCP conns set
  * TCP_NODELAY: a mailbox sends small messages that are waited for, and the
  * write batching above already does what Nagle's algorithm would.
  *
@@ -68,30 +70,24 @@
 #include <errno.h>
 #include <limits.h>
 #include <netdb.h>
-#include <netinet/in.h>
 #include <poll.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "buf.h"
 #include "frame.h"
 #include "log.h"
+#include "sockaddr.h"
 
 #define READ_CHUNK ((size_t)64 << 10)
 /* A buffer left empty but larger than this is given back to the allocator,
  * so one huge message does not pin its memory for the conn's lifetime. */
 #define KEEP_BUFFER_MAX ((size_t)1 << 20)
 #define CONN_NAME_SIZE 160
-#define SOCKET_PATH_SIZE sizeof(((struct sockaddr_un *)0)->sun_path)
-/* "unix:PATH", or "[IPv6]:PORT" at most 46 + 8 bytes */
-#define ADDRESS_SIZE (SOCKET_PATH_SIZE + 8)
 #define HOST_SIZE 256
 
 #define PEER_CLOSED "peer closed the connection"
@@ -109,11 +105,9 @@ typedef union stream_io {
 
 /* An address taken apart (parse_address). */
 typedef struct stream_address {
-    int is_tcp;
-    char path[SOCKET_PATH_SIZE]; /* Unix */
-    char host[HOST_SIZE];        /* TCP, without brackets; "" = every interface */
+    pl_endpoint ep;       /* Unix: is_unix and path; TCP: sa, once resolved */
+    char host[HOST_SIZE]; /* TCP, without brackets; "" = every interface */
     char port[8];
-    struct sockaddr_storage sa;  /* TCP, once resolved */
 } stream_address;
 
 /* One direction's state of a channel, seen from the side that reads it. */
@@ -186,7 +180,8 @@ struct pl_listener {
     int is_tcp;
     void (*on_accept)(pl_listener *l, pl_conn *c, void *ud);
     void *ud;
-    char address[ADDRESS_SIZE]; /* "unix:PATH" or "HOST:PORT", as bound */
+    char address[PL_SOCKADDR_NAME_MAX]; /* "unix:PATH" or "HOST:PORT", as bound */
+    char path[PL_SOCKADDR_PATH_MAX];    /* Unix: the file to unlink at close */
     int closed;
 };
 
@@ -212,19 +207,6 @@ static void swap_storage(pl_buf *a, pl_buf *b) {
 
 static void trim_if_idle(pl_buf *b) {
     if (b->len == 0 && b->cap > KEEP_BUFFER_MAX) pl_buf_free(b);
-}
-
-/* ---- process-wide setup ------------------------------------------------ */
-
-static uv_once_t sigpipe_once = UV_ONCE_INIT;
-
-static void ignore_sigpipe(void) {
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) return;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, NULL);
 }
 
 /* ---- lifetime ------------------------------------------------------------ */
@@ -328,7 +310,7 @@ static pl_conn *conn_new(pl_host *h, conn_kind kind, const char *name) {
 static void conn_discard(pl_conn *c) { pl_conn_close(c, "discarded"); }
 
 static pl_conn *stream_conn_new(pl_host *h, const char *name, int is_tcp) {
-    uv_once(&sigpipe_once, ignore_sigpipe);
+    pl_sockaddr_ignore_sigpipe();
     pl_conn *c = conn_new(h, CONN_STREAM, name);
     if (!c) return NULL;
     int rc = is_tcp ? uv_tcp_init(h->loop, &c->io.tcp)
@@ -752,7 +734,7 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
 
 #define ADDRESS_FORMS "unix:PATH, HOST:PORT, [IPv6]:PORT or :PORT"
 
-static int unix_path_of(const char *address, char *path, char *err,
+static int unix_path_of(const char *address, pl_endpoint *ep, char *err,
                         size_t errlen) {
     const char *p = strncmp(address, "unix:", 5) == 0 ? address + 5 : address;
     size_t len = strlen(p);
@@ -760,12 +742,13 @@ static int unix_path_of(const char *address, char *path, char *err,
         set_err(err, errlen, "address '%s' has an empty socket path", address);
         return -1;
     }
-    if (len >= SOCKET_PATH_SIZE) {
+    if (len >= sizeof ep->path) {
         set_err(err, errlen, "socket path is too long (%zu bytes, at most "
-                "%zu): %.60s...", len, SOCKET_PATH_SIZE - 1, p);
+                "%zu): %.60s...", len, sizeof ep->path - 1, p);
         return -1;
     }
-    memcpy(path, p, len + 1);
+    ep->is_unix = 1;
+    memcpy(ep->path, p, len + 1);
     return 0;
 }
 
@@ -823,95 +806,39 @@ static int parse_address(const char *address, stream_address *a, char *err,
     const char *colon = strchr(address, ':');
     const char *slash = strchr(address, '/');
     if (strncmp(address, "unix:", 5) == 0 || !colon || (slash && slash < colon))
-        return unix_path_of(address, a->path, err, errlen);
+        return unix_path_of(address, &a->ep, err, errlen);
     if (strstr(address, "://")) {
         set_err(err, errlen, "address '%s' is not a mailbox address (use "
                 ADDRESS_FORMS ")", address);
         return -1;
     }
-    a->is_tcp = 1;
     return split_host_port(address, a, err, errlen);
 }
 
-/* Fills a->sa for a literal address, "localhost" or "" (every interface):
- * 0; 1 when the host is a name to look up; -1 never happens for a port
- * already checked. */
+/* Fills a->ep for a literal address, "localhost" or "" (every interface):
+ * 0; 1 when the host is a name to look up (the port is already checked). */
 static int resolve_literal(stream_address *a) {
-    int port = atoi(a->port);
     const char *host = a->host;
     if (host[0] == 0) host = "0.0.0.0";
     else if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
-    if (uv_ip4_addr(host, port, (struct sockaddr_in *)&a->sa) == 0) return 0;
-    if (uv_ip6_addr(host, port, (struct sockaddr_in6 *)&a->sa) == 0) return 0;
-    return 1;
+    return pl_endpoint_ip(&a->ep, host, atoi(a->port), NULL, 0) == 0 ? 0 : 1;
 }
 
 /* The first address of a looked-up host, with the port put in. */
 static int take_first_address(stream_address *a, const struct addrinfo *ai) {
-    for (; ai; ai = ai->ai_next) {
-        if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
-            ai->ai_addrlen > sizeof a->sa)
-            continue;
-        memcpy(&a->sa, ai->ai_addr, ai->ai_addrlen);
-        uint16_t port = htons((uint16_t)atoi(a->port));
-        if (ai->ai_family == AF_INET) ((struct sockaddr_in *)&a->sa)->sin_port = port;
-        else ((struct sockaddr_in6 *)&a->sa)->sin6_port = port;
-        return 0;
-    }
-    return -1;
-}
-
-static const struct addrinfo stream_hints = {.ai_family = AF_UNSPEC,
-                                             .ai_socktype = SOCK_STREAM};
-
-/* "1.2.3.4:80" or "[::1]:80" */
-static void format_sockaddr(const struct sockaddr *sa, char *out, size_t len) {
-    char ip[64] = "?";
-    int port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        uv_ip4_name(in, ip, sizeof ip);
-        port = ntohs(in->sin_port);
-        snprintf(out, len, "%s:%d", ip, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        uv_ip6_name(in6, ip, sizeof ip);
-        port = ntohs(in6->sin6_port);
-        snprintf(out, len, "[%s]:%d", ip, port);
-    } else {
-        snprintf(out, len, "an unknown kind of address");
-    }
+    return pl_endpoint_from_addrinfo(&a->ep, ai, atoi(a->port));
 }
 
 /* ---- streams: listening --------------------------------------------------- */
 
-/* A socket file nobody listens on, left by a process that died: connecting
- * is refused. A live listener (even with a full backlog: EAGAIN, as the
- * probe does not block) or a file that is not a socket is left alone; the
- * live listener sees the probe as a connection closed at once. */
-static int socket_file_is_stale(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int stale = connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 &&
-                errno == ECONNREFUSED;
-    close(fd);
-    return stale;
-}
-
-static int bind_unix(uv_pipe_t *pipe, const char *path) {
-    int rc = uv_pipe_bind(pipe, path);
-    if (rc == UV_EADDRINUSE && socket_file_is_stale(path) && unlink(path) == 0)
-        rc = uv_pipe_bind(pipe, path);
-    return rc;
-}
-
 static void listener_freed(uv_handle_t *handle) { free(handle->data); }
+
+/* The socket file is unlinked before the descriptor is closed, so that a
+ * newer socket at that path is never the one removed. */
+static void listener_close_handle(pl_listener *l) {
+    if (l->path[0]) unlink(l->path);
+    uv_close(&l->io.handle, listener_freed);
+}
 
 static void listener_shutdown(pl_resource *res) {
     pl_listener_close((pl_listener *)((char *)res - offsetof(pl_listener, res)));
@@ -925,7 +852,7 @@ static void tcp_established(pl_conn *c, int accepted) {
     struct sockaddr_storage sa;
     int len = sizeof sa;
     if (uv_tcp_getpeername(&c->io.tcp, (struct sockaddr *)&sa, &len) == 0)
-        format_sockaddr((struct sockaddr *)&sa, c->peer, sizeof c->peer);
+        pl_sockaddr_name((struct sockaddr *)&sa, c->peer, sizeof c->peer);
 }
 
 static void connection_arrived(uv_stream_t *server, int status) {
@@ -965,30 +892,36 @@ static void connection_arrived(uv_stream_t *server, int status) {
     l->on_accept(l, c, l->ud);
 }
 
-/* Binds l to a (Unix path or TCP address) and notes the address it got:
- * with port 0 the system picks one, which is what the address says. */
-static int listener_bind(pl_listener *l, stream_address *a) {
-    if (!a->is_tcp) {
-        snprintf(l->address, sizeof l->address, "unix:%s", a->path);
-        return bind_unix(&l->io.pipe, a->path);
+/* Binds a listening socket to a's endpoint (sockaddr.c) and hands it to
+ * l's handle, noting the address it got: with port 0 the system picks one,
+ * which is what the address says. 0, or a libuv error code. */
+static int listener_bind(pl_listener *l, const stream_address *a) {
+    const char *step; /* a mailbox's message does not name it */
+    int fd = pl_endpoint_listen(&a->ep, SOMAXCONN, &step);
+    if (fd < 0) return fd;
+    int rc = l->is_tcp ? uv_tcp_open(&l->io.tcp, fd)
+                       : uv_pipe_open(&l->io.pipe, fd);
+    if (rc != 0) {
+        if (!l->is_tcp) unlink(a->ep.path); /* before its descriptor goes */
+        close(fd);
+        return rc;
     }
-    int rc = uv_tcp_bind(&l->io.tcp, (struct sockaddr *)&a->sa, 0);
-    if (rc != 0) return rc;
-    struct sockaddr_storage bound;
-    int len = sizeof bound;
-    rc = uv_tcp_getsockname(&l->io.tcp, (struct sockaddr *)&bound, &len);
-    if (rc == 0) format_sockaddr((struct sockaddr *)&bound, l->address,
-                                 sizeof l->address);
-    return rc;
+    /* From here the handle owns fd, and closing it unlinks the path. */
+    if (l->is_tcp)
+        return pl_sockaddr_of_fd(fd, l->address, sizeof l->address) == 0
+                   ? 0 : uv_translate_sys_error(errno);
+    snprintf(l->path, sizeof l->path, "%s", a->ep.path);
+    snprintf(l->address, sizeof l->address, "unix:%s", a->ep.path);
+    return 0;
 }
 
-/* Fills a->sa for a TCP address to listen on, looking a host name up at
+/* Fills a->ep for a TCP address to listen on, looking a host name up at
  * once (an actor starting may wait for its own mailbox). */
 static int resolve_for_listening(stream_address *a, const char *address,
                                  char *err, size_t errlen) {
-    if (!a->is_tcp || resolve_literal(a) == 0) return 0;
+    if (a->ep.is_unix || resolve_literal(a) == 0) return 0;
     struct addrinfo *ai = NULL;
-    int rc = getaddrinfo(a->host, a->port, &stream_hints, &ai);
+    int rc = getaddrinfo(a->host, a->port, &pl_sockaddr_stream_hints, &ai);
     if (rc != 0 || take_first_address(a, ai) != 0) {
         set_err(err, errlen, "cannot listen on %s: %s", address,
                 rc != 0 ? gai_strerror(rc) : "no IPv4 or IPv6 address");
@@ -1014,9 +947,9 @@ pl_listener *pl_listen(pl_host *h, const char *address,
     l->host = h;
     l->on_accept = on_accept;
     l->ud = ud;
-    l->is_tcp = a.is_tcp;
-    int rc = a.is_tcp ? uv_tcp_init(h->loop, &l->io.tcp)
-                      : uv_pipe_init(h->loop, &l->io.pipe, 0);
+    l->is_tcp = !a.ep.is_unix;
+    int rc = l->is_tcp ? uv_tcp_init(h->loop, &l->io.tcp)
+                       : uv_pipe_init(h->loop, &l->io.pipe, 0);
     if (rc != 0) {
         free(l);
         set_err(err, errlen, "cannot listen on %s: %s", address,
@@ -1027,12 +960,12 @@ pl_listener *pl_listen(pl_host *h, const char *address,
     rc = listener_bind(l, &a);
     if (rc == 0) rc = uv_listen(&l->io.stream, SOMAXCONN, connection_arrived);
     if (rc != 0) {
-        if (a.is_tcp) set_err(err, errlen, "cannot listen on %s: %s", address,
-                              uv_strerror(rc));
-        else set_err(err, errlen, "cannot listen on unix:%s: %s", a.path,
+        if (l->is_tcp) set_err(err, errlen, "cannot listen on %s: %s", address,
+                               uv_strerror(rc));
+        else set_err(err, errlen, "cannot listen on unix:%s: %s", a.ep.path,
                      uv_strerror(rc));
         /* a path bound here and not listened on is unlinked by the close */
-        uv_close(&l->io.handle, listener_freed);
+        listener_close_handle(l);
         return NULL;
     }
     pl_host_track(h, &l->res, listener_shutdown);
@@ -1041,13 +974,12 @@ pl_listener *pl_listen(pl_host *h, const char *address,
 
 const char *pl_listener_address(const pl_listener *l) { return l->address; }
 
-/* libuv unlinks the socket file it bound when the pipe closes (before
- * closing the descriptor, so a newer socket at that path is never removed). */
+/* Unlinks the socket file of a Unix listener (listener_close_handle). */
 void pl_listener_close(pl_listener *l) {
     if (!l || l->closed) return;
     l->closed = 1;
     pl_host_untrack(&l->res);
-    uv_close(&l->io.handle, listener_freed);
+    listener_close_handle(l);
 }
 
 void pl_listener_unref(pl_listener *l) {
@@ -1075,7 +1007,7 @@ static void connected(uv_connect_t *req, int status) {
 static void connect_tcp(pl_conn *c, const stream_address *a) {
     c->connect_req.data = c;
     int rc = uv_tcp_connect(&c->connect_req, &c->io.tcp,
-                            (const struct sockaddr *)&a->sa, connected);
+                            (const struct sockaddr *)&a->ep.sa, connected);
     if (rc != 0) {
         snprintf(c->connect_error, sizeof c->connect_error,
                  "cannot connect to %s: %s", c->name, uv_strerror(rc));
@@ -1119,7 +1051,8 @@ static void resolve_then_connect(pl_conn *c, const stream_address *a) {
     *copy = *a;
     c->resolve_req.data = c;
     int rc = uv_getaddrinfo(c->host->loop, &c->resolve_req, host_resolved,
-                            copy->host, copy->port, &stream_hints);
+                            copy->host, copy->port,
+                            &pl_sockaddr_stream_hints);
     if (rc != 0) {
         free(copy);
         snprintf(c->connect_error, sizeof c->connect_error,
@@ -1138,7 +1071,7 @@ void pl_connect(pl_host *h, const char *address,
     stream_address a;
     char why[200];
     int parsed = parse_address(address, &a, why, sizeof why);
-    pl_conn *c = stream_conn_new(h, address, parsed == 0 && a.is_tcp);
+    pl_conn *c = stream_conn_new(h, address, parsed == 0 && !a.ep.is_unix);
     if (!c) {
         char err[300];
         snprintf(err, sizeof err, "cannot connect to %.200s: out of memory",
@@ -1155,11 +1088,11 @@ void pl_connect(pl_host *h, const char *address,
         conn_discard(c);
         return;
     }
-    if (!a.is_tcp) {
-        snprintf(c->name, sizeof c->name, "unix:%s", a.path);
+    if (a.ep.is_unix) {
+        snprintf(c->name, sizeof c->name, "unix:%s", a.ep.path);
         snprintf(c->peer, sizeof c->peer, "%s", c->name);
         c->connect_req.data = c;
-        uv_pipe_connect(&c->connect_req, &c->io.pipe, a.path, connected);
+        uv_pipe_connect(&c->connect_req, &c->io.pipe, a.ep.path, connected);
     } else if (atoi(a.port) == 0) {
         snprintf(c->connect_error, sizeof c->connect_error,
                  "cannot connect to %s: port 0 names no listener", c->name);

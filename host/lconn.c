@@ -18,7 +18,8 @@
  *
  * The transport (conn.c) owns the C objects; a Lua object only points at
  * one, through a field the transport's close path clears (on_close here),
- * so a closed conn is never touched again from Lua.
+ * so a closed conn is never touched again from Lua. listener.address and
+ * the connect callback work as lnet.c's do, through lsock.c.
  *
  * Lifetime choices:
  *   - a conn with handlers set is anchored in the registry until it closes:
@@ -34,13 +35,12 @@
  * Every Lua callback runs through pl_host_pcall: an error is logged with a
  * traceback and never unwinds through libuv. */
 #include <stddef.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include <lauxlib.h>
 
 #include "conn.h"
 #include "host.h"
+#include "lsock.h"
 
 #define CONN_METATABLE "pulsar.core.Conn"
 #define LISTENER_METATABLE "pulsar.core.Listener"
@@ -298,18 +298,9 @@ void pl_lconn_push(lua_State *L, pl_conn *c) {
 
 /* ---- connecting ------------------------------------------------------------- */
 
-typedef struct lconnect {
-    pl_host *host;
-    int fn_ref;
-} lconnect;
-
 static void lua_connected(pl_conn *c, const char *err, void *ud) {
-    lconnect *k = ud;
-    pl_host *h = k->host;
+    pl_host *h = pl_lsock_callback_take(ud);
     lua_State *L = h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, k->fn_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, k->fn_ref);
-    free(k);
     if (c) {
         pl_lconn_push(L, c);
         lua_pushnil(L);
@@ -323,13 +314,8 @@ static void lua_connected(pl_conn *c, const char *err, void *ud) {
 /* core.connect(address, fn): fn(conn) or fn(nil, err), from the loop. */
 static int core_connect(lua_State *L) {
     const char *address = luaL_checkstring(L, 1);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lconnect *k = malloc(sizeof *k);
-    if (!k) return luaL_error(L, "out of memory");
-    k->host = pl_host_of(L);
-    lua_pushvalue(L, 2);
-    k->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    pl_connect(k->host, address, lua_connected, k);
+    pl_lsock_callback *cb = pl_lsock_callback_new(L, 2);
+    pl_connect(pl_host_of(L), address, lua_connected, cb);
     return 0;
 }
 
@@ -391,19 +377,6 @@ static int listener_is_closed(lua_State *L) {
     return 1;
 }
 
-/* __index: the methods (upvalue 1), or the address kept as user value. */
-static int listener_index(lua_State *L) {
-    check_listener(L, 1);
-    if (lua_type(L, 2) == LUA_TSTRING &&
-        strcmp(lua_tostring(L, 2), "address") == 0) {
-        lua_getiuservalue(L, 1, 1);
-        return 1;
-    }
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    return 1;
-}
-
 static const luaL_Reg listener_methods[] = {
     {"close", listener_close},
     {"unref", listener_unref},
@@ -413,9 +386,7 @@ static const luaL_Reg listener_methods[] = {
 
 static void push_listener_metatable(lua_State *L) {
     if (luaL_newmetatable(L, LISTENER_METATABLE)) {
-        luaL_newlib(L, listener_methods);
-        lua_pushcclosure(L, listener_index, 1);
-        lua_setfield(L, -2, "__index");
+        pl_lsock_set_index(L, listener_methods); /* and .address */
         /* No __gc: an open listener is anchored, so it is collected only
          * once closed (or by lua_close, after the host closed it). */
     }

@@ -37,7 +37,9 @@
  * server while it accepts; a socket is closed when collected. Callbacks
  * from libuv run through pl_host_pcall: an error is logged with its
  * traceback and never unwinds through libuv; pause_writing runs inside the
- * write that caused it, so its error is that write's. */
+ * write that caused it, so its error is that write's. sock.address,
+ * server.address and the connect callback work as lconn.c's do, through
+ * lsock.c. */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -48,6 +50,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "lsock.h"
 #include "net.h"
 
 #define SOCKET_METATABLE "pulsar.core.Socket"
@@ -295,7 +298,7 @@ static int transport_resume_reading(lua_State *L) {
 static int transport_get_extra_info(lua_State *L) {
     ltransport *t = check_transport(L, 1);
     const char *name = luaL_checkstring(L, 2);
-    char out[PL_NET_NAME_MAX];
+    char out[PL_SOCKADDR_NAME_MAX];
     int peer = strcmp(name, "peername") == 0;
     if ((peer || strcmp(name, "sockname") == 0) && t->stream &&
         pl_stream_name(t->stream, peer, out, sizeof out) == 0)
@@ -351,7 +354,7 @@ static int transport_set_idle_timeout(lua_State *L) {
 
 static int transport_tostring(lua_State *L) {
     ltransport *t = check_transport(L, 1);
-    char peer[PL_NET_NAME_MAX] = "closed";
+    char peer[PL_SOCKADDR_NAME_MAX] = "closed";
     if (t->stream && pl_stream_name(t->stream, 1, peer, sizeof peer) != 0)
         snprintf(peer, sizeof peer, "open");
     lua_pushfstring(L, "Transport (%s): %p", peer, (void *)t);
@@ -418,7 +421,7 @@ typedef struct lsocket {
     int fd; /* -1 once closed */
     int is_unix;
     pl_resource res; /* closed at host shutdown */
-    char path[PL_NET_PATH_MAX];
+    char path[PL_SOCKADDR_PATH_MAX];
 } lsocket;
 
 static void lsocket_close(lsocket *u) {
@@ -446,22 +449,16 @@ static int socket_closed(lua_State *L) {
     return 1;
 }
 
-/* __index: methods (upvalue 1), fd, and the address kept as user value. */
+/* __index: fd, then what pl_lsock_index answers (address, methods). */
 static int socket_index(lua_State *L) {
     lsocket *u = check_socket(L, 1);
-    const char *key = lua_tostring(L, 2);
-    if (key && strcmp(key, "fd") == 0) {
+    if (lua_type(L, 2) == LUA_TSTRING &&
+        strcmp(lua_tostring(L, 2), "fd") == 0) {
         if (u->fd >= 0) lua_pushinteger(L, u->fd);
         else lua_pushnil(L);
         return 1;
     }
-    if (key && strcmp(key, "address") == 0) {
-        lua_getiuservalue(L, 1, 1);
-        return 1;
-    }
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    return 1;
+    return pl_lsock_index(L);
 }
 
 static int socket_tostring(lua_State *L) {
@@ -509,7 +506,7 @@ static int core_net_bind(lua_State *L) {
     memcpy(u->path, ep.path, sizeof u->path);
     push_socket_metatable(L);
     lua_setmetatable(L, -2);
-    char name[PL_NET_NAME_MAX], err[400];
+    char name[PL_SOCKADDR_NAME_MAX], err[400];
     int fd = pl_net_bind(&ep, backlog, name, sizeof name, err, sizeof err);
     if (fd < 0) {
         lua_pushnil(L);
@@ -582,18 +579,6 @@ static int server_set_idle_timeout(lua_State *L) {
     return 0;
 }
 
-static int server_index(lua_State *L) {
-    check_server(L, 1);
-    const char *key = lua_tostring(L, 2);
-    if (key && strcmp(key, "address") == 0) {
-        lua_getiuservalue(L, 1, 1);
-        return 1;
-    }
-    lua_pushvalue(L, 2);
-    lua_rawget(L, lua_upvalueindex(1));
-    return 1;
-}
-
 static const luaL_Reg server_methods[] = {
     {"close", server_close},
     {"closed", server_closed_method},
@@ -603,11 +588,8 @@ static const luaL_Reg server_methods[] = {
 
 /* No __gc: an open server is anchored; a closed one holds nothing. */
 static void push_server_metatable(lua_State *L) {
-    if (luaL_newmetatable(L, SERVER_METATABLE)) {
-        luaL_newlib(L, server_methods);
-        lua_pushcclosure(L, server_index, 1);
-        lua_setfield(L, -2, "__index");
-    }
+    if (luaL_newmetatable(L, SERVER_METATABLE))
+        pl_lsock_set_index(L, server_methods); /* and .address */
 }
 
 static int optional_function_field(lua_State *L, int arg, const char *field) {
@@ -668,18 +650,9 @@ static int core_net_listen_fd(lua_State *L) {
 
 /* ---- connecting ----------------------------------------------------------------- */
 
-typedef struct lconnect {
-    pl_host *host;
-    int fn_ref;
-} lconnect;
-
 static void lua_connected(pl_stream *s, const char *err, void *ud) {
-    lconnect *k = ud;
-    pl_host *h = k->host;
+    pl_host *h = pl_lsock_callback_take(ud);
     lua_State *L = h->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, k->fn_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, k->fn_ref);
-    free(k);
     if (s) {
         ltransport *t = push_transport(L, s);
         pl_host_pcall(h, 1, 0, "connect callback");
@@ -697,13 +670,8 @@ static void lua_connected(pl_stream *s, const char *err, void *ud) {
 static int core_net_connect(lua_State *L) {
     pl_endpoint ep;
     check_endpoint(L, 1, &ep);
-    luaL_checktype(L, 2, LUA_TFUNCTION);
-    lconnect *k = malloc(sizeof *k);
-    if (!k) return luaL_error(L, "out of memory");
-    k->host = pl_host_of(L);
-    lua_pushvalue(L, 2);
-    k->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    pl_stream_connect(k->host, &ep, lua_connected, k);
+    pl_lsock_callback *cb = pl_lsock_callback_new(L, 2);
+    pl_stream_connect(pl_host_of(L), &ep, lua_connected, cb);
     return 0;
 }
 
@@ -787,11 +755,8 @@ static int core_net_getaddrinfo(lua_State *L) {
     memcpy(r->name, name, len + 1);
     r->host = pl_host_of(L);
     r->req.data = r;
-    struct addrinfo hints;
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    int rc = uv_getaddrinfo(r->host->loop, &r->req, resolved, r->name, NULL, &hints);
+    int rc = uv_getaddrinfo(r->host->loop, &r->req, resolved, r->name, NULL,
+                            &pl_sockaddr_stream_hints);
     if (rc != 0) {
         free(r);
         return luaL_error(L, "cannot resolve '%s': %s", name, uv_strerror(rc));

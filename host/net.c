@@ -4,6 +4,8 @@
  * lua/pulsar/net.lua turns those into pulsar.create_server, protocols and
  * streams. The mailbox has its own transport (conn.c): it moves whole
  * frames; this one moves bytes for user protocols, with flow control.
+ * Addresses and the making of listening sockets are sockaddr.c's, which
+ * both transports share; here they are only put into words.
  *
  * Writing. pl_stream_write first tries the socket directly (uv_try_write):
  * a small answer on a healthy connection costs one system call and no copy.
@@ -39,20 +41,17 @@
  *     again), and later callbacks only free memory.
  *
  * Writing to a socket whose peer has gone raises SIGPIPE; the first stream
- * sets it to "ignore" (unless the program installed a handler), as conn.c
- * does, so that the write fails with EPIPE and only that stream ends. */
+ * sets it to "ignore" (pl_sockaddr_ignore_sigpipe, as conn.c does), so that
+ * the write fails with EPIPE and only that stream ends. */
 #include "net.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -76,7 +75,7 @@ struct pl_stream {
     pl_stream_handler handler;
     pl_connect_cb on_connect; /* while connecting */
     void *connect_ud;
-    char name[PL_NET_NAME_MAX]; /* the peer, for connect errors */
+    char name[PL_SOCKADDR_NAME_MAX]; /* the peer, for connect errors */
     char error[300];            /* why it ended; empty when clean */
     size_t high_water, low_water;
     uint64_t idle_ms, last_active;
@@ -101,7 +100,7 @@ struct pl_server {
     pl_host *host;
     stream_io io;
     pl_server_handler handler;
-    char address[PL_NET_NAME_MAX];
+    char address[PL_SOCKADDR_NAME_MAX];
     uint64_t idle_ms;
     int is_unix;
     int closed;
@@ -131,19 +130,6 @@ static const char *uv_reason(int rc, char *buf, size_t len) {
     return buf;
 }
 
-/* ---- process-wide setup ----------------------------------------------------- */
-
-static uv_once_t sigpipe_once = UV_ONCE_INIT;
-
-static void ignore_sigpipe(void) {
-    struct sigaction sa;
-    if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) return;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = SIG_IGN;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGPIPE, &sa, NULL);
-}
-
 /* One read buffer per thread, shared by its streams (see the head
  * comment): allocated with the first stream, freed with the last. */
 static _Thread_local struct {
@@ -164,142 +150,20 @@ static void read_buffer_release(void) {
     read_buffer.data = NULL;
 }
 
-/* ---- endpoints and names ---------------------------------------------------- */
-
-int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
-                   size_t errlen) {
-    memset(ep, 0, sizeof *ep);
-    if (port < 0 || port > 65535) {
-        set_err(err, errlen, "port %d is out of range (0 to 65535)", port);
-        return -1;
-    }
-    if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ep->sa) == 0) return 0;
-    if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ep->sa) == 0) return 0;
-    set_err(err, errlen, "'%s' is not an IP address", ip);
-    return -1;
-}
-
-int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
-                     size_t errlen) {
-    memset(ep, 0, sizeof *ep);
-    size_t len = strlen(path);
-    if (len == 0) {
-        set_err(err, errlen, "empty Unix socket path");
-        return -1;
-    }
-    if (len >= sizeof ep->path) {
-        set_err(err, errlen, "Unix socket path is too long (%zu bytes, at "
-                "most %zu): %.60s...", len, sizeof ep->path - 1, path);
-        return -1;
-    }
-    ep->is_unix = 1;
-    memcpy(ep->path, path, len + 1);
-    return 0;
-}
-
-static void name_of_sockaddr(const struct sockaddr *sa, char *out,
-                             size_t outlen) {
-    char ip[64] = "?";
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        uv_ip4_name(in, ip, sizeof ip);
-        snprintf(out, outlen, "%s:%d", ip, ntohs(in->sin_port));
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        uv_ip6_name(in6, ip, sizeof ip);
-        snprintf(out, outlen, "[%s]:%d", ip, ntohs(in6->sin6_port));
-    } else if (sa->sa_family == AF_UNIX) {
-        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
-        snprintf(out, outlen, "unix:%.*s", (int)sizeof un->sun_path,
-                 un->sun_path);
-    } else {
-        snprintf(out, outlen, "(address family %d)", sa->sa_family);
-    }
-}
-
-void pl_endpoint_name(const pl_endpoint *ep, char *out, size_t outlen) {
-    if (ep->is_unix) snprintf(out, outlen, "unix:%s", ep->path);
-    else name_of_sockaddr((const struct sockaddr *)&ep->sa, out, outlen);
-}
-
-int pl_net_sockname(int fd, char *out, size_t outlen) {
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    memset(&ss, 0, sizeof ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
-    name_of_sockaddr((struct sockaddr *)&ss, out, outlen);
-    return 0;
-}
-
 /* ---- bound sockets ------------------------------------------------------------ */
-
-/* A socket file nobody listens on (connecting is refused), left by a
- * process that died. A live listener, or a file that is not a socket, is
- * left alone. */
-static int socket_file_is_stale(const char *path) {
-    struct stat st;
-    if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    int stale = connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 &&
-                errno == ECONNREFUSED;
-    close(fd);
-    return stale;
-}
-
-static int bind_unix(int fd, const char *path) {
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path) + 1);
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0) return 0;
-    if (errno != EADDRINUSE || !socket_file_is_stale(path) || unlink(path) != 0)
-        return -1;
-    return bind(fd, (struct sockaddr *)&sa, sizeof sa);
-}
-
-static int bind_ip(int fd, const pl_endpoint *ep) {
-    int on = 1, off = 0;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    socklen_t len = sizeof(struct sockaddr_in);
-    if (ep->sa.ss_family == AF_INET6) {
-        /* "::" takes IPv4 too, whatever the system's default */
-        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
-        len = sizeof(struct sockaddr_in6);
-    }
-    return bind(fd, (const struct sockaddr *)&ep->sa, len);
-}
 
 int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
                 size_t namelen, char *err, size_t errlen) {
-    char wanted[PL_NET_NAME_MAX];
+    char wanted[PL_SOCKADDR_NAME_MAX], why[120];
+    const char *step;
     pl_endpoint_name(ep, wanted, sizeof wanted);
-    int family = ep->is_unix ? AF_UNIX : ep->sa.ss_family;
-    char why[120];
-    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = pl_endpoint_listen(ep, backlog, &step);
     if (fd < 0) {
-        set_err(err, errlen, "cannot bind %s: %s", wanted,
-                uv_reason(uv_translate_sys_error(errno), why, sizeof why));
-        return -1;
-    }
-    int rc = ep->is_unix ? bind_unix(fd, ep->path) : bind_ip(fd, ep);
-    const char *step = "bind";
-    if (rc == 0) {
-        step = "listen on";
-        rc = listen(fd, backlog > 0 ? backlog : SOMAXCONN);
-    }
-    if (rc != 0) {
         set_err(err, errlen, "cannot %s %s: %s", step, wanted,
-                uv_reason(uv_translate_sys_error(errno), why, sizeof why));
-        if (ep->is_unix && strcmp(step, "listen on") == 0) unlink(ep->path);
-        close(fd);
+                uv_reason(fd, why, sizeof why));
         return -1;
     }
-    if (pl_net_sockname(fd, name, namelen) != 0 || ep->is_unix)
+    if (ep->is_unix || pl_sockaddr_of_fd(fd, name, namelen) != 0)
         snprintf(name, namelen, "%s", wanted);
     return fd;
 }
@@ -323,7 +187,7 @@ static pl_stream *stream_of_res(pl_resource *res) {
 
 /* A stream with its handles initialised, tracked by h. */
 static pl_stream *stream_new(pl_host *h, int is_unix) {
-    uv_once(&sigpipe_once, ignore_sigpipe);
+    pl_sockaddr_ignore_sigpipe();
     pl_stream *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     if (read_buffer_take() != 0) {
@@ -692,7 +556,7 @@ int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen) {
     struct sockaddr_storage ss;
     memset(&ss, 0, sizeof ss);
     if (s->is_unix) {
-        char path[PL_NET_PATH_MAX + 1];
+        char path[PL_SOCKADDR_PATH_MAX + 1];
         size_t len = sizeof path;
         int rc = peer ? uv_pipe_getpeername(&s->io.pipe, path, &len)
                       : uv_pipe_getsockname(&s->io.pipe, path, &len);
@@ -705,7 +569,7 @@ int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen) {
     int rc = peer ? uv_tcp_getpeername(&s->io.tcp, (struct sockaddr *)&ss, &len)
                   : uv_tcp_getsockname(&s->io.tcp, (struct sockaddr *)&ss, &len);
     if (rc != 0) return -1;
-    name_of_sockaddr((struct sockaddr *)&ss, out, outlen);
+    pl_sockaddr_name((struct sockaddr *)&ss, out, outlen);
     return 0;
 }
 
@@ -730,11 +594,11 @@ static void connected(uv_connect_t *req, int status) {
 
 void pl_stream_connect(pl_host *h, const pl_endpoint *ep, pl_connect_cb cb,
                        void *ud) {
-    char name[PL_NET_NAME_MAX];
+    char name[PL_SOCKADDR_NAME_MAX];
     pl_endpoint_name(ep, name, sizeof name);
     pl_stream *s = stream_new(h, ep->is_unix);
     if (!s) {
-        char err[PL_NET_NAME_MAX + 60];
+        char err[PL_SOCKADDR_NAME_MAX + 60];
         snprintf(err, sizeof err, "cannot connect to %s: out of memory", name);
         cb(NULL, err, ud);
         return;
@@ -856,7 +720,7 @@ pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
     srv->host = h;
     srv->handler = *handler;
     srv->is_unix = family == AF_UNIX;
-    if (pl_net_sockname(mine, srv->address, sizeof srv->address) != 0)
+    if (pl_sockaddr_of_fd(mine, srv->address, sizeof srv->address) != 0)
         snprintf(srv->address, sizeof srv->address, "descriptor %d", fd);
     int rc = srv->is_unix ? uv_pipe_init(h->loop, &srv->io.pipe, 0)
                           : uv_tcp_init(h->loop, &srv->io.tcp);

@@ -2,7 +2,8 @@
  *
  * Three pieces, in the order a server meets them:
  *   - a bound socket: pl_net_bind makes a listening descriptor (socket,
- *     bind, listen), nothing more. It is a plain fd so that it can be shared:
+ *     bind, listen: sockaddr.h's pl_endpoint_listen, as the mailbox's
+ *     listeners do), nothing more. It is a plain fd so that it can be shared:
  *     a SocketServer's monitor binds once, thread workers accept on dup()s of
  *     it, process workers inherit it at spawn (spawn.c);
  *   - a server: pl_server_open watches a listening fd on a host's loop and
@@ -20,47 +21,28 @@
 #define PULSAR_NET_H
 
 #include <stddef.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 
 #include <lua.h>
 #include <uv.h>
 
 #include "host.h"
+#include "sockaddr.h"
 
-#define PL_NET_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
-/* "[v6 address]:port" or "unix:PATH" */
-#define PL_NET_NAME_MAX (PL_NET_PATH_MAX + 8)
 #define PL_NET_HIGH_WATER ((size_t)64 << 10)
 
-/* Where to bind or connect: an IP address and port, or a Unix socket path. */
-typedef struct pl_endpoint {
-    int is_unix;
-    struct sockaddr_storage sa; /* !is_unix: an AF_INET or AF_INET6 address */
-    char path[PL_NET_PATH_MAX]; /* is_unix */
-} pl_endpoint;
-
-/* Fills ep from an IP literal ("127.0.0.1", "::1") and a port, or a path.
- * 0, or -1 with a message naming what is wrong. */
-int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
-                   size_t errlen);
-int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
-                     size_t errlen);
-/* "127.0.0.1:8060", "[::1]:8060" or "unix:PATH" */
-void pl_endpoint_name(const pl_endpoint *ep, char *out, size_t outlen);
+/* Endpoints (pl_endpoint_ip, pl_endpoint_unix, pl_endpoint_name) are
+ * sockaddr.h's, shared with the mailbox's transport. */
 
 /* ---- bound sockets ------------------------------------------------------ */
 
-/* A new listening socket (non-blocking, close-on-exec) bound to ep, with
- * SO_REUSEADDR for TCP and dual stack for "::"; a Unix socket file left by
- * a dead process is replaced. The fd, or -1 with err. `name` receives the
- * bound address (with the real port when ep's was 0). */
+/* A new listening socket bound to ep (pl_endpoint_listen: SO_REUSEADDR
+ * for TCP, dual stack for "::", a Unix socket file left by a dead process
+ * replaced). The fd, or -1 with err. `name` receives the bound address
+ * (with the real port when ep's was 0). */
 int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
                 size_t namelen, char *err, size_t errlen);
 /* Closes a socket made by pl_net_bind; unlinks `path` when not NULL. */
 void pl_net_unbind(int fd, const char *path);
-/* The address a socket is bound to ("HOST:PORT" or "unix:PATH"); 0 or -1. */
-int pl_net_sockname(int fd, char *out, size_t outlen);
 
 /* ---- servers -------------------------------------------------------------- */
 
