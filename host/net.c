@@ -1,2 +1,886 @@
-/* net.c: stream servers and connections for Lua (issue 6). Placeholder. */
+/* net.c: TCP and Unix stream sockets on a host's loop (see net.h).
+ *
+ * How it fits: lnet.c turns these objects into Lua transports and servers;
+ * lua/pulsar/net.lua turns those into pulsar.create_server, protocols and
+ * streams. The mailbox has its own transport (conn.c): it moves whole
+ * frames; this one moves bytes for user protocols, with flow control.
+ *
+ * Writing. pl_stream_write first tries the socket directly (uv_try_write):
+ * a small answer on a healthy connection costs one system call and no copy.
+ * What the socket does not take is copied into a write request queued with
+ * uv_write, so the caller's bytes may go away at once; later writes queue
+ * behind it, keeping order. The queue is counted in bytes not yet handed to
+ * the kernel (uv_stream_get_write_queue_size); crossing the high-water mark
+ * is reported to the caller of the write that crossed it, and going back
+ * under the low-water mark to the handler's on_drain, from the write
+ * callback. Nothing is ever dropped but by abort or an error.
+ *
+ * Reading. A stream reads while it has a handler and nobody paused it: the
+ * owner (pl_stream_pause_reading), flow control (pl_stream_pause_for_flow,
+ * until the queue drains) or its end. Bytes land in a read buffer shared
+ * by every stream of the thread: libuv calls the allocation and the read
+ * callbacks back to back, and the handler copies what it keeps (Lua
+ * strings do), so one 64 KiB buffer serves them all.
+ *
+ * Idle timeout. A stream remembers when it last read or wrote something; a
+ * timer, armed only while a timeout is set, fires once per timeout and
+ * closes the stream if nothing moved since, rather than being restarted at
+ * every read.
+ *
+ * Ownership and lifetime:
+ *   - a stream or server is malloc'd with its libuv handles inside and is a
+ *     pl_resource of its host until its owner has heard of its end;
+ *   - closing starts with uv_close; the owner hears of it (on_lost) from the
+ *     last close callback, never inside the call that closed it, so a Lua
+ *     callback that closes its own stream is not re-entered; the memory is
+ *     freed when both the handles and the queued write requests are done;
+ *   - at host shutdown the resource's close reports the end at once,
+ *     before the VM goes (a monitor's VM is closed before its loop turns
+ *     again), and later callbacks only free memory.
+ *
+ * Writing to a socket whose peer has gone raises SIGPIPE; the first stream
+ * sets it to "ignore" (unless the program installed a handler), as conn.c
+ * does, so that the write fails with EPIPE and only that stream ends. */
 #include "net.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define READ_BUFFER_SIZE ((size_t)64 << 10)
+
+typedef union stream_io {
+    uv_handle_t handle;
+    uv_stream_t stream;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+} stream_io;
+
+struct pl_stream {
+    pl_resource res;
+    pl_host *host;
+    stream_io io;
+    uv_timer_t idle;
+    uv_connect_t connect_req;
+    uv_shutdown_t shutdown_req;
+    pl_stream_handler handler;
+    pl_connect_cb on_connect; /* while connecting */
+    void *connect_ud;
+    char name[PL_NET_NAME_MAX]; /* the peer, for connect errors */
+    char error[300];            /* why it ended; empty when clean */
+    size_t high_water, low_water;
+    uint64_t idle_ms, last_active;
+    int open_handles;   /* initialised handles whose close has not run */
+    int pending_writes; /* uv_write requests whose callback has not run */
+    unsigned is_unix : 1;
+    unsigned connecting : 1;
+    unsigned reading : 1;     /* uv_read_start is in effect */
+    unsigned user_paused : 1; /* pl_stream_pause_reading */
+    unsigned flow_paused : 1; /* pl_stream_pause_for_flow */
+    unsigned above_high : 1;  /* reported above high water, not drained */
+    unsigned eof_seen : 1;
+    unsigned eof_sent : 1;    /* write_eof asked */
+    unsigned closing : 1;     /* close asked: flushing, then closed */
+    unsigned closed : 1;      /* handles closing */
+    unsigned reported : 1;    /* the owner has heard of the end */
+    unsigned has_buffer : 1;  /* holds a reference to the read buffer */
+};
+
+struct pl_server {
+    pl_resource res;
+    pl_host *host;
+    stream_io io;
+    pl_server_handler handler;
+    char address[PL_NET_NAME_MAX];
+    uint64_t idle_ms;
+    int is_unix;
+    int closed;
+};
+
+typedef struct write_req {
+    uv_write_t req;
+    pl_stream *stream;
+    size_t len;
+    char data[];
+} write_req;
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 3, 4)))
+#endif
+static void set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* "connection refused (ECONNREFUSED)" */
+static const char *uv_reason(int rc, char *buf, size_t len) {
+    snprintf(buf, len, "%s (%s)", uv_strerror(rc), uv_err_name(rc));
+    return buf;
+}
+
+/* ---- process-wide setup ----------------------------------------------------- */
+
+static uv_once_t sigpipe_once = UV_ONCE_INIT;
+
+static void ignore_sigpipe(void) {
+    struct sigaction sa;
+    if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) return;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = SIG_IGN;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGPIPE, &sa, NULL);
+}
+
+/* One read buffer per thread, shared by its streams (see the head
+ * comment): allocated with the first stream, freed with the last. */
+static _Thread_local struct {
+    char *data;
+    int users;
+} read_buffer;
+
+static int read_buffer_take(void) {
+    if (!read_buffer.data && !(read_buffer.data = malloc(READ_BUFFER_SIZE)))
+        return -1;
+    read_buffer.users++;
+    return 0;
+}
+
+static void read_buffer_release(void) {
+    if (--read_buffer.users > 0) return;
+    free(read_buffer.data);
+    read_buffer.data = NULL;
+}
+
+/* ---- endpoints and names ---------------------------------------------------- */
+
+int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
+                   size_t errlen) {
+    memset(ep, 0, sizeof *ep);
+    if (port < 0 || port > 65535) {
+        set_err(err, errlen, "port %d is out of range (0 to 65535)", port);
+        return -1;
+    }
+    if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ep->sa) == 0) return 0;
+    if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ep->sa) == 0) return 0;
+    set_err(err, errlen, "'%s' is not an IP address", ip);
+    return -1;
+}
+
+int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
+                     size_t errlen) {
+    memset(ep, 0, sizeof *ep);
+    size_t len = strlen(path);
+    if (len == 0) {
+        set_err(err, errlen, "empty Unix socket path");
+        return -1;
+    }
+    if (len >= sizeof ep->path) {
+        set_err(err, errlen, "Unix socket path is too long (%zu bytes, at "
+                "most %zu): %.60s...", len, sizeof ep->path - 1, path);
+        return -1;
+    }
+    ep->is_unix = 1;
+    memcpy(ep->path, path, len + 1);
+    return 0;
+}
+
+static void name_of_sockaddr(const struct sockaddr *sa, char *out,
+                             size_t outlen) {
+    char ip[64] = "?";
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        uv_ip4_name(in, ip, sizeof ip);
+        snprintf(out, outlen, "%s:%d", ip, ntohs(in->sin_port));
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+        uv_ip6_name(in6, ip, sizeof ip);
+        snprintf(out, outlen, "[%s]:%d", ip, ntohs(in6->sin6_port));
+    } else if (sa->sa_family == AF_UNIX) {
+        const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+        snprintf(out, outlen, "unix:%.*s", (int)sizeof un->sun_path,
+                 un->sun_path);
+    } else {
+        snprintf(out, outlen, "(address family %d)", sa->sa_family);
+    }
+}
+
+void pl_endpoint_name(const pl_endpoint *ep, char *out, size_t outlen) {
+    if (ep->is_unix) snprintf(out, outlen, "unix:%s", ep->path);
+    else name_of_sockaddr((const struct sockaddr *)&ep->sa, out, outlen);
+}
+
+int pl_net_sockname(int fd, char *out, size_t outlen) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    memset(&ss, 0, sizeof ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
+    name_of_sockaddr((struct sockaddr *)&ss, out, outlen);
+    return 0;
+}
+
+/* ---- bound sockets ------------------------------------------------------------ */
+
+/* A socket file nobody listens on (connecting is refused), left by a
+ * process that died. A live listener, or a file that is not a socket, is
+ * left alone. */
+static int socket_file_is_stale(const char *path) {
+    struct stat st;
+    if (lstat(path, &st) != 0 || !S_ISSOCK(st.st_mode)) return 0;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    int stale = connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 &&
+                errno == ECONNREFUSED;
+    close(fd);
+    return stale;
+}
+
+static int bind_unix(int fd, const char *path) {
+    struct sockaddr_un sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sun_family = AF_UNIX;
+    memcpy(sa.sun_path, path, strlen(path) + 1);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) == 0) return 0;
+    if (errno != EADDRINUSE || !socket_file_is_stale(path) || unlink(path) != 0)
+        return -1;
+    return bind(fd, (struct sockaddr *)&sa, sizeof sa);
+}
+
+static int bind_ip(int fd, const pl_endpoint *ep) {
+    int on = 1, off = 0;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    socklen_t len = sizeof(struct sockaddr_in);
+    if (ep->sa.ss_family == AF_INET6) {
+        /* "::" takes IPv4 too, whatever the system's default */
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof off);
+        len = sizeof(struct sockaddr_in6);
+    }
+    return bind(fd, (const struct sockaddr *)&ep->sa, len);
+}
+
+int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
+                size_t namelen, char *err, size_t errlen) {
+    char wanted[PL_NET_NAME_MAX];
+    pl_endpoint_name(ep, wanted, sizeof wanted);
+    int family = ep->is_unix ? AF_UNIX : ep->sa.ss_family;
+    int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        set_err(err, errlen, "cannot bind %s: %s", wanted, strerror(errno));
+        return -1;
+    }
+    int rc = ep->is_unix ? bind_unix(fd, ep->path) : bind_ip(fd, ep);
+    const char *step = "bind";
+    if (rc == 0) {
+        step = "listen on";
+        rc = listen(fd, backlog > 0 ? backlog : SOMAXCONN);
+    }
+    if (rc != 0) {
+        int e = errno;
+        set_err(err, errlen, "cannot %s %s: %s (%s)", step, wanted,
+                strerror(e), uv_err_name(uv_translate_sys_error(e)));
+        if (ep->is_unix && strcmp(step, "listen on") == 0) unlink(ep->path);
+        close(fd);
+        return -1;
+    }
+    if (pl_net_sockname(fd, name, namelen) != 0 || ep->is_unix)
+        snprintf(name, namelen, "%s", wanted);
+    return fd;
+}
+
+void pl_net_unbind(int fd, const char *path) {
+    /* Unlinked first, so that a newer socket at that path is never the
+     * one removed once our descriptor is gone. */
+    if (path) unlink(path);
+    if (fd >= 0) close(fd);
+}
+
+/* ---- streams: lifetime ------------------------------------------------------ */
+
+static void stream_shutdown(pl_resource *res);
+static void stream_alloc(uv_handle_t *handle, size_t hint, uv_buf_t *buf);
+static void stream_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
+
+static pl_stream *stream_of_res(pl_resource *res) {
+    return (pl_stream *)((char *)res - offsetof(pl_stream, res));
+}
+
+/* A stream with its handles initialised, tracked by h. */
+static pl_stream *stream_new(pl_host *h, int is_unix) {
+    uv_once(&sigpipe_once, ignore_sigpipe);
+    pl_stream *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    if (read_buffer_take() != 0) {
+        free(s);
+        return NULL;
+    }
+    s->has_buffer = 1;
+    s->host = h;
+    s->is_unix = is_unix;
+    s->high_water = PL_NET_HIGH_WATER;
+    s->low_water = PL_NET_HIGH_WATER / 4;
+    int rc = is_unix ? uv_pipe_init(h->loop, &s->io.pipe, 0)
+                     : uv_tcp_init(h->loop, &s->io.tcp);
+    if (rc != 0) {
+        read_buffer_release();
+        free(s);
+        return NULL;
+    }
+    uv_timer_init(h->loop, &s->idle);
+    s->io.handle.data = s->idle.data = s;
+    s->open_handles = 2;
+    pl_host_track(h, &s->res, stream_shutdown);
+    return s;
+}
+
+static void stream_free(pl_stream *s) {
+    if (s->has_buffer) read_buffer_release();
+    free(s);
+}
+
+static void free_when_unused(pl_stream *s) {
+    if (s->open_handles == 0 && s->pending_writes == 0) stream_free(s);
+}
+
+/* Tells the owner, once: a connect that failed, or the end of a stream. */
+static void report_end(pl_stream *s) {
+    if (s->reported) return;
+    s->reported = 1;
+    pl_host_untrack(&s->res);
+    const char *err = s->error[0] ? s->error : NULL;
+    if (s->on_connect) {
+        pl_connect_cb cb = s->on_connect;
+        s->on_connect = NULL;
+        cb(NULL, err ? err : "cannot connect: closed", s->connect_ud);
+        return;
+    }
+    pl_stream_handler h = s->handler;
+    memset(&s->handler, 0, sizeof s->handler);
+    if (h.on_lost) h.on_lost(s, err, h.ud);
+}
+
+static void handle_closed(uv_handle_t *handle) {
+    pl_stream *s = handle->data;
+    if (--s->open_handles > 0) return;
+    report_end(s);
+    free_when_unused(s);
+}
+
+/* Starts closing the handles; `err` (or NULL) is what the owner will hear. */
+static void stream_finish(pl_stream *s, const char *err) {
+    if (s->closed) return;
+    s->closed = 1;
+    if (err && !s->error[0]) snprintf(s->error, sizeof s->error, "%s", err);
+    uv_close(&s->io.handle, handle_closed);
+    uv_close((uv_handle_t *)&s->idle, handle_closed);
+}
+
+static void stream_shutdown(pl_resource *res) {
+    pl_stream *s = stream_of_res(res);
+    if (s->on_connect && !s->error[0])
+        snprintf(s->error, sizeof s->error, "cannot connect to %s: shutting "
+                 "down", s->name);
+    stream_finish(s, "shutting down");
+    report_end(s);
+}
+
+void pl_stream_abort(pl_stream *s, const char *err) {
+    if (s) stream_finish(s, err);
+}
+
+#if defined(__GNUC__)
+__attribute__((format(printf, 2, 3)))
+#endif
+static void stream_fail(pl_stream *s, const char *fmt, ...) {
+    char reason[300];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    stream_finish(s, reason);
+}
+
+void pl_stream_close(pl_stream *s) {
+    if (!s || s->closed || s->closing) return;
+    s->closing = 1;
+    if (s->reading) {
+        uv_read_stop(&s->io.stream);
+        s->reading = 0;
+    }
+    if (s->pending_writes == 0) stream_finish(s, NULL);
+    /* else the last write callback finishes it */
+}
+
+int pl_stream_is_closing(const pl_stream *s) { return s->closing || s->closed; }
+
+/* ---- streams: reading --------------------------------------------------------- */
+
+static void touch(pl_stream *s) {
+    if (s->idle_ms) s->last_active = uv_now(s->host->loop);
+}
+
+/* Starts or stops reading to match the stream's state. */
+static void update_reading(pl_stream *s) {
+    int want = s->handler.on_data && !s->user_paused && !s->flow_paused &&
+               !s->eof_seen && !s->closing && !s->closed && !s->connecting;
+    if (want == (int)s->reading) return;
+    if (!want) {
+        uv_read_stop(&s->io.stream);
+        s->reading = 0;
+        return;
+    }
+    char why[120];
+    int rc = uv_read_start(&s->io.stream, stream_alloc, stream_read);
+    if (rc != 0) {
+        stream_fail(s, "cannot read: %s", uv_reason(rc, why, sizeof why));
+        return;
+    }
+    s->reading = 1;
+}
+
+static void stream_alloc(uv_handle_t *handle, size_t hint, uv_buf_t *buf) {
+    (void)handle, (void)hint;
+    buf->base = read_buffer.data;
+    buf->len = READ_BUFFER_SIZE;
+}
+
+static void eof_arrived(pl_stream *s) {
+    s->eof_seen = 1;
+    update_reading(s);
+    int stay = s->handler.on_eof ? s->handler.on_eof(s, s->handler.ud) : 0;
+    if (!stay) pl_stream_close(s);
+}
+
+static void stream_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf) {
+    pl_stream *s = stream->data;
+    if (s->closed || n == 0) return;
+    if (n > 0) {
+        touch(s);
+        if (s->handler.on_data)
+            s->handler.on_data(s, buf->base, (size_t)n, s->handler.ud);
+        return;
+    }
+    char why[120];
+    if (n == UV_EOF) eof_arrived(s);
+    else stream_fail(s, "read error: %s", uv_reason((int)n, why, sizeof why));
+}
+
+void pl_stream_set_handler(pl_stream *s, const pl_stream_handler *handler) {
+    if (!s || s->closed) return;
+    if (handler) s->handler = *handler;
+    else memset(&s->handler, 0, sizeof s->handler);
+    update_reading(s);
+}
+
+void pl_stream_pause_reading(pl_stream *s) {
+    s->user_paused = 1;
+    update_reading(s);
+}
+
+void pl_stream_resume_reading(pl_stream *s) {
+    s->user_paused = 0;
+    update_reading(s);
+}
+
+void pl_stream_pause_for_flow(pl_stream *s) {
+    if (!s->above_high) return; /* nothing to wait for */
+    s->flow_paused = 1;
+    update_reading(s);
+}
+
+/* ---- streams: writing ------------------------------------------------------------ */
+
+size_t pl_stream_write_queue(const pl_stream *s) {
+    if (s->closed) return 0;
+    return uv_stream_get_write_queue_size(&s->io.stream);
+}
+
+void pl_stream_set_write_limits(pl_stream *s, size_t high, size_t low) {
+    if (high == 0) high = PL_NET_HIGH_WATER;
+    if (low == 0 || low > high) low = high / 4;
+    s->high_water = high;
+    s->low_water = low;
+}
+
+void pl_stream_get_write_limits(const pl_stream *s, size_t *high, size_t *low) {
+    *high = s->high_water;
+    *low = s->low_water;
+}
+
+static void drained(pl_stream *s) {
+    s->above_high = 0;
+    if (s->flow_paused) {
+        s->flow_paused = 0;
+        update_reading(s);
+    }
+    if (s->handler.on_drain) s->handler.on_drain(s, s->handler.ud);
+}
+
+static void written(uv_write_t *req, int status) {
+    write_req *w = (write_req *)req;
+    pl_stream *s = w->stream;
+    free(w);
+    s->pending_writes--;
+    if (s->closed) {
+        free_when_unused(s);
+        return;
+    }
+    char why[120];
+    if (status < 0) {
+        stream_fail(s, "write error: %s", uv_reason(status, why, sizeof why));
+        return;
+    }
+    touch(s);
+    if (s->above_high && pl_stream_write_queue(s) <= s->low_water) drained(s);
+    if (s->closing && s->pending_writes == 0 && !s->closed)
+        stream_finish(s, NULL);
+}
+
+/* Copies what the socket did not take (bufs past `done` bytes) into one
+ * request and queues it. 0 or -1 (out of memory, or libuv refused). */
+static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
+                      size_t done, size_t total, char *err, size_t errlen) {
+    size_t len = total - done;
+    write_req *w = malloc(sizeof *w + len);
+    if (!w) {
+        set_err(err, errlen, "out of memory queueing %zu bytes", len);
+        stream_finish(s, err);
+        return -1;
+    }
+    w->stream = s;
+    w->len = len;
+    size_t at = 0;
+    for (unsigned i = 0; i < nbufs; i++) {
+        size_t skip = done < bufs[i].len ? done : bufs[i].len;
+        done -= skip;
+        memcpy(w->data + at, bufs[i].base + skip, bufs[i].len - skip);
+        at += bufs[i].len - skip;
+    }
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    int rc = uv_write(&w->req, &s->io.stream, &b, 1, written);
+    if (rc != 0) {
+        char why[120];
+        free(w);
+        set_err(err, errlen, "write error: %s", uv_reason(rc, why, sizeof why));
+        stream_finish(s, err);
+        return -1;
+    }
+    s->pending_writes++;
+    return 0;
+}
+
+int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
+                    char *err, size_t errlen) {
+    if (s->closed || s->closing || s->eof_sent) {
+        set_err(err, errlen, "the transport is closed");
+        return -1;
+    }
+    size_t total = 0;
+    for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
+    if (total == 0) return 0;
+    if (total > UINT32_MAX) {
+        set_err(err, errlen, "a write of %zu bytes is too large", total);
+        return -1;
+    }
+    size_t done = 0;
+    if (s->pending_writes == 0) {
+        int n = uv_try_write(&s->io.stream, bufs, nbufs);
+        if (n < 0 && n != UV_EAGAIN) {
+            char why[120];
+            set_err(err, errlen, "write error: %s", uv_reason(n, why, sizeof why));
+            stream_finish(s, err);
+            return -1;
+        }
+        if (n > 0) done = (size_t)n;
+    }
+    touch(s);
+    if (done < total && queue_rest(s, bufs, nbufs, done, total, err, errlen) != 0)
+        return -1;
+    if (!s->above_high && pl_stream_write_queue(s) > s->high_water) {
+        s->above_high = 1;
+        return 1;
+    }
+    return 0;
+}
+
+static void shut_down(uv_shutdown_t *req, int status) {
+    pl_stream *s = req->data;
+    s->pending_writes--;
+    if (s->closed) {
+        free_when_unused(s);
+        return;
+    }
+    char why[120];
+    if (status < 0 && status != UV_ENOTCONN)
+        stream_fail(s, "cannot shut the write side: %s",
+                    uv_reason(status, why, sizeof why));
+    else if (s->closing && s->pending_writes == 0)
+        stream_finish(s, NULL);
+}
+
+int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen) {
+    if (s->closed || s->closing) {
+        set_err(err, errlen, "the transport is closed");
+        return -1;
+    }
+    if (s->eof_sent) return 0;
+    s->shutdown_req.data = s;
+    int rc = uv_shutdown(&s->shutdown_req, &s->io.stream, shut_down);
+    if (rc != 0) {
+        char why[120];
+        set_err(err, errlen, "cannot shut the write side: %s",
+                uv_reason(rc, why, sizeof why));
+        return -1;
+    }
+    s->eof_sent = 1;
+    s->pending_writes++; /* the shutdown request counts as a write */
+    return 0;
+}
+
+/* ---- streams: idle timeout ----------------------------------------------------- */
+
+static void idle_check(uv_timer_t *timer) {
+    pl_stream *s = timer->data;
+    if (s->closed || !s->idle_ms) return;
+    uint64_t now = uv_now(s->host->loop), quiet = now - s->last_active;
+    if (quiet < s->idle_ms) {
+        uv_timer_start(timer, idle_check, s->idle_ms - quiet, 0);
+        return;
+    }
+    /* Nothing moved for the whole timeout: a queue still waiting is one
+     * the peer does not read, and is dropped. */
+    if (s->pending_writes > 0) {
+        stream_fail(s, "idle for %.3g s with %zu bytes unsent",
+                    s->idle_ms / 1000.0, pl_stream_write_queue(s));
+        return;
+    }
+    pl_stream_close(s);
+}
+
+void pl_stream_set_idle_timeout(pl_stream *s, double seconds) {
+    if (s->closed) return;
+    s->idle_ms = seconds > 0 ? (uint64_t)(seconds * 1000.0 + 0.5) : 0;
+    if (seconds > 0 && s->idle_ms == 0) s->idle_ms = 1;
+    if (!s->idle_ms) {
+        uv_timer_stop(&s->idle);
+        return;
+    }
+    s->last_active = uv_now(s->host->loop);
+    uv_timer_start(&s->idle, idle_check, s->idle_ms, 0);
+}
+
+/* ---- streams: names ---------------------------------------------------------- */
+
+int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen) {
+    if (s->closed) return -1;
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof ss);
+    if (s->is_unix) {
+        char path[PL_NET_PATH_MAX + 1];
+        size_t len = sizeof path;
+        int rc = peer ? uv_pipe_getpeername(&s->io.pipe, path, &len)
+                      : uv_pipe_getsockname(&s->io.pipe, path, &len);
+        if (rc != 0 && rc != UV_ENOBUFS) return -1;
+        if (rc != 0) len = 0;
+        snprintf(out, outlen, "unix:%.*s", (int)len, path);
+        return 0;
+    }
+    int len = sizeof ss;
+    int rc = peer ? uv_tcp_getpeername(&s->io.tcp, (struct sockaddr *)&ss, &len)
+                  : uv_tcp_getsockname(&s->io.tcp, (struct sockaddr *)&ss, &len);
+    if (rc != 0) return -1;
+    name_of_sockaddr((struct sockaddr *)&ss, out, outlen);
+    return 0;
+}
+
+/* ---- connecting ------------------------------------------------------------------ */
+
+static void connected(uv_connect_t *req, int status) {
+    pl_stream *s = req->data;
+    if (s->closed) return; /* reported when the handles are closed */
+    char why[120];
+    if (status < 0) {
+        snprintf(s->error, sizeof s->error, "cannot connect to %s: %s", s->name,
+                 uv_reason(status, why, sizeof why));
+        stream_finish(s, NULL);
+        return;
+    }
+    s->connecting = 0;
+    if (!s->is_unix) uv_tcp_nodelay(&s->io.tcp, 1);
+    pl_connect_cb cb = s->on_connect;
+    s->on_connect = NULL;
+    cb(s, NULL, s->connect_ud);
+}
+
+void pl_stream_connect(pl_host *h, const pl_endpoint *ep, pl_connect_cb cb,
+                       void *ud) {
+    char name[PL_NET_NAME_MAX];
+    pl_endpoint_name(ep, name, sizeof name);
+    pl_stream *s = stream_new(h, ep->is_unix);
+    if (!s) {
+        char err[PL_NET_NAME_MAX + 60];
+        snprintf(err, sizeof err, "cannot connect to %s: out of memory", name);
+        cb(NULL, err, ud);
+        return;
+    }
+    snprintf(s->name, sizeof s->name, "%s", name);
+    s->connecting = 1;
+    s->on_connect = cb;
+    s->connect_ud = ud;
+    s->connect_req.data = s;
+    if (ep->is_unix) {
+        uv_pipe_connect(&s->connect_req, &s->io.pipe, ep->path, connected);
+        return;
+    }
+    int rc = uv_tcp_connect(&s->connect_req, &s->io.tcp,
+                            (const struct sockaddr *)&ep->sa, connected);
+    if (rc != 0) {
+        /* reported from the loop, as every other outcome */
+        char why[120];
+        snprintf(s->error, sizeof s->error, "cannot connect to %s: %s", name,
+                 uv_reason(rc, why, sizeof why));
+        stream_finish(s, NULL);
+    }
+}
+
+/* ---- servers ---------------------------------------------------------------------- */
+
+static void server_freed(uv_handle_t *handle) { free(handle->data); }
+
+static void server_shutdown(pl_resource *res) {
+    pl_server_close((pl_server *)((char *)res - offsetof(pl_server, res)));
+}
+
+void pl_server_close(pl_server *srv) {
+    if (!srv || srv->closed) return;
+    srv->closed = 1;
+    pl_host_untrack(&srv->res);
+    uv_close(&srv->io.handle, server_freed);
+    pl_server_handler h = srv->handler;
+    memset(&srv->handler, 0, sizeof srv->handler);
+    if (h.on_close) h.on_close(srv, h.ud);
+}
+
+const char *pl_server_address(const pl_server *srv) { return srv->address; }
+
+void pl_server_set_idle_timeout(pl_server *srv, double seconds) {
+    srv->idle_ms = seconds > 0 ? (uint64_t)(seconds * 1000.0 + 0.5) : 0;
+}
+
+static void connection_arrived(uv_stream_t *server, int status) {
+    pl_server *srv = server->data;
+    char why[120];
+    if (srv->closed) return;
+    if (status < 0) {
+        pl_log(PL_LOG_WARNING, srv->host->name, "%s: cannot accept: %s",
+               srv->address, uv_reason(status, why, sizeof why));
+        return;
+    }
+    pl_stream *s = stream_new(srv->host, srv->is_unix);
+    if (!s) {
+        /* Not accepted, libuv stops watching the socket until memory comes
+         * back for the next one: nothing better can be done. */
+        pl_log(PL_LOG_ERROR, srv->host->name, "%s: out of memory accepting a "
+               "connection", srv->address);
+        return;
+    }
+    int rc = uv_accept(server, &s->io.stream);
+    if (rc != 0) {
+        pl_log(PL_LOG_WARNING, srv->host->name, "%s: cannot accept: %s",
+               srv->address, uv_reason(rc, why, sizeof why));
+        stream_finish(s, NULL);
+        report_end(s);
+        return;
+    }
+    if (!srv->is_unix) uv_tcp_nodelay(&s->io.tcp, 1);
+    if (srv->idle_ms) pl_stream_set_idle_timeout(s, srv->idle_ms / 1000.0);
+    srv->handler.on_accept(srv, s, srv->handler.ud);
+}
+
+/* Whether fd is a listening stream socket, and of which family. */
+static int check_listening(int fd, int *family, char *err, size_t errlen) {
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof ss;
+    int type = 0, listening = 0;
+    socklen_t optlen = sizeof type;
+    memset(&ss, 0, sizeof ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) != 0) {
+        set_err(err, errlen, "descriptor %d is not a socket", fd);
+        return -1;
+    }
+    optlen = sizeof listening;
+    if (type != SOCK_STREAM ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 ||
+        !listening) {
+        set_err(err, errlen, "descriptor %d is not a listening stream socket", fd);
+        return -1;
+    }
+    *family = ss.ss_family;
+    return 0;
+}
+
+pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
+                          const pl_server_handler *handler, char *err,
+                          size_t errlen) {
+    int family;
+    if (check_listening(fd, &family, err, errlen) != 0) return NULL;
+    if (family != AF_UNIX && family != AF_INET && family != AF_INET6) {
+        set_err(err, errlen, "descriptor %d: unknown address family %d", fd, family);
+        return NULL;
+    }
+    pl_server *srv = calloc(1, sizeof *srv);
+    int mine = srv ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
+    if (mine < 0) {
+        set_err(err, errlen, "cannot serve descriptor %d: %s", fd,
+                srv ? strerror(errno) : "out of memory");
+        free(srv);
+        return NULL;
+    }
+    srv->host = h;
+    srv->handler = *handler;
+    srv->is_unix = family == AF_UNIX;
+    if (pl_net_sockname(mine, srv->address, sizeof srv->address) != 0)
+        snprintf(srv->address, sizeof srv->address, "descriptor %d", fd);
+    int rc = srv->is_unix ? uv_pipe_init(h->loop, &srv->io.pipe, 0)
+                          : uv_tcp_init(h->loop, &srv->io.tcp);
+    if (rc != 0) {
+        set_err(err, errlen, "cannot serve %s: %s", srv->address, uv_strerror(rc));
+        close(mine);
+        free(srv);
+        return NULL;
+    }
+    srv->io.handle.data = srv;
+    rc = srv->is_unix ? uv_pipe_open(&srv->io.pipe, mine)
+                      : uv_tcp_open(&srv->io.tcp, mine);
+    int taken = rc == 0; /* from here the handle closes `mine` */
+    if (rc == 0)
+        rc = uv_listen(&srv->io.stream, backlog > 0 ? backlog : SOMAXCONN,
+                       connection_arrived);
+    if (rc != 0) {
+        char why[120];
+        set_err(err, errlen, "cannot serve %s: %s", srv->address,
+                uv_reason(rc, why, sizeof why));
+        if (!taken) close(mine);
+        uv_close(&srv->io.handle, server_freed);
+        return NULL;
+    }
+    if (own) close(fd); /* taken over: the server has its own copy */
+    pl_host_track(h, &srv->res, server_shutdown);
+    return srv;
+}

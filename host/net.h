@@ -1,6 +1,154 @@
-/* net.h: TCP and Unix stream sockets for Lua code (API.md §2 Networking). */
+/* net.h: TCP and Unix stream sockets for Lua code (API.md §2 Networking).
+ *
+ * Three pieces, in the order a server meets them:
+ *   - a bound socket: pl_net_bind makes a listening descriptor (socket,
+ *     bind, listen), nothing more. It is a plain fd so that it can be shared:
+ *     a SocketServer's monitor binds once, thread workers accept on dup()s of
+ *     it, process workers inherit it at spawn (spawn.c);
+ *   - a server: pl_server_open watches a listening fd on a host's loop and
+ *     hands every accepted connection to its owner as a pl_stream;
+ *   - a stream: one connection (accepted, or made by pl_stream_connect),
+ *     with the transport rules of asyncio: writes queue and are never
+ *     dropped; past a high-water mark the writer is told to pause and, once
+ *     the queue drains below a low-water mark, to resume; close() flushes
+ *     what is queued first; the owner hears of the end exactly once.
+ *
+ * Nothing here knows Lua: lnet.c gives these objects their Lua faces
+ * (pulsar.core.net_*), and lua/pulsar/net.lua builds servers, protocols and
+ * streams on top. Everything runs on the thread of the host's loop. */
 #ifndef PULSAR_NET_H
 #define PULSAR_NET_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
 #include <lua.h>
+#include <uv.h>
+
+#include "host.h"
+
+#define PL_NET_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
+/* "[v6 address]:port" or "unix:PATH" */
+#define PL_NET_NAME_MAX (PL_NET_PATH_MAX + 8)
+#define PL_NET_HIGH_WATER ((size_t)64 << 10)
+
+/* Where to bind or connect: an IP address and port, or a Unix socket path. */
+typedef struct pl_endpoint {
+    int is_unix;
+    struct sockaddr_storage sa; /* !is_unix: an AF_INET or AF_INET6 address */
+    char path[PL_NET_PATH_MAX]; /* is_unix */
+} pl_endpoint;
+
+/* Fills ep from an IP literal ("127.0.0.1", "::1") and a port, or a path.
+ * 0, or -1 with a message naming what is wrong. */
+int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
+                   size_t errlen);
+int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
+                     size_t errlen);
+/* "127.0.0.1:8060", "[::1]:8060" or "unix:PATH" */
+void pl_endpoint_name(const pl_endpoint *ep, char *out, size_t outlen);
+
+/* ---- bound sockets ------------------------------------------------------ */
+
+/* A new listening socket (non-blocking, close-on-exec) bound to ep, with
+ * SO_REUSEADDR for TCP and dual stack for "::"; a Unix socket file left by
+ * a dead process is replaced. The fd, or -1 with err. `name` receives the
+ * bound address (with the real port when ep's was 0). */
+int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
+                size_t namelen, char *err, size_t errlen);
+/* Closes a socket made by pl_net_bind; unlinks `path` when not NULL. */
+void pl_net_unbind(int fd, const char *path);
+/* The address a socket is bound to ("HOST:PORT" or "unix:PATH"); 0 or -1. */
+int pl_net_sockname(int fd, char *out, size_t outlen);
+
+/* ---- servers -------------------------------------------------------------- */
+
+typedef struct pl_server pl_server;
+typedef struct pl_stream pl_stream;
+
+typedef struct pl_server_handler {
+    /* A new connection: the callee owns the stream from here on (it must
+     * set a handler, or close it). */
+    void (*on_accept)(pl_server *srv, pl_stream *s, void *ud);
+    /* Once, when the server closes (pl_server_close or host shutdown);
+     * the server is freed afterwards. */
+    void (*on_close)(pl_server *srv, void *ud);
+    void *ud;
+} pl_server_handler;
+
+/* Accepts on a dup() of the listening socket `fd`; with `own`, fd itself
+ * is closed once the server has its copy (an inherited descriptor), else it
+ * stays the caller's. Streams it accepts get TCP_NODELAY and the server's
+ * idle timeout. NULL with err (fd untouched) if fd is not a listening
+ * stream socket or cannot be watched. */
+pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
+                          const pl_server_handler *handler, char *err,
+                          size_t errlen);
+/* Stops accepting; streams it accepted go on. */
+void pl_server_close(pl_server *srv);
+const char *pl_server_address(const pl_server *srv);
+/* Seconds of silence after which an accepted stream is closed (0: never). */
+void pl_server_set_idle_timeout(pl_server *srv, double seconds);
+
+/* ---- streams ------------------------------------------------------------- */
+
+typedef struct pl_stream_handler {
+    /* Bytes read; valid only during the call. */
+    void (*on_data)(pl_stream *s, const char *data, size_t len, void *ud);
+    /* The peer shut its side: return non-zero to stay half-open (the owner
+     * closes later), zero to close the stream (flushing what is queued). */
+    int (*on_eof)(pl_stream *s, void *ud);
+    /* The write queue went back below the low-water mark after
+     * pl_stream_write reported it above the high one. */
+    void (*on_drain)(pl_stream *s, void *ud);
+    /* Once, from the loop (synchronously at host shutdown), when the stream
+     * has closed: err is NULL after a clean close, else what went wrong.
+     * The stream is freed afterwards. */
+    void (*on_lost)(pl_stream *s, const char *err, void *ud);
+    void *ud;
+} pl_stream_handler;
+
+/* on_connect runs once, from the loop: with the stream (owned by the
+ * callee, as on_accept's), or with NULL and an error naming the address. */
+typedef void (*pl_connect_cb)(pl_stream *s, const char *err, void *ud);
+void pl_stream_connect(pl_host *h, const pl_endpoint *ep, pl_connect_cb cb,
+                       void *ud);
+
+/* Sets the handler; the stream reads (unless paused) while it has on_data. */
+void pl_stream_set_handler(pl_stream *s, const pl_stream_handler *handler);
+
+/* Writes the buffers in order: what the socket does not take at once is
+ * copied and queued. 0; 1 when this write took the queue above the
+ * high-water mark (the caller pauses its producer, or calls
+ * pl_stream_pause_for_flow); -1 with err if the stream is closing or the
+ * write failed (the stream is then closed with that error). */
+int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
+                    char *err, size_t errlen);
+/* Shuts the write side once the queue is written (half-close). 0 or -1. */
+int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen);
+/* Stops reading, writes what is queued, then closes; on_lost(NULL). */
+void pl_stream_close(pl_stream *s);
+/* Closes now, dropping what is queued; on_lost(err). */
+void pl_stream_abort(pl_stream *s, const char *err);
+
+void pl_stream_pause_reading(pl_stream *s);
+void pl_stream_resume_reading(pl_stream *s);
+/* Reading stops until the write queue drains below the low-water mark
+ * (for producers that only answer what they read). */
+void pl_stream_pause_for_flow(pl_stream *s);
+
+size_t pl_stream_write_queue(const pl_stream *s);
+/* high 0 means the default (64 KiB); low defaults to high / 4. */
+void pl_stream_set_write_limits(pl_stream *s, size_t high, size_t low);
+void pl_stream_get_write_limits(const pl_stream *s, size_t *high,
+                                size_t *low);
+void pl_stream_set_idle_timeout(pl_stream *s, double seconds);
+int pl_stream_is_closing(const pl_stream *s);
+/* The local (peer = 0) or remote (peer = 1) address; 0 or -1. */
+int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen);
+
+/* Lua face (lnet.c): adds net_* functions to pulsar.core. */
 void pl_lnet_register(lua_State *L);
+
 #endif

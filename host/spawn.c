@@ -143,11 +143,40 @@ static void process_shutdown(pl_resource *res) {
     uv_close((uv_handle_t *)&p->handle, process_closed);
 }
 
-/* core.spawn_process(aid, address, on_exit) -> Process */
+/* Descriptors a process actor inherits beyond stdio (listening sockets of a
+ * SocketServer): the child finds them at 3, 4, ... in the order given. */
+#define MAX_INHERITED_FDS 16
+
+/* Reads the optional list of descriptors at arg into stdio[3...]; returns
+ * how many stdio entries there are in all. */
+static int inherited_fds(lua_State *L, int arg, uv_stdio_container_t *stdio) {
+    if (lua_isnoneornil(L, arg)) return 3;
+    luaL_checktype(L, arg, LUA_TTABLE);
+    lua_Integer n = luaL_len(L, arg);
+    luaL_argcheck(L, n <= MAX_INHERITED_FDS, arg, "too many descriptors to inherit");
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_geti(L, arg, i);
+        lua_Integer fd = lua_tointeger(L, -1);
+        luaL_argcheck(L, lua_isinteger(L, -1) && fd >= 0 && fd < 1 << 30, arg,
+                      "descriptors must be whole numbers from 0");
+        lua_pop(L, 1);
+        stdio[2 + i].flags = UV_INHERIT_FD;
+        stdio[2 + i].data.fd = (int)fd;
+    }
+    return 3 + (int)n;
+}
+
+/* core.spawn_process(aid, address, on_exit [, fds]) -> Process */
 static int core_spawn_process(lua_State *L) {
     const char *aid = luaL_checkstring(L, 1);
     const char *address = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    uv_stdio_container_t stdio[3 + MAX_INHERITED_FDS] = {
+        {.flags = UV_IGNORE},
+        {.flags = UV_INHERIT_FD, .data.fd = 1},
+        {.flags = UV_INHERIT_FD, .data.fd = 2},
+    };
+    int nstdio = inherited_fds(L, 4, stdio);
     char exe[4096];
     size_t n = sizeof exe;
     if (uv_exepath(exe, &n) != 0) return luaL_error(L, "cannot find this executable");
@@ -155,14 +184,9 @@ static int core_spawn_process(lua_State *L) {
     process *p = calloc(1, sizeof *p);
     if (!p) return luaL_error(L, "out of memory spawning a process");
     char *args[] = {exe, "--pulsar-actor", (char *)address, (char *)aid, NULL};
-    uv_stdio_container_t stdio[3] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = 1},
-        {.flags = UV_INHERIT_FD, .data.fd = 2},
-    };
     uv_process_options_t opts = {
         .exit_cb = process_exited, .file = exe, .args = args,
-        .stdio_count = 3, .stdio = stdio,
+        .stdio_count = nstdio, .stdio = stdio,
     };
     p->handle.data = p;
     int rc = uv_spawn(pl_host_of(L)->loop, &p->handle, &opts);

@@ -16,8 +16,9 @@
 int pl_process_actor_main(const char *address, const char *aid);
 
 /* Adds spawn_process and spawn_thread to the table on top of L's stack:
- *   core.spawn_process(aid, address, on_exit(status, signal)) -> Process
- *       (.pid, :kill(signal))
+ *   core.spawn_process(aid, address, on_exit(status, signal) [, fds])
+ *       -> Process (.pid, :kill(signal)); the child inherits the
+ *       descriptors listed in fds at 3, 4, ... (listening sockets)
  *   core.spawn_thread(aid, on_exit(status)) -> conn, Thread
  *       (:interrupt() -> true | false: for an actor stuck in Lua code that
  *        must stop. Unless that code returns to the actor's loop first, it

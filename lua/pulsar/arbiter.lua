@@ -266,8 +266,15 @@ function M.spawn(params, manager, as_monitor)
     rec.monitor = monitor
     attach(link, rec)
   elseif kind == "process" then
+    -- `fds` (listening sockets of this process, from a SocketServer's
+    -- monitor) are inherited at 3, 4, ...: the child's actor.fds says so.
+    local fds = spec.fields.fds
+    if fds then
+      spec.fields.fds = {}
+      for i = 1, #fds do spec.fields.fds[i] = 2 + i end
+    end
     rec.process = core.spawn_process(rec.aid, arbiter.address,
-                                     function(status, signal) actor_ended(rec, status, signal) end)
+                                     function(status, signal) actor_ended(rec, status, signal) end, fds)
     rec.pid = rec.process.pid
   else
     local link, thread = core.spawn_thread(rec.aid, function(status) actor_ended(rec, status) end)
@@ -414,6 +421,9 @@ local function install_commands()
   end)
   mailbox.command("spawn", function(request, params)
     local caller = records[request.caller]
+    if type(params) == "table" and params.fds ~= nil and (not caller or caller.kind == "process") then
+      error("spawn: fds name descriptors of the arbiter's process: only its monitors and threads may pass them", 0)
+    end
     local manager = caller and caller.kind == "monitor" and caller.aid or nil
     return M.spawn(params, manager):wait()
   end)

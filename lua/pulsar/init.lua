@@ -41,6 +41,10 @@ end
 -- used: only the arbiter needs it, and every new VM would compile it.
 function pulsar.Application(params) return require("pulsar.application")(params) end
 
+--- Networking (lua/pulsar/net.lua), loaded when first used.
+function pulsar.create_server(params) return require("pulsar.net").create_server(params) end
+function pulsar.open_connection(...) return require("pulsar.net").open_connection(...) end
+
 --- The Actor of the current VM.
 pulsar.get_actor = actor.current
 
@@ -50,5 +54,13 @@ function pulsar.arbiter()
   if a and a.kind == "arbiter" then return a end
   return nil
 end
+
+--- pulsar.apps (lua/pulsar/apps/), the batteries, loaded when first used.
+setmetatable(pulsar, {__index = function(t, key)
+  if key ~= "apps" then return nil end
+  local apps = require "pulsar.apps"
+  rawset(t, "apps", apps)
+  return apps
+end})
 
 return pulsar

@@ -6,7 +6,9 @@
 -- one ends (`pulsar:worker_ended`), so a dead worker is replaced at once, not
 -- at the next tick. At each tick the monitor runs monitor_task, stops the
 -- workers that stopped answering, and tops the pool up. Restarts count
--- against a budget; past it the application stops.
+-- against a budget; past it the application stops. A worker that says it is
+-- retiring (`pulsar:retiring`, as a SocketServer worker past max_requests
+-- does) leaves the pool and is replaced at once, outside the budget.
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local log = require "pulsar.log"
@@ -35,7 +37,10 @@ end
 local function spawn_worker(monitor)
   local ok, proxy = pcall(function() return pulsar.spawn(worker_params(monitor)):wait(60) end)
   if ok then
-    monitor.pool[proxy.aid] = {proxy = proxy, notified = core.now()}
+    -- it may have retired before its spawn resolved here
+    if not monitor.retiring[proxy.aid] then
+      monitor.pool[proxy.aid] = {proxy = proxy, notified = core.now()}
+    end
     return true
   end
   log.error("application '%s': a worker failed to start: %s", app_of(monitor).name, tostring(proxy))
@@ -86,6 +91,7 @@ local function fill_pool(monitor, restarting)
 end
 
 local function worker_ended(monitor, aid, how)
+  monitor.retiring[aid] = nil
   if not monitor.pool[aid] then return end
   monitor.pool[aid] = nil
   if monitor.state ~= "running" then return end
@@ -108,10 +114,12 @@ end
 
 local function stop_workers(monitor)
   local waits = {}
-  for aid in pairs(monitor.pool) do
-    waits[#waits + 1] = pulsar.send("arbiter", "kill_actor", aid)
+  for _, set in ipairs {monitor.pool, monitor.retiring} do
+    for aid in pairs(set) do
+      waits[#waits + 1] = pulsar.send("arbiter", "kill_actor", aid)
+    end
   end
-  monitor.pool = {}
+  monitor.pool, monitor.retiring = {}, {}
   if #waits > 0 then
     local all = pulsar.gather(table.unpack(waits))
     pcall(all.wait, all, (monitor.cfg.exit_timeout or 3) + 15)
@@ -128,10 +136,20 @@ end
 
 function M.start(monitor)
   local app = app_of(monitor)
-  monitor.pool, monitor.restarts = {}, {}
+  monitor.pool, monitor.restarts, monitor.retiring = {}, {}, {}
   monitor.extra.application = app.name
   pulsar.command("pulsar:worker_ended", function(request, aid, how)
     worker_ended(request.actor, aid, how)
+  end, {ack = false})
+  -- A worker that retires on its own (a SocketServer's max_requests) is
+  -- replaced at once, outside the restart budget, while it finishes.
+  pulsar.command("pulsar:retiring", function(request)
+    local aid = request.caller
+    local w = monitor.pool[aid]
+    monitor.retiring[aid] = w or true -- not yet pooled: spawn_worker skips it
+    if not w then return end
+    monitor.pool[aid] = nil
+    if monitor.state == "running" then future.async(fill_pool, monitor, false) end
   end, {ack = false})
   monitor._on_notify = function(aid, info)
     local w = monitor.pool[aid]
