@@ -607,6 +607,9 @@ function Protocol:eof_received()
   return true
 end
 
+--- The requests read on this connection and not answered yet.
+function Protocol:pending() return self:_in_flight() + self:_queued() end
+
 --- True while a request is being received or answered on this connection.
 function Protocol:busy()
   return not self.closed and not self.lost and
