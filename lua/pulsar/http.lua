@@ -526,7 +526,7 @@ function Protocol:_answer(slot, task)
   end
   slot.close = not keep_alive
   slot.data = data
-  self:_next()
+  if self.qfirst > self.qlast then self:_flush() else self:_next() end
 end
 
 function Protocol:_dispatch(raw)
@@ -586,6 +586,10 @@ function Protocol:data_received(data)
   if self.closing or self.draining or self.closed or self.lost then return end
   local requests, status, reason = self.parser:feed(data, self.requests)
   local n = #requests
+  if n == 1 and not status and self.last == 0 and self.qlast == 0 and
+     not (requests.continue or requests.partial or self.timer or self.write_paused) then
+    return self:_dispatch(requests[1]) -- the common case: one whole request, nothing before it
+  end
   for i = 1, n do self:_enqueue(requests[i]) end
   if requests.continue then self:_enqueue({data = CONTINUE}) end
   if status then
