@@ -450,7 +450,7 @@ end
 
 -- Dispatches the queue, in order, while there is room in the pipeline
 -- and the writes keep up, writing each answer as soon as it may go. Not
--- re-entered: a handler done at once comes back here through _answer.
+-- re-entered: _answer, reached from a handler done at once, only writes.
 function Protocol:_next()
   if self.dispatching then return end
   self.dispatching = true
