@@ -333,8 +333,9 @@ describe("HttpServer", function()
   it("stops reading from a client that never reads its responses; memory stays bounded", function()
     local hog = connect(server)
     local before = info(server)
-    -- 400 requests for 100 kB each: 40 MB if the server answered them all
-    hog:write(string.rep("GET /big?n=100000 HTTP/1.1\r\nHost: hog\r\n\r\n", 400))
+    -- 1000 requests for 100 kB each: 100 MB if the server answered them all
+    -- (the system's socket buffers take a few MB of it)
+    hog:write(string.rep("GET /big?n=100000 HTTP/1.1\r\nHost: hog\r\n\r\n", 1000))
     local settled, last
     assert.is_true(wait_until(function()
       local now = info(server)
@@ -344,7 +345,7 @@ describe("HttpServer", function()
       return settled
     end))
     local served = last.requests - before.requests
-    assert.is_true(served < 200, ("the server answered %d of 400 unread requests"):format(served))
+    assert.is_true(served < 500, ("the server answered %d of 1000 unread requests"):format(served))
     -- it wrote until the system's buffers were full, then kept a bounded queue
     assert.is_true(last.write_queue_max > 0, "nothing waits to be written to the client")
     assert.is_true(last.write_queue_max <= 64 * 1024 + 200 * 1000,
