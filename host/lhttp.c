@@ -2,8 +2,11 @@
  *
  *   core.http_parser{max_header=, max_headers=, max_body=} -> parser
  *       (every limit optional: 64 KiB, 100 fields, 16 MiB)
- *   parser:feed(data) -> requests, status, reason
- *       requests: the requests data completed, oldest first (maybe none);
+ *   parser:feed(data [, into]) -> requests, status, reason
+ *       requests: the requests data completed, oldest first (maybe none):
+ *       a new list, or `into` refilled (a server's own list, reused for
+ *       every read; it then also says continue = take_continue() and
+ *       partial = in_request(), which saves two calls per read);
  *       status, reason: once the input is bad, the status to answer (400,
  *       413, 414, 431, 505; 500 without memory) and why; every later call
  *       gives them again. Bytes after a request that ends the connection
@@ -70,16 +73,29 @@ static void add_header(lua_State *L, const pl_http_request *r,
     lua_rawset(L, -3);
 }
 
+/* "HTTP/1.1" without snprintf for the versions there are (the parser
+ * refuses any other major version). */
+static void push_version(lua_State *L, const pl_http_request *r) {
+    if (r->version_major == 1 && r->version_minor == 1) {
+        lua_pushliteral(L, "HTTP/1.1");
+    } else if (r->version_major == 1 && r->version_minor == 0) {
+        lua_pushliteral(L, "HTTP/1.0");
+    } else {
+        char version[32];
+        snprintf(version, sizeof version, "HTTP/%d.%d", r->version_major,
+                 r->version_minor);
+        lua_pushstring(L, version);
+    }
+}
+
 static void push_request(lua_State *L, const pl_http_request *r) {
-    char version[32];
     lua_createtable(L, 0, 11);
     lua_pushstring(L, r->method);
     lua_setfield(L, -2, "method");
     set_lstring(L, "target", pl_http_text(r, 0), r->target_len);
     set_lstring(L, "path", pl_http_text(r, 0), r->path_len);
     if (r->has_query) set_lstring(L, "query_string", pl_http_text(r, r->query), r->query_len);
-    snprintf(version, sizeof version, "HTTP/%d.%d", r->version_major, r->version_minor);
-    lua_pushstring(L, version);
+    push_version(L, r);
     lua_setfield(L, -2, "version");
     lua_createtable(L, 0, (int)r->nheaders);
     for (size_t i = 0; i < r->nheaders; i++) add_header(L, r, &r->headers[i]);
@@ -124,14 +140,28 @@ static int parser_feed(lua_State *L) {
     lparser *u = check_parser(L);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
+    int into = !lua_isnoneornil(L, 3);
+    if (into) luaL_checktype(L, 3, LUA_TTABLE);
     int rc = pl_http_feed(u->p, data, len);
-    lua_newtable(L);
-    for (int n = 1; (u->holding = pl_http_next(u->p)) != NULL; n++) {
+    if (into) lua_settop(L, 3);
+    else lua_createtable(L, 1, 0);
+    int n = 1;
+    for (; (u->holding = pl_http_next(u->p)) != NULL; n++) {
         /* a memory error here leaves u->holding for __gc to free */
         push_request(L, u->holding);
         lua_rawseti(L, -2, n);
         pl_http_request_free(u->holding);
         u->holding = NULL;
+    }
+    if (into) {
+        for (; lua_rawgeti(L, -1, n) != LUA_TNIL; n++) { /* the last read's */
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_rawseti(L, -2, n);
+        }
+        lua_pop(L, 1);
+        set_boolean(L, "continue", pl_http_take_continue(u->p));
+        set_boolean(L, "partial", pl_http_in_request(u->p));
     }
     if (rc == 0) return 1;
     const char *reason;

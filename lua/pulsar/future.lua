@@ -238,32 +238,109 @@ end
 ---------------------------------------------------------------------------
 -- Tasks
 
--- Resumes the task's coroutine; settles its future when the coroutine ends.
+-- Coroutines are reused: a task's coroutine runs `pooled`, which takes
+-- each function to run from the resume that starts it, calls it, leaves its
+-- first result in `finished_value` and yields FINISHED instead of ending,
+-- waiting for the next one. Making and collecting a coroutine costs more
+-- than the rest of a short task, and an HTTP server runs one per request.
+-- An idle coroutine holds nothing of the tasks it ran (the function, its
+-- arguments and its result live only in `call`'s frame, or until the
+-- resumer takes them), and waits in the pool with the task record it will
+-- run as (tasks[co]). A coroutine whose function raised is dead, and one
+-- whose task was cancelled stays where it was: neither comes back.
+local FINISHED = setmetatable({}, {__name = "pulsar.finished"})
+local POOL_MAX = 32
+local pool, pooled_count = {}, 0
+local finished_value -- the result of the task that just yielded FINISHED
+
+local function call(fn, ...) finished_value = fn(...) end
+
+local function pooled()
+  while true do call(coroutine.yield(FINISHED)) end
+end
+
+local function new_record(co)
+  local task = setmetatable({_state = PENDING, _co = co}, Future)
+  tasks[co] = task
+  return task
+end
+
+-- An idle coroutine and its task record, new ones if none is idle.
+local function take()
+  if pooled_count == 0 then
+    local co = coroutine.create(pooled)
+    coroutine.resume(co) -- to its first yield, where tasks come in
+    return co, new_record(co)
+  end
+  local co = pool[pooled_count]
+  pool[pooled_count], pooled_count = nil, pooled_count - 1
+  return co, tasks[co]
+end
+
+-- Back to the pool; `fresh` says its record was never seen outside, and
+-- is still as new: it serves again, else the coroutine gets a new one.
+local function give_back(co, fresh)
+  if pooled_count >= POOL_MAX then
+    tasks[co] = nil
+    return
+  end
+  if not fresh then new_record(co) end
+  pooled_count = pooled_count + 1
+  pool[pooled_count] = co
+end
+
+-- The result a coroutine left as it yielded FINISHED, taken.
+local function take_result()
+  local value = finished_value
+  finished_value = nil
+  return value
+end
+
+-- What a resume of the task's coroutine came to: settled when its
+-- function ended, queued again after a bare coroutine.yield().
+local function resumed(task, co, ok, res)
+  if ok and res == FINISHED then
+    task._co = nil
+    give_back(co, false)
+    task:_settle(DONE, take_result())
+  elseif not ok then
+    task._co = nil
+    task:_settle(FAILED, res, debug.traceback(co, tostring(res)))
+  elseif res ~= WAIT then
+    schedule(task) -- give the loop a turn
+  end
+end
+
+-- Resumes the task's coroutine (the host records the running coroutine).
 function step(task, ...)
   local co = task._co
   if not co then return end -- cancelled
-  local ok, res = core.resume(co, ...) -- the host records the running coroutine
-  if coroutine.status(co) == "dead" then
-    task._co = nil
-    if ok then
-      task:_settle(DONE, res)
-    else
-      task:_settle(FAILED, res, debug.traceback(co, tostring(res)))
-    end
-  elseif res ~= WAIT then
-    schedule(task) -- a bare coroutine.yield(): give the loop a turn
-  end
+  resumed(task, co, core.resume(co, ...))
 end
 
 --- Runs fn(...) in a new task, at once, until its first wait; returns the
 -- task's Future.
 function M.async(fn, ...)
   if type(fn) ~= "function" then error("pulsar.async needs a function", 2) end
-  local co = coroutine.create(fn)
-  local task = setmetatable({_state = PENDING, _co = co}, Future)
-  tasks[co] = task
-  step(task, ...)
+  local co, task = take()
+  task._seen = true
+  resumed(task, co, core.resume(co, fn, ...))
   return task
+end
+
+--- async for the many short tasks of a server: returns true and fn's
+-- first result when fn(...) ran to its end without waiting (no Future is
+-- made), else false and the task's Future (failed, if fn raised).
+function M.run(fn, ...)
+  local co, task = take()
+  local ok, res = core.resume(co, fn, ...)
+  if ok and res == FINISHED and not task._seen then
+    give_back(co, true)
+    return true, take_result()
+  end
+  task._seen = true
+  resumed(task, co, ok, res)
+  return false, task
 end
 
 --- Suspends the running task for good (it is never resumed): for code
@@ -273,7 +350,11 @@ function M.park()
 end
 
 --- The task running now, or nil outside pulsar's coroutines.
-function M.current_task() return tasks[coroutine.running()] end
+function M.current_task()
+  local task = tasks[coroutine.running()]
+  if task then task._seen = true end -- not to be reused by run()
+  return task
+end
 
 ---------------------------------------------------------------------------
 -- Timing

@@ -18,10 +18,25 @@
 -- 500 and logs the traceback; the connection and the worker go on.
 --
 -- Per connection, memory is bounded: the parser's limits bound each request,
--- at most `pipeline` requests are in flight (reading pauses beyond), and
--- reading pauses while the transport's write buffer is above its high-water
--- mark (pause_writing), so a client that never reads its responses stops
--- being read instead of growing the buffer.
+-- at most `pipeline` requests are in flight (the others read wait, and
+-- reading pauses), and nothing is written nor dispatched while the
+-- transport's write buffer is above its high-water mark (pause_writing),
+-- so a client that never reads its responses stops being read instead of
+-- growing the buffer (see "The protocol" below).
+--
+-- Cost: a request is a task (future.run: a pooled coroutine, and no
+-- Future unless the handler waits); the common response (no headers from
+-- the handler) is one concatenation of cached pieces.
+--
+-- How a connection ends. The server closes it after a response that says
+-- Connection: close (bad input, the client's wish, a graceful stop). It
+-- does so as a lingering close: our side is shut (the peer reads what was
+-- sent, then EOF) and what the peer still sends is read and dropped until
+-- its EOF or `linger` seconds, for closing a socket with unread input
+-- would reset the connection and could destroy the response before the
+-- peer reads it (a 413 while the body is still coming, a 414 in the middle
+-- of a megabyte). The transport's idle timeout (the server's keep_alive)
+-- counts only between requests: it is lifted while a handler runs.
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local log = require "pulsar.log"
@@ -123,7 +138,8 @@ end
 -- percent-decoded ('+' stays), `query` a table (parse_query); `target` and
 -- `query_string` keep the bytes as sent.
 function M.request(raw)
-  raw.path = M.unescape(raw.path)
+  local path = raw.path
+  if path:find("%", 1, true) then raw.path = M.unescape(path) end
   raw.query = M.parse_query(raw.query_string)
   return raw
 end
@@ -141,7 +157,12 @@ local function no_body_status(status)
   return status < 200 or status == 204 or status == 304
 end
 
+-- Header values found safe, so that a handler's usual ones are checked
+-- once; bounded as NAMES below.
+local VALUES, VALUES_MAX, values_count = {}, 256, 0
+
 local function check_value(name, value)
+  if VALUES[value] then return value end
   local t = type(value)
   if t == "number" then return tostring(value) end
   if t ~= "string" then
@@ -149,6 +170,10 @@ local function check_value(name, value)
   end
   if value:find("[\r\n%z]") then
     error(("header '%s': value holds CR, LF or NUL"):format(name), 4)
+  end
+  if values_count < VALUES_MAX and #value <= 64 then
+    values_count = values_count + 1
+    VALUES[value] = true
   end
   return value
 end
@@ -162,21 +187,38 @@ local function body_string(body)
   error("response body must be a string, a number or a list of strings, not a " .. t, 3)
 end
 
+-- Header names a handler used, checked once: name -> its lower case. A
+-- handler that makes names up cannot grow it past NAMES_MAX.
+local NAMES, NAMES_MAX, names_count = {}, 256, 0
+
+local function header_lower(name)
+  local lower = NAMES[name]
+  if lower then return lower end
+  if type(name) ~= "string" or not name:find(TOKEN) then
+    error(("header name %q is not a token"):format(tostring(name)), 4)
+  end
+  lower = name:lower()
+  if names_count < NAMES_MAX then
+    names_count = names_count + 1
+    NAMES[name] = lower
+  end
+  return lower
+end
+
 -- Appends "Name: value\r\n" for each header the handler set (a list value
 -- gives one line each, as Set-Cookie needs). Returns what the writer needs
--- to know: which of Date, Server, Content-Type were set, the handler's
+-- to know: whether Date, Server and Content-Type were set, the handler's
 -- Content-Length and whether it asked to close.
 local function add_user_headers(parts, headers)
-  local seen, length, close = {}, nil, false
+  local date, server, ctype, length, close = false, false, false, nil, false
   for name, value in pairs(headers) do
-    if type(name) ~= "string" or not name:find(TOKEN) then
-      error(("header name %q is not a token"):format(tostring(name)), 3)
-    end
-    local lower = name:lower()
-    seen[lower] = true
-    local values = type(value) == "table" and value or {value}
-    for i = 1, #values do
-      local v = check_value(name, values[i])
+    local lower = header_lower(name)
+    if lower == "date" then date = true
+    elseif lower == "server" then server = true
+    elseif lower == "content-type" then ctype = true end
+    local list = type(value) == "table"
+    for i = 1, list and #value or 1 do
+      local v = check_value(name, list and value[i] or value)
       if lower == "content-length" then
         length = v
       elseif lower == "connection" then
@@ -187,7 +229,57 @@ local function add_user_headers(parts, headers)
       end
     end
   end
-  return seen, length, close
+  return date, server, ctype, length, close
+end
+
+local STATUS_LINES = {} -- status -> "HTTP/1.1 200 OK\r\n", made once each
+
+local function status_line(status)
+  local line = STATUS_LINES[status]
+  if not line then
+    line = "HTTP/1.1 " .. status .. " " .. M.reason(status) .. "\r\n"
+    STATUS_LINES[status] = line
+  end
+  return line
+end
+
+local stamp_second, stamp_server, stamp -- "Date: ...\r\nServer: ...\r\n"
+
+local function date_and_server()
+  local now = os.time()
+  if now ~= stamp_second or M.SERVER ~= stamp_server then
+    stamp = "Date: " .. M.date(now) .. "\r\nServer: " .. M.SERVER .. "\r\n"
+    stamp_second, stamp_server = now, M.SERVER
+  end
+  return stamp
+end
+
+-- "Content-Length: N\r\n" for the first lengths asked, made once each
+-- (number to text goes through snprintf).
+local LENGTHS, LENGTHS_MAX, lengths_count = {}, 1024, 0
+
+local function length_line(n)
+  local line = LENGTHS[n]
+  if line then return line end
+  line = "Content-Length: " .. n .. "\r\n"
+  if lengths_count < LENGTHS_MAX then
+    lengths_count = lengths_count + 1
+    LENGTHS[n] = line
+  end
+  return line
+end
+
+local DEFAULT_TYPE = "Content-Type: text/plain; charset=utf-8\r\n"
+local KEEP, CLOSE = "Connection: keep-alive\r\n\r\n", "Connection: close\r\n\r\n"
+local NO_OPTS = {}
+
+-- The pieces of a response being made: one list for all, since a response
+-- is made at once (nothing in between can yield), and emptied after (and
+-- before, if one raised half-way).
+local PARTS = {}
+
+local function clear(list)
+  for i = #list, 1, -1 do list[i] = nil end
 end
 
 --- A whole response as one string, and whether the connection stays open.
@@ -197,45 +289,61 @@ end
 --   opts.head: a response to HEAD: the same headers, Content-Length
 --     included, and no body
 --   opts.keep_alive: false when the request ends the connection
---   opts.version: "HTTP/1.0" for a 1.0 client (Connection: keep-alive is
---     then said explicitly; HTTP/1.1 says it too, which is harmless)
 -- Content-Length is computed from the body (a handler's own is kept only for
 -- HEAD); Date, Server and, for a non-empty body, Content-Type
 -- (text/plain; charset=utf-8) are added unless given; Connection is
--- keep-alive or close, close if the handler asked for it.
+-- keep-alive or close, close if the handler asked for it (HTTP/1.1 says
+-- keep-alive too, which is harmless; a 1.0 client needs it).
 function M.response(status, headers, body, opts)
-  opts = opts or {}
+  opts = opts or NO_OPTS
   if math.type(status) ~= "integer" or status < 100 or status > 999 then
     error(("invalid HTTP status %s"):format(tostring(status)), 2)
   end
-  body = body_string(body)
-  local parts = {"HTTP/1.1 ", tostring(status), " ", M.reason(status), "\r\n"}
-  local seen, length, close = add_user_headers(parts, headers or {})
-  local keep_alive = opts.keep_alive ~= false and not close
-  if not seen.date then parts[#parts + 1] = "Date: " .. M.date() .. "\r\n" end
-  if not seen.server then parts[#parts + 1] = "Server: " .. M.SERVER .. "\r\n" end
+  if type(body) ~= "string" then body = body_string(body) end
+  local keep_alive = opts.keep_alive ~= false
+  if headers == nil or next(headers) == nil then -- the common case, in one concatenation
+    local connection = keep_alive and KEEP or CLOSE
+    if no_body_status(status) then
+      return status_line(status) .. date_and_server() .. connection, keep_alive
+    end
+    return status_line(status) .. date_and_server() .. (body ~= "" and DEFAULT_TYPE or "") ..
+           length_line(#body) .. connection .. (opts.head and "" or body), keep_alive
+  end
+  local parts = PARTS
+  if parts[1] then clear(parts) end -- left by a response that raised
+  parts[1] = status_line(status)
+  local date, server, ctype, length, close = add_user_headers(parts, headers)
+  keep_alive = keep_alive and not close
+  if not date and not server then
+    parts[#parts + 1] = date_and_server()
+  else
+    if not date then parts[#parts + 1] = "Date: " .. M.date() .. "\r\n" end
+    if not server then parts[#parts + 1] = "Server: " .. M.SERVER .. "\r\n" end
+  end
   if no_body_status(status) then
     body = ""
   else
-    if body ~= "" and not seen["content-type"] then
-      parts[#parts + 1] = "Content-Type: text/plain; charset=utf-8\r\n"
-    end
+    if body ~= "" and not ctype then parts[#parts + 1] = DEFAULT_TYPE end
     if not (opts.head and length) then
-      length = #body
-    elseif not length:find("^%d+$") then
+      parts[#parts + 1] = length_line(#body)
+    elseif length:find("^%d+$") then
+      parts[#parts + 1] = "Content-Length: " .. length .. "\r\n"
+    else
       error(("header 'Content-Length': %q is not a length"):format(length), 2)
     end
-    parts[#parts + 1] = "Content-Length: " .. length .. "\r\n"
   end
-  parts[#parts + 1] = keep_alive and "Connection: keep-alive\r\n\r\n" or "Connection: close\r\n\r\n"
+  parts[#parts + 1] = keep_alive and KEEP or CLOSE
   if not opts.head then parts[#parts + 1] = body end
-  return table.concat(parts), keep_alive
+  local text = table.concat(parts)
+  clear(parts)
+  return text, keep_alive
 end
 
--- What a handler returned, as status, headers, body.
+-- What a handler returned (slot[1], slot[2], slot[3]), as status,
+-- headers, body.
 local function interpret(res)
   local a, b, c = res[1], res[2], res[3]
-  if res.n == 0 or a == nil then return 200, nil, "" end
+  if a == nil then return 200, nil, "" end
   if math.type(a) == "integer" then
     if type(b) == "table" then return a, b, c end
     return a, nil, b
@@ -248,57 +356,126 @@ local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 
 ---------------------------------------------------------------------------
 -- The protocol: one per connection
+--
+-- What a connection holds, and why it stays bounded:
+--   queue   requests read and not yet dispatched, oldest first, with the
+--           ready answers that must follow them (100 Continue, the answer
+--           to bad input). One read (64 KiB at most) can complete many
+--           requests at once; they wait here, and reading pauses until
+--           the queue is empty, so the queue never holds more than a read.
+--   slots   the requests dispatched (their handlers running, or done), in
+--           order, each with its response once made. At most `pipeline`
+--           of them: the queue waits for room.
+-- A response is written once those before it are, and only while the
+-- transport's buffer is below its high-water mark; while it is above, the
+-- done ones wait in their slots and nothing new is dispatched.
 
 local Protocol = {}
 Protocol.__index = Protocol
 
-local function run_handler(handler, request)
-  return table.pack(handler(request))
+-- A task's result is one value: the handler's three are kept in its slot.
+local function run_handler(handler, request, slot)
+  slot[1], slot[2], slot[3] = handler(request)
 end
 
 function Protocol:connection_made(transport)
   self.transport = transport
   self.parser = core.http_parser(self.limits)
-  self.slots, self.first, self.last = {}, 1, 0 -- responses, in request order
+  self.slots, self.first, self.last = {}, 1, 0 -- dispatched, in request order
+  self.queue, self.qfirst, self.qlast = {}, 1, 0 -- read, not yet dispatched
+  self.running = 0 -- handlers not done yet
+  self.requests = {} -- what each read completed (parser:feed's list)
 end
 
--- Adds a response slot at the end of the queue.
+-- Adds a response slot at the end of the slots.
 function Protocol:_push(slot)
   self.last = self.last + 1
   self.slots[self.last] = slot
   return slot
 end
 
-function Protocol:_in_flight() return self.last - self.first + 1 end
+-- Adds a request (or a ready answer: a slot with its data) to the queue.
+function Protocol:_enqueue(entry)
+  self.qlast = self.qlast + 1
+  self.queue[self.qlast] = entry
+end
 
+function Protocol:_in_flight() return self.last - self.first + 1 end
+function Protocol:_queued() return self.qlast - self.qfirst + 1 end
+
+function Protocol:_drop_queue()
+  self.queue, self.qfirst, self.qlast = {}, 1, 0
+end
+
+-- Ends the connection once what is written has gone: at once after the
+-- peer's EOF, else as a lingering close (see the head of this file).
 function Protocol:_close()
   if self.closed then return end
   self.closed = true
   self:_stop_timer()
-  self.transport:close()
+  self:_drop_queue()
+  if self.eof or self.lost then return self.transport:close() end
+  self.transport:write_eof()
+  if self.read_paused then
+    self.read_paused = false
+    self.transport:resume_reading()
+  end
+  self.timer = core.timer(self.linger, function()
+    self.timer = nil
+    self.transport:close()
+  end)
 end
 
--- Writes every finished response at the head of the queue, in order.
+-- Writes every finished response at the head of the slots, in order,
+-- while the transport's buffer is below its high-water mark: the rest wait
+-- for resume_writing, so that buffer holds at most one response more.
 function Protocol:_flush()
   if self.closed or self.lost then return end
   while self.first <= self.last do
     local slot = self.slots[self.first]
-    if not slot.data then break end
+    if not slot.data or self.write_paused then break end
     self.slots[self.first] = nil
     self.first = self.first + 1
+    if self.first > self.last then -- empty: back to the start, where the
+      self.first, self.last = 1, 0 -- table keeps its slots in an array
+    end
     self.transport:write(slot.data)
     if slot.close then return self:_close() end
   end
-  if (self.eof or self.draining) and self:_in_flight() == 0 then return self:_close() end
+  if self:_in_flight() == 0 and (self.draining or (self.eof and self:_queued() == 0)) then
+    return self:_close()
+  end
   self:_throttle()
 end
 
--- Reads only while there is room: few enough requests in flight, a write
--- buffer below its high-water mark, and the connection not ending.
+-- Dispatches the queue, in order, while there is room in the pipeline
+-- and the writes keep up, writing each answer as soon as it may go. Not
+-- re-entered: _answer, reached from a handler done at once, only writes.
+function Protocol:_next()
+  if self.dispatching then return end
+  self.dispatching = true
+  local queue, flushed = self.queue, false
+  while self.qfirst <= self.qlast and self:_in_flight() < self.pipeline and
+        not (self.write_paused or self.closed or self.lost or self.draining) do
+    local entry = queue[self.qfirst]
+    queue[self.qfirst] = nil
+    self.qfirst = self.qfirst + 1
+    if self.qfirst > self.qlast then self.qfirst, self.qlast = 1, 0 end
+    if entry.data then self:_push(entry) else self:_dispatch(entry) end
+    self:_flush()
+    flushed = true
+  end
+  self.dispatching = false
+  if not flushed then self:_flush() end
+end
+
+-- Reads only while there is room: nothing queued, few enough requests in
+-- flight, a write buffer below its high-water mark, and the connection not
+-- ending.
 function Protocol:_throttle()
   if self.closed or self.lost or self.eof then return end
   local room = not self.closing and not self.write_paused and not self.draining and
-               self:_in_flight() < self.pipeline
+               self.qfirst > self.qlast and self:_in_flight() < self.pipeline
   if room and self.read_paused then
     self.read_paused = false
     self.transport:resume_reading()
@@ -308,28 +485,34 @@ function Protocol:_throttle()
   end
 end
 
--- The answer to bad input: one last response, then close.
+-- The answer to bad input: one last response, after those of the requests
+-- before it, then close.
 function Protocol:_fail(status, reason)
   log.debug("HTTP %d from %s: %s", status,
             tostring(self.transport:get_extra_info("peername")), reason)
+  if self.stats then self.stats.rejected = self.stats.rejected + 1 end
   self.closing = true
   self:_stop_timer()
   local data = M.response(status, nil, M.reason(status) .. ": " .. reason .. "\n",
                           {keep_alive = false})
-  self:_push({data = data, close = true})
+  self:_enqueue({data = data, close = true})
 end
 
+-- The response to what the handler returned.
+local function respond(slot)
+  local status, headers, body = interpret(slot)
+  return M.response(status, headers, body, slot)
+end
+
+-- The handler of `slot` is done: at once (task nil), or its task is.
 function Protocol:_answer(slot, task)
   if self.closed or self.lost then return end
   local ok, data, keep_alive
   if self.draining and slot == self.slots[self.last] then
     slot.keep_alive = false -- the last answer before a graceful stop says so
   end
-  if task:exception() == nil then
-    ok, data, keep_alive = pcall(function()
-      local status, headers, body = interpret(task:result())
-      return M.response(status, headers, body, slot)
-    end)
+  if task == nil or task:exception() == nil then
+    ok, data, keep_alive = pcall(respond, slot)
     if not ok then log.error("HTTP handler for %s %s: bad response: %s", slot.method,
                              slot.target, tostring(data)) end
   else
@@ -338,24 +521,43 @@ function Protocol:_answer(slot, task)
               task:traceback() or tostring(task:exception()))
   end
   if not ok then
+    if self.stats then self.stats.errors = self.stats.errors + 1 end
     data, keep_alive = M.response(500, nil, "Internal Server Error\n", slot)
   end
   slot.close = not keep_alive
   slot.data = data
-  self:_flush()
+  if self.qfirst > self.qlast then self:_flush() else self:_next() end
 end
 
 function Protocol:_dispatch(raw)
+  -- every field the slot will have, so that it is made at its full size
   local slot = self:_push({
+    false, false, false, data = false, close = false,
     method = raw.method, target = raw.target, head = raw.method == "HEAD",
     keep_alive = raw.keep_alive,
   })
   if not raw.keep_alive then self.closing = true end
-  local task = future.async(run_handler, self.handler, M.request(raw))
-  if task:done() then
-    self:_answer(slot, task)
-  else
-    task:add_done_callback(function(t) self:_answer(slot, t) end)
+  if self.stats then self.stats.requests = self.stats.requests + 1 end
+  local done, task = future.run(run_handler, self.handler, M.request(raw), slot)
+  if done then return self:_answer(slot) end
+  if task:done() then return self:_answer(slot, task) end
+  self:_hold_idle(1)
+  task:add_done_callback(function(t)
+    self:_hold_idle(-1)
+    self:_answer(slot, t)
+  end)
+end
+
+-- Counts the handlers still running; while any is, the transport's idle
+-- timeout (keep_alive) is lifted: a slow answer is not an idle connection.
+function Protocol:_hold_idle(delta)
+  local before = self.running
+  self.running = before + delta
+  if not self.keep_alive or self.closed or self.lost then return end
+  if before == 0 and self.running > 0 then
+    self.transport:set_idle_timeout(0)
+  elseif before > 0 and self.running == 0 then
+    self.transport:set_idle_timeout(self.keep_alive)
   end
 end
 
@@ -376,50 +578,68 @@ function Protocol:_watch(completed)
     self.timer = nil
     if self.closed or self.lost or self.closing or not self.parser:in_request() then return end
     self:_fail(408, ("request not received within %g s"):format(self.timeout))
-    self:_flush()
+    self:_next()
   end)
 end
 
 function Protocol:data_received(data)
   if self.closing or self.draining or self.closed or self.lost then return end
-  local requests, status, reason = self.parser:feed(data)
-  for i = 1, #requests do
-    if self.closed then return end -- a handler's Connection: close
-    self:_dispatch(requests[i])
+  local requests, status, reason = self.parser:feed(data, self.requests)
+  local n = #requests
+  if n == 1 and not status and self.last == 0 and self.qlast == 0 and
+     not (requests.continue or requests.partial or self.timer or self.write_paused) then
+    return self:_dispatch(requests[1]) -- the common case: one whole request, nothing before it
   end
-  if self.parser:take_continue() then self:_push({data = CONTINUE}) end
-  if status then self:_fail(status, reason) else self:_watch(#requests > 0) end
-  self:_flush()
+  for i = 1, n do self:_enqueue(requests[i]) end
+  if requests.continue then self:_enqueue({data = CONTINUE}) end
+  if status then
+    self:_fail(status, reason)
+  elseif self.timer or requests.partial then
+    self:_watch(n > 0)
+  end
+  self:_next()
 end
 
---- The peer sent everything it will: answer what is in flight, then close.
--- Returns true, asking the transport to stay open for those answers.
+--- The peer sent everything it will: answer what was read, then close.
+-- Returns true, asking the transport to stay open for those answers; false
+-- (close now) when this side had already finished.
 function Protocol:eof_received()
+  if self.closed then return false end
   self.eof = true
   self:_stop_timer()
-  self:_flush()
+  self:_next()
   return true
 end
+
+--- The requests read on this connection and not answered yet.
+function Protocol:pending() return self:_in_flight() + self:_queued() end
 
 --- True while a request is being received or answered on this connection.
 function Protocol:busy()
   return not self.closed and not self.lost and
-         (self:_in_flight() > 0 or self.parser:in_request())
+         (self:_in_flight() > 0 or self:_queued() > 0 or self.parser:in_request())
 end
 
 --- For a graceful stop: reads no further request, answers those in flight
 -- (with Connection: close), then closes; at once if nothing is in flight.
+-- Requests read but not yet dispatched are dropped: the last answer's
+-- Connection: close tells the client to send them again elsewhere.
 function Protocol:close_when_idle()
   if self.closed or self.lost then return end
   self.draining = true
   self:_stop_timer()
+  self:_drop_queue()
   self:_flush()
 end
+
+--- The server stops gracefully (pulsar.net's Server:shutdown).
+Protocol.server_stopping = Protocol.close_when_idle
 
 function Protocol:connection_lost()
   self.lost = true
   self:_stop_timer()
   self.slots, self.first, self.last = {}, 1, 0
+  self:_drop_queue()
 end
 
 function Protocol:pause_writing()
@@ -429,7 +649,7 @@ end
 
 function Protocol:resume_writing()
   self.write_paused = false
-  self:_throttle()
+  self:_next()
 end
 
 local function check_opts(opts)
@@ -439,8 +659,18 @@ local function check_opts(opts)
       error(("http.protocol: %s must be an integer from %d"):format(key, min), 3)
     end
   end
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    error("http.protocol: timeout must be a number of seconds above 0", 3)
+  for _, key in ipairs {"timeout", "linger"} do
+    local v = opts[key]
+    if v ~= nil and (type(v) ~= "number" or v <= 0 or v ~= v) then
+      error(("http.protocol: %s must be a number of seconds above 0"):format(key), 3)
+    end
+  end
+  local keep_alive = opts.keep_alive
+  if keep_alive ~= nil and (type(keep_alive) ~= "number" or keep_alive < 0 or keep_alive ~= keep_alive) then
+    error("http.protocol: keep_alive must be a number of seconds from 0", 3)
+  end
+  if opts.stats ~= nil and type(opts.stats) ~= "table" then
+    error("http.protocol: stats must be a table", 3)
   end
 end
 
@@ -450,6 +680,12 @@ end
 --     limits, answered 413, 414 or 431 and the connection closed
 --   pipeline (16): requests in flight per connection before reading pauses
 --   timeout (none): seconds for a request to arrive whole once begun (408)
+--   keep_alive (none): the server's idle timeout (pulsar.net's keep_alive),
+--     which this protocol lifts while a handler runs and sets back after
+--   linger (2): seconds a closing connection keeps reading (and dropping)
+--     what the peer still sends, waiting for its EOF
+--   stats: a table whose counters requests, errors (answered 500) and
+--     rejected (bad input answered 4xx) the protocols count up
 function M.protocol(handler, opts)
   if type(handler) ~= "function" then error("http.protocol needs a handler function", 2) end
   opts = opts or {}
@@ -457,10 +693,16 @@ function M.protocol(handler, opts)
   local limits = {max_body = opts.max_body, max_header = opts.max_header,
                   max_headers = opts.max_headers}
   core.http_parser(limits) -- refuses bad limits now, not at the first client
-  local pipeline = opts.pipeline or 16
+  local stats = opts.stats
+  if stats then
+    for _, key in ipairs {"requests", "errors", "rejected"} do stats[key] = stats[key] or 0 end
+  end
+  local keep_alive = opts.keep_alive ~= 0 and opts.keep_alive or nil
+  local pipeline, timeout, linger = opts.pipeline or 16, opts.timeout, opts.linger or 2
   return function()
     return setmetatable({handler = handler, limits = limits, pipeline = pipeline,
-                         timeout = opts.timeout}, Protocol)
+                         timeout = timeout, keep_alive = keep_alive, linger = linger,
+                         stats = stats}, Protocol)
   end
 end
 

@@ -110,6 +110,41 @@ describe("pulsar.async", function()
     f:wait()
     assert.are.same({"a", "b", "c"}, order)
   end)
+
+  it("reuses coroutines without keeping what their tasks returned", function()
+    local weak = setmetatable({}, {__mode = "v"})
+    for i = 1, 3 do pulsar.async(function() weak[i] = {} return weak[i] end):wait() end
+    collectgarbage()
+    collectgarbage()
+    assert.are.same({}, weak)
+  end)
+end)
+
+describe("future.run (async for short tasks)", function()
+  local future = require "pulsar.future"
+
+  it("gives the result at once, with no Future, when nothing waited", function()
+    assert.are.same({true, 3}, {future.run(function(a, b) return a + b end, 1, 2)})
+  end)
+
+  it("gives the task's Future when it waited, or raised", function()
+    local done, task = future.run(function() pulsar.sleep(0.01) return "later" end)
+    assert.is_false(done)
+    assert.are.equal("later", task:wait())
+    done, task = future.run(function() error("broke") end)
+    assert.is_false(done)
+    assert.matches("broke", task:exception())
+    assert.matches("stack traceback", task:traceback())
+  end)
+
+  it("never hands out again a task someone kept", function()
+    local kept
+    local _, first = future.run(function() kept = future.current_task() end)
+    assert.are.equal(kept, first)
+    local done, second = future.run(function() return future.current_task() end)
+    assert.is_false(done)
+    assert.are_not.equal(kept, second:wait())
+  end)
 end)
 
 describe("pulsar.gather", function()

@@ -237,6 +237,8 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
     local t = {writes = {}, closed = false, reading = true, pauses = 0}
     function t:write(data) assert(not self.closed, "write after close"); self.writes[#self.writes + 1] = data end
     function t:close() self.closed = true end
+    -- a lingering close shuts our side first: for these tests, the end
+    function t:write_eof() self.closed = true end
     function t:pause_reading() self.reading = false; self.pauses = self.pauses + 1 end
     function t:resume_reading() self.reading = true end
     function t:get_extra_info(name) if name == "peername" then return "127.0.0.1:1" end end
