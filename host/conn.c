@@ -185,16 +185,6 @@ struct pl_listener {
     int closed;
 };
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* Exchanges the storage of two buffers, keeping each one's limit: the way
  * bytes change hands between `out`, `writing`, inboxes and `in` without a
@@ -426,16 +416,16 @@ static void start_flush(pl_conn *c) {
 int pl_conn_send(pl_conn *c, const char *payload, size_t len, char *err,
                  size_t errlen) {
     if (!c || c->closed || c->connecting || c->lingering) {
-        set_err(err, errlen, "connection closed");
+        pl_set_err(err, errlen, "connection closed");
         return -1;
     }
     if (len > c->max_message) {
-        set_err(err, errlen, "message of %zu bytes exceeds the limit of %zu "
+        pl_set_err(err, errlen, "message of %zu bytes exceeds the limit of %zu "
                 "bytes", len, c->max_message);
         return -1;
     }
     if (queue_frame(c, PL_OP_BINARY, payload, len) != 0) {
-        set_err(err, errlen, OUT_OF_MEMORY);
+        pl_set_err(err, errlen, OUT_OF_MEMORY);
         pl_conn_close(c, OUT_OF_MEMORY);
         return -1;
     }
@@ -628,7 +618,7 @@ static int write_queued_now(pl_conn *c, int fd, uint64_t deadline, char *err,
             ready = wait_fd(fd, POLLOUT, deadline);
         if (ready > 0) continue;
         conn_fail(c, "write error: %s", ready == 0 ? "timed out" : strerror(errno));
-        set_err(err, errlen, "connection closed (%s)",
+        pl_set_err(err, errlen, "connection closed (%s)",
                 ready == 0 ? "write timed out" : "write error");
         return -1;
     }
@@ -643,7 +633,7 @@ static int read_some_now(pl_conn *c, int fd, uint64_t deadline, char *err,
     size_t want = room < READ_CHUNK ? room : READ_CHUNK;
     if (want == 0 || pl_buf_reserve(&c->in, want) != 0) {
         pl_conn_close(c, OUT_OF_MEMORY);
-        set_err(err, errlen, "connection closed (%s)", OUT_OF_MEMORY);
+        pl_set_err(err, errlen, "connection closed (%s)", OUT_OF_MEMORY);
         return -1;
     }
     for (;;) {
@@ -654,7 +644,7 @@ static int read_some_now(pl_conn *c, int fd, uint64_t deadline, char *err,
         }
         if (n == 0) {
             pl_conn_close(c, PEER_CLOSED);
-            set_err(err, errlen, "connection closed (%s)", PEER_CLOSED);
+            pl_set_err(err, errlen, "connection closed (%s)", PEER_CLOSED);
             return -1;
         }
         if (errno == EINTR) continue;
@@ -663,11 +653,11 @@ static int read_some_now(pl_conn *c, int fd, uint64_t deadline, char *err,
             ready = wait_fd(fd, POLLIN, deadline);
         if (ready > 0) continue;
         if (ready == 0) {
-            set_err(err, errlen, "no message within the time allowed");
+            pl_set_err(err, errlen, "no message within the time allowed");
             return -1;
         }
         conn_fail(c, "read error: %s", strerror(errno));
-        set_err(err, errlen, "connection closed (read error)");
+        pl_set_err(err, errlen, "connection closed (read error)");
         return -1;
     }
 }
@@ -676,16 +666,16 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
                          size_t errlen) {
     uv_os_fd_t fd;
     if (!c || c->closed || c->connecting || c->lingering) {
-        set_err(err, errlen, "connection closed");
+        pl_set_err(err, errlen, "connection closed");
         return -1;
     }
     if (c->kind != CONN_STREAM || uv_fileno(&c->io.handle, &fd) != 0) {
-        set_err(err, errlen, "only a stream socket can be waited on");
+        pl_set_err(err, errlen, "only a stream socket can be waited on");
         return -1;
     }
     /* libuv still holds bytes to write: ours would overtake them. */
     if (uv_stream_get_write_queue_size(&c->io.stream) > 0) {
-        set_err(err, errlen, "a write is still in progress");
+        pl_set_err(err, errlen, "a write is still in progress");
         return -1;
     }
     uint64_t deadline = uv_hrtime() + (uint64_t)(timeout * 1e9);
@@ -700,7 +690,7 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
                                     c->max_message, &f, &used, why, sizeof why);
         if (status == PL_FRAME_INVALID) {
             reject_frame(c, why);
-            set_err(err, errlen, "bad frame: %s", why);
+            pl_set_err(err, errlen, "bad frame: %s", why);
             return -1;
         }
         if (status == PL_FRAME_INCOMPLETE) {
@@ -710,7 +700,7 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
         if (f.opcode != PL_OP_BINARY && f.opcode != PL_OP_TEXT) {
             frame_arrived(c, &f); /* a ping is answered, a close closes */
             if (c->closed) {
-                set_err(err, errlen, "connection closed (%s)", PEER_CLOSED);
+                pl_set_err(err, errlen, "connection closed (%s)", PEER_CLOSED);
                 return -1;
             }
             pl_buf_consume(&c->in, used);
@@ -719,7 +709,7 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
         int rc = pl_buf_append(out, f.payload, f.len);
         pl_buf_consume(&c->in, used);
         if (rc != 0) {
-            set_err(err, errlen, "%s", OUT_OF_MEMORY);
+            pl_set_err(err, errlen, "%s", OUT_OF_MEMORY);
             return -1;
         }
         c->received++;
@@ -739,11 +729,11 @@ static int unix_path_of(const char *address, pl_endpoint *ep, char *err,
     const char *p = strncmp(address, "unix:", 5) == 0 ? address + 5 : address;
     size_t len = strlen(p);
     if (len == 0) {
-        set_err(err, errlen, "address '%s' has an empty socket path", address);
+        pl_set_err(err, errlen, "address '%s' has an empty socket path", address);
         return -1;
     }
     if (len >= sizeof ep->path) {
-        set_err(err, errlen, "socket path is too long (%zu bytes, at most "
+        pl_set_err(err, errlen, "socket path is too long (%zu bytes, at most "
                 "%zu): %.60s...", len, sizeof ep->path - 1, p);
         return -1;
     }
@@ -766,7 +756,7 @@ static int split_host_port(const char *address, stream_address *a, char *err,
     if (address[0] == '[') {
         host_end = strchr(address, ']');
         if (!host_end || host_end[1] != ':') {
-            set_err(err, errlen, "address '%s' lacks ']:PORT' after its IPv6 "
+            pl_set_err(err, errlen, "address '%s' lacks ']:PORT' after its IPv6 "
                     "host", address);
             return -1;
         }
@@ -776,20 +766,20 @@ static int split_host_port(const char *address, stream_address *a, char *err,
         host_end = strrchr(address, ':');
         port = host_end + 1;
         if (memchr(address, ':', (size_t)(host_end - address))) {
-            set_err(err, errlen, "address '%s': write an IPv6 host in "
+            pl_set_err(err, errlen, "address '%s': write an IPv6 host in "
                     "brackets, as [::1]:PORT", address);
             return -1;
         }
     }
     size_t len = (size_t)(host_end - host);
     if (len >= sizeof a->host) {
-        set_err(err, errlen, "host name too long in '%.60s...'", address);
+        pl_set_err(err, errlen, "host name too long in '%.60s...'", address);
         return -1;
     }
     memcpy(a->host, host, len);
     a->host[len] = 0;
     if (!valid_port(port)) {
-        set_err(err, errlen, "address '%s' has no valid port (0 to 65535)",
+        pl_set_err(err, errlen, "address '%s' has no valid port (0 to 65535)",
                 address);
         return -1;
     }
@@ -808,7 +798,7 @@ static int parse_address(const char *address, stream_address *a, char *err,
     if (strncmp(address, "unix:", 5) == 0 || !colon || (slash && slash < colon))
         return unix_path_of(address, &a->ep, err, errlen);
     if (strstr(address, "://")) {
-        set_err(err, errlen, "address '%s' is not a mailbox address (use "
+        pl_set_err(err, errlen, "address '%s' is not a mailbox address (use "
                 ADDRESS_FORMS ")", address);
         return -1;
     }
@@ -923,7 +913,7 @@ static int resolve_for_listening(stream_address *a, const char *address,
     struct addrinfo *ai = NULL;
     int rc = getaddrinfo(a->host, a->port, &pl_sockaddr_stream_hints, &ai);
     if (rc != 0 || take_first_address(a, ai) != 0) {
-        set_err(err, errlen, "cannot listen on %s: %s", address,
+        pl_set_err(err, errlen, "cannot listen on %s: %s", address,
                 rc != 0 ? gai_strerror(rc) : "no IPv4 or IPv6 address");
         if (ai) freeaddrinfo(ai);
         return -1;
@@ -941,7 +931,7 @@ pl_listener *pl_listen(pl_host *h, const char *address,
         return NULL;
     pl_listener *l = calloc(1, sizeof *l);
     if (!l) {
-        set_err(err, errlen, "cannot listen on %s: out of memory", address);
+        pl_set_err(err, errlen, "cannot listen on %s: out of memory", address);
         return NULL;
     }
     l->host = h;
@@ -952,7 +942,7 @@ pl_listener *pl_listen(pl_host *h, const char *address,
                        : uv_pipe_init(h->loop, &l->io.pipe, 0);
     if (rc != 0) {
         free(l);
-        set_err(err, errlen, "cannot listen on %s: %s", address,
+        pl_set_err(err, errlen, "cannot listen on %s: %s", address,
                 uv_strerror(rc));
         return NULL;
     }
@@ -960,9 +950,9 @@ pl_listener *pl_listen(pl_host *h, const char *address,
     rc = listener_bind(l, &a);
     if (rc == 0) rc = uv_listen(&l->io.stream, SOMAXCONN, connection_arrived);
     if (rc != 0) {
-        if (l->is_tcp) set_err(err, errlen, "cannot listen on %s: %s", address,
+        if (l->is_tcp) pl_set_err(err, errlen, "cannot listen on %s: %s", address,
                                uv_strerror(rc));
-        else set_err(err, errlen, "cannot listen on unix:%s: %s", a.ep.path,
+        else pl_set_err(err, errlen, "cannot listen on unix:%s: %s", a.ep.path,
                      uv_strerror(rc));
         /* a path bound here and not listened on is unlinked by the close */
         listener_close_handle(l);

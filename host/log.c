@@ -53,3 +53,11 @@ void pl_log(int level, const char *actor, const char *fmt, ...) {
     fprintf(stderr, "%s %s %s: %s\n", when, level_labels[level],
             actor ? actor : "pulsar", msg);
 }
+
+void pl_set_err(char *err, size_t errlen, const char *fmt, ...) {
+    if (!err || errlen == 0) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}

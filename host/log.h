@@ -7,6 +7,8 @@
 #ifndef PULSAR_LOG_H
 #define PULSAR_LOG_H
 
+#include <stddef.h>
+
 enum pl_log_level {
     PL_LOG_DEBUG,
     PL_LOG_INFO,
@@ -24,6 +26,15 @@ void pl_log_set_level(int level);
 int pl_log_enabled(int level);
 
 void pl_log(int level, const char *actor, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* Writes a one-line error message for a caller's (err, errlen) buffer, the
+ * way the host's C functions report failures; a NULL or empty buffer is
+ * left alone. */
+void pl_set_err(char *err, size_t errlen, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
 #endif

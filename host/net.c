@@ -113,16 +113,6 @@ typedef struct write_req {
     char data[];
 } write_req;
 
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* "connection refused (ECONNREFUSED)" */
 static const char *uv_reason(int rc, char *buf, size_t len) {
@@ -159,7 +149,7 @@ int pl_net_bind(const pl_endpoint *ep, int backlog, char *name,
     pl_endpoint_name(ep, wanted, sizeof wanted);
     int fd = pl_endpoint_listen(ep, backlog, &step);
     if (fd < 0) {
-        set_err(err, errlen, "cannot %s %s: %s", step, wanted,
+        pl_set_err(err, errlen, "cannot %s %s: %s", step, wanted,
                 uv_reason(fd, why, sizeof why));
         return -1;
     }
@@ -423,7 +413,7 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
     size_t len = total - done;
     write_req *w = malloc(sizeof *w + len);
     if (!w) {
-        set_err(err, errlen, "out of memory queueing %zu bytes", len);
+        pl_set_err(err, errlen, "out of memory queueing %zu bytes", len);
         stream_finish(s, err);
         return -1;
     }
@@ -441,7 +431,7 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
     if (rc != 0) {
         char why[120];
         free(w);
-        set_err(err, errlen, "write error: %s", uv_reason(rc, why, sizeof why));
+        pl_set_err(err, errlen, "write error: %s", uv_reason(rc, why, sizeof why));
         stream_finish(s, err);
         return -1;
     }
@@ -452,14 +442,14 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
 int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
                     char *err, size_t errlen) {
     if (s->closed || s->closing || s->eof_sent) {
-        set_err(err, errlen, "the transport is closed");
+        pl_set_err(err, errlen, "the transport is closed");
         return -1;
     }
     size_t total = 0;
     for (unsigned i = 0; i < nbufs; i++) total += bufs[i].len;
     if (total == 0) return 0;
     if (total > UINT32_MAX) {
-        set_err(err, errlen, "a write of %zu bytes is too large", total);
+        pl_set_err(err, errlen, "a write of %zu bytes is too large", total);
         return -1;
     }
     size_t done = 0;
@@ -467,7 +457,7 @@ int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
         int n = uv_try_write(&s->io.stream, bufs, nbufs);
         if (n < 0 && n != UV_EAGAIN) {
             char why[120];
-            set_err(err, errlen, "write error: %s", uv_reason(n, why, sizeof why));
+            pl_set_err(err, errlen, "write error: %s", uv_reason(n, why, sizeof why));
             stream_finish(s, err);
             return -1;
         }
@@ -500,7 +490,7 @@ static void shut_down(uv_shutdown_t *req, int status) {
 
 int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen) {
     if (s->closed || s->closing) {
-        set_err(err, errlen, "the transport is closed");
+        pl_set_err(err, errlen, "the transport is closed");
         return -1;
     }
     if (s->eof_sent) return 0;
@@ -508,7 +498,7 @@ int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen) {
     int rc = uv_shutdown(&s->shutdown_req, &s->io.stream, shut_down);
     if (rc != 0) {
         char why[120];
-        set_err(err, errlen, "cannot shut the write side: %s",
+        pl_set_err(err, errlen, "cannot shut the write side: %s",
                 uv_reason(rc, why, sizeof why));
         return -1;
     }
@@ -686,14 +676,14 @@ static int check_listening(int fd, int *family, char *err, size_t errlen) {
     memset(&ss, 0, sizeof ss);
     if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0 ||
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &optlen) != 0) {
-        set_err(err, errlen, "descriptor %d is not a socket", fd);
+        pl_set_err(err, errlen, "descriptor %d is not a socket", fd);
         return -1;
     }
     optlen = sizeof listening;
     if (type != SOCK_STREAM ||
         getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) != 0 ||
         !listening) {
-        set_err(err, errlen, "descriptor %d is not a listening stream socket", fd);
+        pl_set_err(err, errlen, "descriptor %d is not a listening stream socket", fd);
         return -1;
     }
     *family = ss.ss_family;
@@ -706,13 +696,13 @@ pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
     int family;
     if (check_listening(fd, &family, err, errlen) != 0) return NULL;
     if (family != AF_UNIX && family != AF_INET && family != AF_INET6) {
-        set_err(err, errlen, "descriptor %d: unknown address family %d", fd, family);
+        pl_set_err(err, errlen, "descriptor %d: unknown address family %d", fd, family);
         return NULL;
     }
     pl_server *srv = calloc(1, sizeof *srv);
     int mine = srv ? fcntl(fd, F_DUPFD_CLOEXEC, 0) : -1;
     if (mine < 0) {
-        set_err(err, errlen, "cannot serve descriptor %d: %s", fd,
+        pl_set_err(err, errlen, "cannot serve descriptor %d: %s", fd,
                 srv ? strerror(errno) : "out of memory");
         free(srv);
         return NULL;
@@ -725,7 +715,7 @@ pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
     int rc = srv->is_unix ? uv_pipe_init(h->loop, &srv->io.pipe, 0)
                           : uv_tcp_init(h->loop, &srv->io.tcp);
     if (rc != 0) {
-        set_err(err, errlen, "cannot serve %s: %s", srv->address, uv_strerror(rc));
+        pl_set_err(err, errlen, "cannot serve %s: %s", srv->address, uv_strerror(rc));
         close(mine);
         free(srv);
         return NULL;
@@ -739,7 +729,7 @@ pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
                        connection_arrived);
     if (rc != 0) {
         char why[120];
-        set_err(err, errlen, "cannot serve %s: %s", srv->address,
+        pl_set_err(err, errlen, "cannot serve %s: %s", srv->address,
                 uv_reason(rc, why, sizeof why));
         if (!taken) close(mine);
         uv_close(&srv->io.handle, server_freed);

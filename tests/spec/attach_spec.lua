@@ -20,11 +20,7 @@ local ARBITER = [[
   pulsar.call_later(3600, function() end)
 ]]
 
-local function temp_dir()
-  local dir = support.tmpname()
-  assert(os.execute("mkdir -m 700 " .. quote(dir)))
-  return dir
-end
+local temp_dir = support.temp_dir
 
 local function exists(path) return os.execute("test -e " .. quote(path)) == true end
 

@@ -3,6 +3,7 @@
 -- through core.channel_pair_for_test. These specs run inside pulsar-lua and
 -- wait on futures, which runs the loop that carries the messages.
 local core = require "pulsar.core"
+local support = require "support"
 
 local WAIT = 10 -- seconds; generous, for slow machines and sanitizers
 
@@ -10,12 +11,7 @@ local function exists(path)
   return os.execute(("test -e '%s'"):format(path)) == true
 end
 
-local function temp_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute(("mkdir -m 700 '%s'"):format(dir)))
-  return dir
-end
+local temp_dir = support.temp_dir
 
 -- A handler pair that records what arrives and resolves futures as it goes.
 local function recorder()

@@ -2,16 +2,13 @@
 -- host/net.c, host/lnet.c): servers with protocols, client streams, flow
 -- control, addresses and errors, over real sockets on 127.0.0.1 and in a
 -- private directory.
+local support = require "support"
+
 local WAIT = 20 -- seconds; generous, for slow machines and sanitizers
 local VALGRIND = "valgrind -q --leak-check=full --show-leak-kinds=definite,indirect " ..
                  "--errors-for-leak-kinds=definite,indirect --error-exitcode=99"
 
-local function temp_dir()
-  local dir = os.tmpname()
-  os.remove(dir)
-  assert(os.execute(("mkdir -m 700 '%s'"):format(dir)))
-  return dir
-end
+local temp_dir = support.temp_dir
 
 -- A protocol factory echoing what it reads; `log` (optional) records the
 -- events of every connection it makes.
@@ -442,7 +439,6 @@ describe("errors", function()
 end)
 
 describe("networking under valgrind", function()
-  local support = require "support"
   -- valgrind cannot run a sanitizer build, however it is named
   local skip = os.getenv("PULSAR_BUILD") == "asan"
                or os.execute(("ldd %s 2>/dev/null | grep -q libasan"):format(support.quote(support.exe)))

@@ -36,6 +36,13 @@ function M.tmpname(suffix)
   return name .. (suffix or "")
 end
 
+--- A fresh private (0700) temporary directory.
+function M.temp_dir()
+  local dir = M.tmpname()
+  assert(os.execute(("mkdir -m 700 %s"):format(shell_quote(dir))))
+  return dir
+end
+
 --- Writes `source` to a temporary .lua file and returns its path.
 function M.script(source)
   return M.write_file(M.tmpname(".lua"), source)
