@@ -45,7 +45,8 @@ local function start_tcp_listener(address)
   if not cookie then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
   local auth = require "pulsar.auth"
   tcp_listener, why = core.listen(address, function(link)
-    auth.admit(link, cookie, function(admitted) attach(admitted, nil) end, arbiter.cfg.handshake_timeout)
+    auth.admit(link, cookie, function(admitted) attach(admitted, nil) end, arbiter.cfg.handshake_timeout,
+               arbiter.cfg.max_handshakes)
   end)
   if not tcp_listener then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
   tcp_listener:unref()

@@ -35,6 +35,8 @@ local HANDSHAKE_MAX = 1024         -- the largest frame before the proof
 local MESSAGE_MAX = 64 * 1024 * 1024 -- the mailbox's usual limit (host/frame.h)
 M.REFUSAL_DELAY = 1                -- seconds before a refused link closes
 M.HANDSHAKE_TIMEOUT = 5            -- seconds for a peer to prove itself
+M.MAX_HANDSHAKES = 64              -- handshakes in progress at once
+local in_progress = 0
 
 local function client_proof(cookie, ns, nc) return core.hmac_sha256(cookie, "pulsar-client" .. ns .. nc) end
 local function server_proof(cookie, ns, nc) return core.hmac_sha256(cookie, "pulsar-server" .. nc .. ns) end
@@ -65,14 +67,23 @@ end
 --- Runs the handshake on a link just accepted on the TCP mailbox: sends the
 -- challenge, and once the peer has proved it knows `cookie`, answers with
 -- the arbiter's proof and calls `admitted(link)`, which gives the link its
--- normal handler. `timeout` (seconds) bounds the wait for the proof.
-function M.admit(link, cookie, admitted, timeout)
+-- normal handler. `timeout` (seconds) bounds the wait for the proof. Past
+-- `limit` handshakes in progress (MAX_HANDSHAKES), a new link is closed at
+-- once: a flood of silent connections holds at most that many sockets.
+function M.admit(link, cookie, admitted, timeout, limit)
   timeout = timeout or M.HANDSHAKE_TIMEOUT
   local peer = link:peer()
+  if in_progress >= (limit or M.MAX_HANDSHAKES) then
+    log.warning("mailbox: refused %s: %d handshakes already in progress", peer, in_progress)
+    link:close("too many handshakes in progress")
+    return
+  end
+  in_progress = in_progress + 1
   local ns = core.random_bytes(NONCE)
   local settled, timer = false, nil
   local function settle()
     settled = true
+    in_progress = in_progress - 1
     if timer then timer:cancel() end
   end
   local function refuse(reason)

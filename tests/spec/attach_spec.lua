@@ -214,6 +214,19 @@ describe("a TCP mailbox", function()
     still_serves()
   end)
 
+  it("turns a peer away at once past max_handshakes in progress", function()
+    assert.are.equal(0, attach(arbiter.unix, "pulsar.arbiter().cfg.max_handshakes = 2\n").code)
+    local since = #arbiter.err()
+    local silent = {raw_peer(arbiter.tcp), raw_peer(arbiter.tcp)}
+    for _, peer in ipairs(silent) do assert.is_truthy(peer.challenge()) end
+    local third = raw_peer(arbiter.tcp)
+    assert.is_true(third.closed_after() < 0.9, "the third peer waited out the refusal delay")
+    assert.is_truthy(refusal_logged(since, "2 handshakes already in progress"))
+    for _, peer in ipairs(silent) do peer.closed_after() end -- their handshake timeout
+    assert.are.equal(0, attach(arbiter.unix, "pulsar.arbiter().cfg.max_handshakes = nil\n").code)
+    still_serves()
+  end)
+
   it("answers completions and cancels a waiting line for a remote session", function()
     local connected = pulsar.Future("connecting")
     core.connect(arbiter.unix, function(conn, err)
