@@ -34,6 +34,19 @@
  * count hook on the evaluating coroutine (lineedit_guard) turns into an
  * "interrupted" error there, as lua.c does from its signal handler.
  *
+ * Ctrl-Z and `fg`. SIGTSTP is caught while the REPL runs, so that the
+ * terminal goes back to the shell's modes before the process stops:
+ * readline's own modes are undone (rl_cleanup_after_signal), then the
+ * process stops for real (SIGTSTP raised with its default action for the
+ * moment, so that the kernel still decides: a process group no shell can
+ * resume ignores it). On SIGCONT, readline's modes come back and the prompt
+ * is redrawn with the typed text. A line being evaluated may never let the
+ * arbiter's loop run (a Lua loop), so the pump watches SIGTSTP too and stops
+ * the process itself while no prompt is shown; whichever loop sees the n-th
+ * SIGTSTP first acts on it (claim_suspend). The rest of the process group
+ * (process actors) stops by the kernel's hand, thread actors with this
+ * process. A SIGTSTP ignored when the REPL started stays ignored.
+ *
  * readline is process-global, so a process has one line editor (`editor`):
  * the arbiter's. lineedit_stop, or the host's shutdown (it is a resource),
  * restores fds 1 and 2, the terminal's modes and fd 0's flags, and trims
@@ -47,6 +60,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -87,6 +101,7 @@ typedef struct pl_lineedit {
     uv_poll_t pump_poll;
     uv_async_t pump_wake;  /* arbiter -> pump: sync or quit */
     uv_signal_t pump_sigint;
+    uv_signal_t pump_tstp;
     uv_mutex_t lock;
     uv_cond_t synced;
     int prompt_shown;      /* under lock: queue output instead of writing it */
@@ -96,12 +111,16 @@ typedef struct pl_lineedit {
     int show_carets;       /* under lock: the REPL is on (write_caret) */
     unsigned carets;       /* under lock: SIGINTs shown as ^C, or at a prompt */
     unsigned pump_sigints, loop_sigints; /* under lock: seen by each loop */
+    unsigned suspends;     /* under lock: SIGTSTPs acted on (claim_suspend) */
+    unsigned pump_tstps, loop_tstps; /* under lock: seen by each loop */
+    int watch_tstp;        /* SIGTSTP was not ignored when the capture began */
 
     /* The arbiter's side. */
     uv_async_t wake;       /* pump -> arbiter: pending has output */
     uv_timer_t tail_timer; /* a partial line waited long enough */
     uv_poll_t input;       /* fd 0 */
     uv_signal_t winch;
+    uv_signal_t tstp, cont; /* Ctrl-Z and `fg` */
     int handles_open;      /* freed when the last of these is closed */
     int input_open;        /* `input` was initialised */
     pl_buf tail;           /* output taken from pending, not yet written */
@@ -217,6 +236,7 @@ static void pump_woken(uv_async_t *async) {
         uv_close((uv_handle_t *)&le->pump_poll, NULL);
         uv_close((uv_handle_t *)&le->pump_wake, NULL);
         uv_close((uv_handle_t *)&le->pump_sigint, NULL);
+        uv_close((uv_handle_t *)&le->pump_tstp, NULL);
     }
 }
 
@@ -445,6 +465,91 @@ static void window_resized(uv_signal_t *handle, int signum) {
     if (le->reading) rl_resize_terminal();
 }
 
+/* ---- Ctrl-Z and `fg` --------------------------------------------------- */
+
+/* Stops the process as SIGTSTP's default action does, and returns once it
+ * is continued (at once if its process group is orphaned: the kernel then
+ * discards the signal). The signal goes to this thread (raise), so the
+ * stop happens before raise returns and libuv's handler is put back. Both
+ * threads call it with the lock held, which keeps them from doing it at
+ * the same time. */
+static void stop_process(void) {
+    struct sigaction dfl, caught;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    if (sigaction(SIGTSTP, &dfl, &caught) != 0) return;
+    raise(SIGTSTP);
+    sigaction(SIGTSTP, &caught, NULL);
+}
+
+/* Whether this loop acts on the SIGTSTP it just saw (counted in *seen):
+ * yes if it may (can_act) and no loop acted on it yet. Lock held. */
+static int claim_suspend(pl_lineedit *le, unsigned *seen, int can_act) {
+    ++*seen;
+    if (!can_act || (int)(*seen - le->suspends) <= 0) return 0;
+    le->suspends = *seen;
+    return 1;
+}
+
+/* Stops the process while no prompt is shown: the terminal is in its own
+ * modes but for ECHOCTL (set_echoctl), which the shell gets back too. Lock
+ * held. */
+static void stop_without_prompt(pl_lineedit *le) {
+    if (le->have_termios) tcsetattr(0, TCSADRAIN, &le->saved_termios);
+    stop_process();
+    set_echoctl(le, 0);
+}
+
+/* The pump's SIGTSTP: acted on here only while no prompt is shown (the
+ * arbiter's loop may be stuck in Lua); readline's modes are the arbiter's
+ * to undo. */
+static void pump_suspended(uv_signal_t *handle, int signum) {
+    (void)signum;
+    pl_lineedit *le = handle->data;
+    uv_mutex_lock(&le->lock);
+    if (claim_suspend(le, &le->pump_tstps, !le->prompt_shown)) stop_without_prompt(le);
+    uv_mutex_unlock(&le->lock);
+}
+
+/* Ctrl-Z on the arbiter's loop: the typed line stays on screen, the
+ * terminal in the modes readline found, and the process stops. Continued,
+ * readline's modes come back at once (the process may not have stopped at
+ * all); the redraw waits for SIGCONT (continued). */
+static void suspended(uv_signal_t *handle, int signum) {
+    (void)signum;
+    pl_lineedit *le = handle->data;
+    uv_mutex_lock(&le->lock);
+    int mine = claim_suspend(le, &le->loop_tstps, 1);
+    if (mine && !le->reading) stop_without_prompt(le);
+    uv_mutex_unlock(&le->lock);
+    if (!mine || !le->reading) return;
+    rl_cleanup_after_signal();
+    fflush(le->out);
+    uv_mutex_lock(&le->lock);
+    stop_process();
+    uv_mutex_unlock(&le->lock);
+    rl_reset_after_signal();
+}
+
+/* SIGCONT (`fg`, or a continue after any stop): the shell may have set the
+ * terminal's modes its way meanwhile, so readline's are set afresh from
+ * the user's, and the prompt with the typed text is drawn again on the
+ * cursor's line (below what the shell wrote). */
+static void continued(uv_signal_t *handle, int signum) {
+    (void)signum;
+    pl_lineedit *le = handle->data;
+    if (!le->reading) {
+        set_echoctl(le, 0);
+        return;
+    }
+    if (rl_deprep_term_function) rl_deprep_term_function();
+    rl_reset_after_signal();
+    fputc('\r', le->out);
+    rl_forced_update_display();
+    fflush(le->out);
+}
+
 static char *longest_common_prefix(char **words, size_t n) {
     size_t len = strlen(words[0]);
     for (size_t i = 1; i < n; i++) {
@@ -561,6 +666,8 @@ static void editing_stop(pl_lineedit *le) {
         rl_callback_handler_remove();
     }
     le->reading = le->editing = 0;
+    uv_signal_stop(&le->tstp);
+    uv_signal_stop(&le->cont);
     uv_mutex_lock(&le->lock);
     le->show_carets = 0;
     uv_mutex_unlock(&le->lock);
@@ -590,6 +697,8 @@ static void lineedit_close(pl_lineedit *le) {
     uv_close((uv_handle_t *)&le->tail_timer, handle_closed);
     if (le->input_open) uv_close((uv_handle_t *)&le->input, handle_closed);
     uv_close((uv_handle_t *)&le->winch, handle_closed);
+    uv_close((uv_handle_t *)&le->tstp, handle_closed);
+    uv_close((uv_handle_t *)&le->cont, handle_closed);
 }
 
 static void lineedit_shutdown(pl_resource *res) {
@@ -603,15 +712,19 @@ static int pump_start(pl_lineedit *le) {
     uv_poll_init(&le->pump_loop, &le->pump_poll, le->pipe_r); /* makes it non-blocking */
     uv_async_init(&le->pump_loop, &le->pump_wake, pump_woken);
     uv_signal_init(&le->pump_loop, &le->pump_sigint);
-    le->pump_poll.data = le->pump_wake.data = le->pump_sigint.data = le;
+    uv_signal_init(&le->pump_loop, &le->pump_tstp);
+    le->pump_poll.data = le->pump_wake.data = le->pump_sigint.data = le->pump_tstp.data = le;
     uv_poll_start(&le->pump_poll, UV_READABLE, pump_readable);
     uv_signal_start(&le->pump_sigint, pump_interrupted, SIGINT);
     uv_unref((uv_handle_t *)&le->pump_sigint);
+    if (le->watch_tstp) uv_signal_start(&le->pump_tstp, pump_suspended, SIGTSTP);
+    uv_unref((uv_handle_t *)&le->pump_tstp);
     rc = uv_thread_create(&le->pump, pump_main, le);
     if (rc != 0) {
         uv_close((uv_handle_t *)&le->pump_poll, NULL);
         uv_close((uv_handle_t *)&le->pump_wake, NULL);
         uv_close((uv_handle_t *)&le->pump_sigint, NULL);
+        uv_close((uv_handle_t *)&le->pump_tstp, NULL);
         uv_run(&le->pump_loop, UV_RUN_DEFAULT);
         uv_loop_close(&le->pump_loop);
     }
@@ -663,6 +776,9 @@ static pl_lineedit *capture_start(lua_State *L) {
         lua_pushliteral(L, "cannot capture the output: no condition variable");
         return NULL;
     }
+    struct sigaction tstp_action;
+    le->watch_tstp = sigaction(SIGTSTP, NULL, &tstp_action) == 0 &&
+                     !(tstp_action.sa_flags & SA_SIGINFO) && tstp_action.sa_handler != SIG_IGN;
     int rc = capture_fds(le) == 0 ? 0 : uv_translate_sys_error(errno);
     if (rc == 0) rc = pump_start(le);
     if (rc != 0) {
@@ -679,8 +795,10 @@ static pl_lineedit *capture_start(lua_State *L) {
     uv_async_init(h->loop, &le->wake, output_waiting);
     uv_timer_init(h->loop, &le->tail_timer);
     uv_signal_init(h->loop, &le->winch);
-    le->wake.data = le->tail_timer.data = le->winch.data = le;
-    le->handles_open = 3; /* and input, once the editor starts */
+    uv_signal_init(h->loop, &le->tstp);
+    uv_signal_init(h->loop, &le->cont);
+    le->wake.data = le->tail_timer.data = le->winch.data = le->tstp.data = le->cont.data = le;
+    le->handles_open = 5; /* and input, once the editor starts */
     uv_unref((uv_handle_t *)&le->wake);
     uv_unref((uv_handle_t *)&le->winch);
     pl_host_track(h, &le->res, lineedit_shutdown);
@@ -756,6 +874,12 @@ static int le_start(lua_State *L) {
     uv_ref((uv_handle_t *)&le->wake); /* the REPL keeps the arbiter alive */
     uv_signal_start(&le->winch, window_resized, SIGWINCH);
     uv_unref((uv_handle_t *)&le->winch);
+    if (le->watch_tstp) {
+        uv_signal_start(&le->tstp, suspended, SIGTSTP);
+        uv_signal_start(&le->cont, continued, SIGCONT);
+        uv_unref((uv_handle_t *)&le->tstp);
+        uv_unref((uv_handle_t *)&le->cont);
+    }
     configure_readline(le);
     history_open(le);
     le->editing = 1;

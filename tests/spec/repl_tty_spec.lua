@@ -34,6 +34,16 @@ local function terminal(opts)
   -- With opts.home, HOME is that folder and PULSAR_HISTORY is unset.
   local env = opts.home and ("-u PULSAR_HISTORY HOME=" .. support.quote(opts.home))
               or ("PULSAR_HISTORY=" .. support.quote(self.history))
+  -- With opts.shell, the pane runs an interactive bash (job control, a `$ `
+  -- prompt) and pulsar-lua is typed into it; `echo EXIT=$?` is the spec's.
+  if opts.shell then
+    self:tmux(("new-session -d -x 120 -y 40 -c %s %s"):format(
+      support.quote(os.getenv("PWD") or "."),
+      support.quote(("env %s INPUTRC=/dev/null PS1='$ ' bash --norc --noprofile -i"):format(env))))
+    self:wait("%$ ?\n*$", "the shell's prompt")
+    self:line(support.quote(support.exe) .. " " .. (opts.args or ""))
+    return self
+  end
   local cmd = ("env %s INPUTRC=/dev/null %s %s; echo EXIT=$?; " ..
                "echo TTY=$(stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e -echo -e echo" ..
                " | tr '\\n' ,); sleep 60"):format(env, support.quote(support.exe), opts.args or "")
@@ -235,6 +245,31 @@ describe("the REPL on a terminal", function()
     t:line("print('result=' .. x)")
     t:wait("\nresult=15\n", "the finished line's value")
   end)
+  it("suspends on Ctrl-Z with the shell's modes back, and resumes on fg with the typed text", function()
+    local t = terminal {shell = true}
+    finally(function() t:kill() end)
+    t:wait(PROMPT_AT_END, "the first prompt")
+    t:type("x = 40 +")
+    t:wait("\n> x = 40 %+\n*$", "the half line")
+    t:press("C-z")
+    t:wait("\n> x = 40 %+\n%[1%]%+ +Stopped +[^\n]*pulsar%-lua[^\n]*\n%$ ?\n*$", "the shell's Stopped line")
+    t:line("stty -a | tr ' ' '\\n' | grep -x -e -icanon -e icanon -e -echo -e echo | tr '\\n' ,; echo")
+    t:wait("\nicanon,echo,\n%$ ?\n*$", "the shell's modes while stopped")
+    t:line("fg")
+    t:wait("\n%$ fg\n[^\n]*pulsar%-lua[^\n]*\n> x = 40 %+\n*$", "the prompt and the half line again")
+    -- Keys reach readline one by one again: Left moves into the typed text.
+    t:type("2")
+    t:press("Left")
+    t:type(" ")
+    t:press("End", "Enter")
+    t:line("x")
+    t:wait("\n> x = 40 %+ 2\n> x\n42\n> ?\n*$", "the finished line's value")
+    t:press("C-d")
+    t:wait("\n%$ ?\n*$", "the shell's prompt after the exit")
+    t:line("echo EXIT=$?")
+    t:wait("\nEXIT=0\n", "the exit status")
+  end)
+
   it("attaches to a running arbiter: remote lines, completion, Ctrl-C, and Ctrl-D detaches", function()
     local dir = support.tmpname(".attach")
     assert(os.execute("mkdir -m 700 " .. support.quote(dir)))
