@@ -665,13 +665,16 @@ static void lua_connected(pl_stream *s, const char *err, void *ud) {
     pl_host_pcall(h, 2, 0, "connect callback");
 }
 
-/* core.net_connect(endpoint, fn): fn(transport) or fn(nil, err), from the
- * loop. fn must set the transport's protocol, or it is closed. */
+/* core.net_connect(endpoint, fn [, timeout]): fn(transport) or fn(nil,
+ * err), from the loop. fn must set the transport's protocol, or it is
+ * closed. A timeout (seconds) gives up a connection not made by then. */
 static int core_net_connect(lua_State *L) {
     pl_endpoint ep;
     check_endpoint(L, 1, &ep);
+    double timeout = luaL_optnumber(L, 3, 0);
+    lua_settop(L, 2);
     pl_lsock_callback *cb = pl_lsock_callback_new(L, 2);
-    pl_stream_connect(pl_host_of(L), &ep, lua_connected, cb);
+    pl_stream_connect(pl_host_of(L), &ep, timeout, lua_connected, cb);
     return 0;
 }
 

@@ -79,6 +79,7 @@ struct pl_stream {
     char error[300];            /* why it ended; empty when clean */
     size_t high_water, low_water;
     uint64_t idle_ms, last_active;
+    uint64_t connect_ms;          /* the connect timeout, for its message */
     int open_handles;   /* initialised handles whose close has not run */
     int pending_writes; /* uv_write requests whose callback has not run */
     unsigned is_unix : 1;
@@ -565,9 +566,20 @@ int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen) {
 
 /* ---- connecting ------------------------------------------------------------------ */
 
+/* The connect timeout runs on the stream's idle timer, which has nothing
+ * else to do until the connection is made. */
+static void connect_timed_out(uv_timer_t *timer) {
+    pl_stream *s = timer->data;
+    if (s->closed || !s->connecting) return;
+    snprintf(s->error, sizeof s->error, "cannot connect to %s: no answer within %.3g s",
+             s->name, (double)s->connect_ms / 1000.0);
+    stream_finish(s, NULL);
+}
+
 static void connected(uv_connect_t *req, int status) {
     pl_stream *s = req->data;
     if (s->closed) return; /* reported when the handles are closed */
+    uv_timer_stop(&s->idle);
     char why[120];
     if (status < 0) {
         snprintf(s->error, sizeof s->error, "cannot connect to %s: %s", s->name,
@@ -582,8 +594,8 @@ static void connected(uv_connect_t *req, int status) {
     cb(s, NULL, s->connect_ud);
 }
 
-void pl_stream_connect(pl_host *h, const pl_endpoint *ep, pl_connect_cb cb,
-                       void *ud) {
+void pl_stream_connect(pl_host *h, const pl_endpoint *ep, double timeout,
+                       pl_connect_cb cb, void *ud) {
     char name[PL_SOCKADDR_NAME_MAX];
     pl_endpoint_name(ep, name, sizeof name);
     pl_stream *s = stream_new(h, ep->is_unix);
@@ -598,6 +610,10 @@ void pl_stream_connect(pl_host *h, const pl_endpoint *ep, pl_connect_cb cb,
     s->on_connect = cb;
     s->connect_ud = ud;
     s->connect_req.data = s;
+    if (timeout > 0) {
+        s->connect_ms = timeout * 1000.0 < 1.0 ? 1 : (uint64_t)(timeout * 1000.0 + 0.5);
+        uv_timer_start(&s->idle, connect_timed_out, s->connect_ms, 0);
+    }
     if (ep->is_unix) {
         uv_pipe_connect(&s->connect_req, &s->io.pipe, ep->path, connected);
         return;

@@ -92,10 +92,14 @@ typedef struct pl_stream_handler {
 } pl_stream_handler;
 
 /* on_connect runs once, from the loop: with the stream (owned by the
- * callee, as on_accept's), or with NULL and an error naming the address. */
+ * callee, as on_accept's), or with NULL and an error naming the address.
+ * With timeout > 0 (seconds), a connection not made by then is given up:
+ * a peer that never answers (a full backlog, a dropped SYN) would
+ * otherwise hold the attempt, and the loop, for the kernel's minutes of
+ * retries. */
 typedef void (*pl_connect_cb)(pl_stream *s, const char *err, void *ud);
-void pl_stream_connect(pl_host *h, const pl_endpoint *ep, pl_connect_cb cb,
-                       void *ud);
+void pl_stream_connect(pl_host *h, const pl_endpoint *ep, double timeout,
+                       pl_connect_cb cb, void *ud);
 
 /* Sets the handler; the stream reads (unless paused) while it has on_data. */
 void pl_stream_set_handler(pl_stream *s, const pl_stream_handler *handler);

@@ -541,25 +541,31 @@ local function connection_target(a, b, level)
   return {host = a, port = port}, {}
 end
 
-local function connect_to(spec, limit)
+local function connect_to(spec, limit, timeout)
   local f = Future("connecting")
   core.net_connect(spec, function(transport, err)
     if not transport then return f:set_exception(err) end
     f:set_result(new_stream(transport, limit))
-  end)
+  end, timeout)
   local ok, result = pcall(f.wait, f)
   if ok then return result end
   return nil, result
 end
 
 --- pulsar.open_connection(host, port), ("HOST:PORT"), ("unix:PATH") or
--- ({host=, port= | path=, limit=}): a Future of a Stream.
+-- ({host=, port= | path=, limit=, timeout=}): a Future of a Stream.
+-- `timeout` (seconds, default none) gives up an address that does not
+-- answer by then; the kernel alone would retry for minutes.
 function M.open_connection(a, b)
   local ep, opts = connection_target(a, b, 2)
   local limit = opts.limit or M.LIMIT
   if math.type(limit) ~= "integer" or limit < 1 then error("open_connection: limit must be a whole number from 1", 2) end
+  local timeout = opts.timeout
+  if timeout ~= nil and (type(timeout) ~= "number" or timeout <= 0) then
+    error("open_connection: timeout must be a number of seconds above 0", 2)
+  end
   return future.async(function()
-    return each_address(ep, function(spec) return connect_to(spec, limit) end)
+    return each_address(ep, function(spec) return connect_to(spec, limit, timeout) end)
   end)
 end
 

@@ -2,6 +2,7 @@
 -- host/net.c, host/lnet.c): servers with protocols, client streams, flow
 -- control, addresses and errors, over real sockets on 127.0.0.1 and in a
 -- private directory.
+local core = require "pulsar.core"
 local support = require "support"
 
 local WAIT = 20 -- seconds; generous, for slow machines and sanitizers
@@ -366,6 +367,26 @@ describe("errors", function()
     ok, err = pcall(function() return pulsar.open_connection("unix:/nonexistent/x.sock"):wait(WAIT) end)
     assert.is_false(ok)
     assert.matches("cannot connect to unix:/nonexistent/x.sock: no such file", err)
+  end)
+
+  it("gives up a connection nobody answers after its timeout", function()
+    -- a listening socket nobody accepts on, its backlog full: the kernel
+    -- drops further SYNs, and a connect would wait for minutes of retries
+    local sock = assert(core.net_bind{ip = "127.0.0.1", port = 0, backlog = 1})
+    local port = tonumber(sock.address:match(":(%d+)$"))
+    local held, refused = {}, nil
+    for _ = 1, 8 do
+      local ok, s = pcall(function()
+        return pulsar.open_connection{host = "127.0.0.1", port = port, timeout = 0.5}:wait(WAIT)
+      end)
+      if not ok then refused = s break end
+      held[#held + 1] = s
+    end
+    assert.matches("cannot connect to 127%.0%.0%.1:" .. port .. ": no answer within 0%.5 s", refused)
+    for _, s in ipairs(held) do s:close() end
+    sock:close()
+    assert.has_error(function() pulsar.open_connection{host = "127.0.0.1", port = port, timeout = -1} end,
+                     "open_connection: timeout must be a number of seconds above 0")
   end)
 
   it("bad addresses and settings get clear messages", function()
