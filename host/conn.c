@@ -727,19 +727,11 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
 static int unix_path_of(const char *address, pl_endpoint *ep, char *err,
                         size_t errlen) {
     const char *p = strncmp(address, "unix:", 5) == 0 ? address + 5 : address;
-    size_t len = strlen(p);
-    if (len == 0) {
+    if (*p == '\0') {
         pl_set_err(err, errlen, "address '%s' has an empty socket path", address);
         return -1;
     }
-    if (len >= sizeof ep->path) {
-        pl_set_err(err, errlen, "socket path is too long (%zu bytes, at most "
-                "%zu): %.60s...", len, sizeof ep->path - 1, p);
-        return -1;
-    }
-    ep->is_unix = 1;
-    memcpy(ep->path, p, len + 1);
-    return 0;
+    return pl_endpoint_unix(ep, p, err, errlen);
 }
 
 static int valid_port(const char *s) {
