@@ -27,7 +27,13 @@
  * Idle timeout. A stream remembers when it last read or wrote something; a
  * timer, armed only while a timeout is set, fires once per timeout and
  * closes the stream if nothing moved since, rather than being restarted at
- * every read.
+ * every read. Bytes going out count as moving: one large write drains in
+ * a single uv_write, whose callback may come long after the timeout, so
+ * each check also asks how much of the queue the kernel took since the
+ * last one (the bytes ever queued minus those still queued), and any
+ * progress is activity. A queue the peer takes nothing of for a whole
+ * timeout (between one and two timeouts, checks being one timeout apart)
+ * is dropped, with a warning: that peer does not read.
  *
  * Ownership and lifetime:
  *   - a stream or server is malloc'd with its libuv handles inside and is a
@@ -79,6 +85,8 @@ struct pl_stream {
     char error[300];            /* why it ended; empty when clean */
     size_t high_water, low_water;
     uint64_t idle_ms, last_active;
+    uint64_t queued_bytes; /* ever handed to uv_write (see idle_check) */
+    uint64_t sent_seen;    /* of those, taken by the kernel at the last check */
     uint64_t connect_ms;          /* the connect timeout, for its message */
     int open_handles;   /* initialised handles whose close has not run */
     int pending_writes; /* uv_write requests whose callback has not run */
@@ -437,6 +445,7 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
         return -1;
     }
     s->pending_writes++;
+    s->queued_bytes += len;
     return 0;
 }
 
@@ -510,10 +519,21 @@ int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen) {
 
 /* ---- streams: idle timeout ----------------------------------------------------- */
 
+/* Bytes of the write queue the kernel has taken so far: the progress of a
+ * write in flight, which no callback reports until the write is whole. */
+static uint64_t queue_sent(const pl_stream *s) {
+    return s->queued_bytes - pl_stream_write_queue(s);
+}
+
 static void idle_check(uv_timer_t *timer) {
     pl_stream *s = timer->data;
     if (s->closed || !s->idle_ms) return;
-    uint64_t now = uv_now(s->host->loop), quiet = now - s->last_active;
+    uint64_t now = uv_now(s->host->loop), sent = queue_sent(s);
+    if (sent != s->sent_seen) { /* the peer is reading what we write */
+        s->sent_seen = sent;
+        s->last_active = now;
+    }
+    uint64_t quiet = now - s->last_active;
     if (quiet < s->idle_ms) {
         uv_timer_start(timer, idle_check, s->idle_ms - quiet, 0);
         return;
@@ -521,8 +541,15 @@ static void idle_check(uv_timer_t *timer) {
     /* Nothing moved for the whole timeout: a queue still waiting is one
      * the peer does not read, and is dropped. */
     if (s->pending_writes > 0) {
+        char peer[PL_SOCKADDR_NAME_MAX] = "a peer";
+        size_t unsent = pl_stream_write_queue(s);
+        pl_stream_name(s, 1, peer, sizeof peer);
+        if (unsent > 0)
+            pl_log(PL_LOG_WARNING, s->host->name, "%s: closed after %.3g s "
+                   "in which it read nothing; %zu bytes unsent", peer,
+                   s->idle_ms / 1000.0, unsent);
         stream_fail(s, "idle for %.3g s with %zu bytes unsent",
-                    s->idle_ms / 1000.0, pl_stream_write_queue(s));
+                    s->idle_ms / 1000.0, unsent);
         return;
     }
     pl_stream_close(s);
@@ -537,6 +564,7 @@ void pl_stream_set_idle_timeout(pl_stream *s, double seconds) {
         return;
     }
     s->last_active = uv_now(s->host->loop);
+    s->sent_seen = queue_sent(s);
     uv_timer_start(&s->idle, idle_check, s->idle_ms, 0);
 }
 

@@ -359,6 +359,51 @@ describe("HttpServer", function()
   end)
 end)
 
+describe("HttpServer to a slow reader", function()
+  -- keep_alive far shorter than the time the answers take to go out
+  local server
+  setup(function() server = start_server{workers = 1, keep_alive = 2} end)
+  teardown(function() if server then server.stop() end end)
+
+  it("sends a 16 MiB answer whole to curl --limit-rate 2M", function()
+    local file = support.tmpname(".big")
+    local r = curl("--limit-rate 2M -o " .. support.quote(file) .. " -w '%{size_download}' " ..
+                   server.url .. "/big?n=16777216")
+    os.remove(file)
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("16777216", r.out)
+  end)
+
+  it("sends every pipelined answer whole to a client reading slowly", function()
+    local stream = connect(server)
+    stream:write(string.rep("GET /big?n=4194304 HTTP/1.1\r\nHost: slow\r\n\r\n", 3) ..
+                 "GET /echo HTTP/1.1\r\nHost: slow\r\nConnection: close\r\n\r\n")
+    local parts = {}
+    while true do -- about 2 MB/s: 64 KiB, then a rest
+      local data = stream:read(65536):wait(WAIT)
+      if not data then break end
+      parts[#parts + 1] = data
+      pulsar.sleep(0.03)
+    end
+    local got = responses(table.concat(parts))
+    assert.are.equal(4, #got)
+    for i = 1, 3 do
+      assert.are.equal(200, got[i].status)
+      assert.are.equal(4194304, #got[i].body)
+    end
+    assert.matches("^method GET", got[4].body)
+  end)
+
+  it("closes, with a warning, a connection that reads nothing of its answer for keep_alive", function()
+    local stream = connect(server)
+    stream:write("GET /big?n=33554432 HTTP/1.1\r\nHost: stuck\r\n\r\n")
+    assert.is_true(wait_until(function()
+      return server.err():find("in which it read nothing; %d+ bytes unsent")
+    end))
+    stream:close()
+  end)
+end)
+
 describe("HttpServer workers", function()
   local function who(server)
     local r = curl(server.url .. "/who")
