@@ -114,13 +114,24 @@ static int protocol_call(lua_State *L) {
     return 2;
 }
 
-/* Runs an event through protocol_call; the method's result as a boolean. */
+/* Runs an event through protocol_call; the method's result as a boolean.
+ * A method that raises leaves its protocol in a state nobody knows: the
+ * error is logged with its traceback and the connection closed (what was
+ * already written is flushed first), so that it is neither left open and
+ * silent nor fed more data; the other connections go on. connection_lost
+ * is the end anyway. */
 static int deliver(protocol_event *ev) {
     pl_host *h = ev->t->host;
     lua_State *L = h->L;
+    char where[80];
+    snprintf(where, sizeof where, "%s%s", ev->method,
+             ev->t->stream ? " (the connection is closed)" : "");
     lua_pushcfunction(L, protocol_call);
     lua_pushlightuserdata(L, ev);
-    if (pl_host_pcall(h, 1, 2, ev->method) != LUA_OK) return 0;
+    if (pl_host_pcall(h, 1, 2, where) != LUA_OK) {
+        if (ev->t->stream) pl_stream_close(ev->t->stream);
+        return 0;
+    }
     int result = lua_toboolean(L, -1);
     lua_pop(L, 2);
     return result;

@@ -244,3 +244,112 @@ describe("SocketServer", function()
     stop(app)
   end)
 end)
+
+-- A SocketServer in a process of its own, whose log (stderr) the specs
+-- read. Its protocol answers lines: "big N" with N bytes and "\nend\n" in
+-- one write, "raise" by raising in data_received, "raise at eof" by
+-- raising in eof_received, "fail next" by making the next connection's
+-- connection_made raise, anything else with "echo LINE".
+local ODD_SERVER = [[
+local fail_next = false
+local app = pulsar.apps.SocketServer{
+  name = "odd", bind = "127.0.0.1:0", workers = 1, keep_alive = tonumber(arg[1]),
+  protocol = function()
+    local p = {}
+    function p.connection_made(self, t)
+      self.t = t
+      if fail_next then fail_next = false error("connection_made failed on purpose") end
+    end
+    function p.data_received(self, data)
+      local n = data:match("^big (%d+)")
+      if n then return self.t:write(string.rep("y", tonumber(n)) .. "\nend\n") end
+      if data:match("^raise at eof") then self.raise_at_eof = true
+      elseif data:match("^raise") then error("data_received failed on purpose")
+      elseif data:match("^fail next") then fail_next = true end
+      self.t:write("echo " .. data)
+    end
+    function p.eof_received(self)
+      if self.raise_at_eof then error("eof_received failed on purpose") end
+      return true
+    end
+    return p
+  end,
+}
+app:start():wait()
+print("serving " .. app.address)
+io.stdout:flush()
+]]
+
+describe("SocketServer protocols", function()
+  -- keep_alive 1 s for the slow reader, a minute for the others
+  local servers = {}
+  local function start_odd(keep_alive)
+    local pid_file = support.tmpname(".pid")
+    local h = support.start("--pid-file " .. support.quote(pid_file) .. " " ..
+                            support.quote(support.script(ODD_SERVER)) .. " " .. keep_alive)
+    h.address = h.wait_output("serving (%S+)\n", WAIT)
+    assert(h.address, "the server did not start: " .. h.err())
+    h.pid = tonumber(support.read_file(pid_file))
+    servers[#servers + 1] = h
+    return h
+  end
+  local quick, server
+  setup(function() quick, server = start_odd(1), start_odd(60) end)
+  teardown(function()
+    for _, h in ipairs(servers) do
+      if h.pid then h.kill("TERM", h.pid) h.wait(WAIT) end
+    end
+  end)
+
+  local function connect(h) return pulsar.open_connection((h or server).address):wait(WAIT) end
+
+  local function ask(stream, line)
+    stream:write(line .. "\n")
+    return stream:readline():wait(WAIT)
+  end
+
+  it("send a big answer whole to a reader slower than keep_alive allows", function()
+    local stream = connect(quick)
+    stream:write("big 16777216\n")
+    local got = 0
+    while true do -- about 2 MB/s: 16 MiB take 8 s, keep_alive is 1 s
+      local data = stream:read(65536):wait(WAIT)
+      if not data then break end
+      got = got + #data
+      if got >= 16777216 + 5 then break end
+      pulsar.sleep(0.03)
+    end
+    stream:close()
+    assert.are.equal(16777216 + 5, got)
+  end)
+
+  it("close a connection whose data_received raises, log why, and serve on", function()
+    local stream, other = connect(), connect()
+    assert.are.equal("echo hello", ask(other, "hello"))
+    stream:write("raise\n")
+    assert.is_nil(stream:read():wait(WAIT)) -- closed (keep_alive is a minute)
+    assert.is_true(support.wait_for(function()
+      return server.err():find("data_received %(the connection is closed%): .-data_received failed " ..
+                               "on purpose\nstack traceback:")
+    end, WAIT) ~= nil, server.err())
+    assert.are.equal("echo again", ask(other, "again"))
+    assert.are.equal("echo new", ask(connect(), "new"))
+  end)
+
+  it("close a connection whose eof_received or connection_made raises", function()
+    local stream = connect()
+    assert.are.equal("echo raise at eof", ask(stream, "raise at eof"))
+    stream:write_eof()
+    assert.is_nil(stream:read():wait(WAIT))
+    assert.is_true(support.wait_for(function()
+      return server.err():find("eof_received failed on purpose", 1, true)
+    end, WAIT) ~= nil, server.err())
+    assert.are.equal("echo fail next", ask(connect(), "fail next"))
+    local failed = connect()
+    assert.is_nil(failed:read():wait(WAIT))
+    assert.is_true(support.wait_for(function()
+      return server.err():find("connection_made failed on purpose", 1, true)
+    end, WAIT) ~= nil, server.err())
+    assert.are.equal("echo still", ask(connect(), "still"))
+  end)
+end)
