@@ -20,6 +20,19 @@
  * Trailer fields after a chunked body are dropped as they are read: nothing
  * in a request needs them, and http_parser bounds them (80 KiB).
  *
+ * Strictness. http_parser is lenient where RFC 9112 is not, and where
+ * leniency lets two parsers frame one message differently (request
+ * smuggling), so the end of the headers also refuses, 400 unless said:
+ *   - a blank in a field name ("Transfer-Encoding : chunked", which
+ *     http_parser uses for framing all the same; §5.1);
+ *   - obs-fold, a head line that begins with a space or a tab (§5.2);
+ *     http_parser hides it, so the head's raw bytes are scanned for it;
+ *   - no Host in HTTP/1.1, or more than one Host (§3.2);
+ *   - Content-Length twice, or with Transfer-Encoding (§6.3);
+ *   - Transfer-Encoding in HTTP/1.0, or whose final coding is not chunked,
+ *     or with chunked twice (§6.1, §6.3); with another coding before a
+ *     final chunked it is 501, since no other coding is decoded here.
+ *
  * Every answer must be the same however the bytes are split, and
  * http_parser calls back with the bytes of a field when it sees its end or
  * when its input runs out, whichever is first: so a check in a callback that
@@ -47,6 +60,11 @@ const pl_http_limits pl_http_default_limits = {
  * several pieces, so a new field begins only after a value (or first). */
 enum field_state { IN_NOTHING, IN_NAME, IN_VALUE };
 
+/* Where the scan of a head's raw bytes is (see scan_head). */
+enum line_state {
+    LINE_BEFORE, LINE_IN, LINE_CR, LINE_START, LINE_START_CR, LINE_DONE
+};
+
 struct pl_http_parser {
     http_parser hp;
     pl_http_limits lim;
@@ -59,6 +77,8 @@ struct pl_http_parser {
     int skipping;         /* the current field is past max_headers */
     size_t extra_fields;  /* fields past max_headers */
     int continue_pending; /* see pl_http_take_continue */
+    enum line_state line; /* scan_head's */
+    int folded;           /* a line of the head began with a blank */
     int closed;           /* a request ended the connection */
     int status;           /* the answer to bad input; 0 while all is well */
     char reason[160];
@@ -241,6 +261,119 @@ static int body_expected(const http_parser *hp) {
            (hp->content_length > 0 && hp->content_length != UINT64_MAX);
 }
 
+/* Follows the head's lines in the raw bytes about to be parsed, only to
+ * see obs-fold (a line after the first that starts with SP or HTAB), which
+ * http_parser joins to the line before without a trace. It reads lines as
+ * http_parser does, so that it sees the same bytes however they are split
+ * and never reads a body: a line ends at LF, or at CR and whatever byte
+ * follows (http_parser, lenient, takes that byte for the LF), and the head
+ * ends at an empty line. */
+static void scan_head(pl_http_parser *p, const char *data, size_t n) {
+    for (size_t i = 0; i < n && p->line != LINE_DONE; i++) {
+        char c = data[i];
+        switch (p->line) {
+        case LINE_BEFORE: /* blank lines may come before a request */
+            if (c != '\r' && c != '\n') p->line = LINE_IN;
+            break;
+        case LINE_IN:
+            if (c == '\n') p->line = LINE_START;
+            else if (c == '\r') p->line = LINE_CR;
+            break;
+        case LINE_CR:
+            p->line = LINE_START;
+            break;
+        case LINE_START:
+            if (c == '\r') p->line = LINE_START_CR;
+            else if (c == '\n') p->line = LINE_DONE;
+            else {
+                if (is_blank(c)) p->folded = 1;
+                p->line = LINE_IN;
+            }
+            break;
+        case LINE_START_CR:
+            p->line = LINE_DONE;
+            break;
+        case LINE_DONE:
+            break;
+        }
+    }
+}
+
+static size_t count_headers(const pl_http_request *r, const char *name) {
+    size_t n = strlen(name), count = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const pl_http_header *h = &r->headers[i];
+        count += h->name_len == n && memcmp(pl_http_text(r, h->name), name, n) == 0;
+    }
+    return count;
+}
+
+/* The transfer codings of every Transfer-Encoding field, in order (at
+ * least one field is there): 0, or -1 once refused. */
+static int check_codings(pl_http_parser *p, const pl_http_request *r) {
+    size_t chunked = 0;
+    int last_chunked = 0;
+    const char *other = NULL; /* the first coding that is not chunked */
+    int other_len = 0;
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const pl_http_header *h = &r->headers[i];
+        if (h->name_len != 17 ||
+            memcmp(pl_http_text(r, h->name), "transfer-encoding", 17) != 0)
+            continue;
+        const char *v = pl_http_text(r, h->value), *end = v + h->value_len;
+        while (v < end) {
+            const char *comma = memchr(v, ',', (size_t)(end - v));
+            const char *a = v, *b = comma ? comma : end;
+            v = comma ? comma + 1 : end;
+            while (a < b && is_blank(*a)) a++;
+            while (b > a && is_blank(b[-1])) b--;
+            if (a == b) continue; /* an empty list element (RFC 9110 §5.6.1) */
+            last_chunked = b - a == 7 && strncasecmp(a, "chunked", 7) == 0;
+            if (last_chunked) {
+                chunked++;
+            } else if (!other) {
+                other = a;
+                other_len = (int)(b - a > 40 ? 40 : b - a);
+            }
+        }
+    }
+    if (!last_chunked)
+        return fail(p, 400, "Transfer-Encoding must end with chunked");
+    if (chunked > 1) return fail(p, 400, "Transfer-Encoding has chunked twice");
+    if (other)
+        return fail(p, 501, "Transfer-Encoding '%.*s' is not implemented",
+                    other_len, other);
+    return 0;
+}
+
+/* The rules of RFC 9112 http_parser does not keep (see the head comment). */
+static int check_strict(pl_http_parser *p, const http_parser *hp,
+                        const pl_http_request *r) {
+    for (size_t i = 0; i < r->nheaders; i++) {
+        const pl_http_header *h = &r->headers[i];
+        const char *name = pl_http_text(r, h->name);
+        for (size_t k = 0; k < h->name_len; k++)
+            if (is_blank(name[k]))
+                return fail(p, 400, "blank in the header name '%.*s'",
+                            (int)(h->name_len > 60 ? 60 : h->name_len), name);
+    }
+    if (p->folded)
+        return fail(p, 400, "a header line begins with a blank (obs-fold)");
+    size_t hosts = count_headers(r, "host");
+    if (hosts > 1) return fail(p, 400, "more than one Host header");
+    if (hosts == 0 && hp->http_minor >= 1)
+        return fail(p, 400, "HTTP/1.1 request without a Host header");
+    size_t lengths = count_headers(r, "content-length");
+    size_t encodings = count_headers(r, "transfer-encoding");
+    if (lengths > 1) return fail(p, 400, "more than one Content-Length header");
+    if (encodings == 0) return 0;
+    if (lengths)
+        return fail(p, 400, "both Content-Length and Transfer-Encoding");
+    if (hp->http_minor == 0)
+        return fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");
+    return check_codings(p, r);
+}
+
 static int on_headers_complete(http_parser *hp) {
     pl_http_parser *p = parser_of(hp);
     pl_http_request *r = p->cur;
@@ -252,13 +385,14 @@ static int on_headers_complete(http_parser *hp) {
                     hp->http_minor);
     if (p->extra_fields)
         return fail(p, 431, "more than %zu header fields", p->lim.max_headers);
+    trim_values(r);
+    if (check_strict(p, hp, r) != 0) return -1;
     r->chunked = (hp->flags & F_CHUNKED) != 0;
     if (!r->chunked && hp->content_length != UINT64_MAX &&
         hp->content_length > p->lim.max_body)
         return fail(p, 413, "Content-Length %llu exceeds the body limit of %zu "
                     "bytes", (unsigned long long)hp->content_length,
                     p->lim.max_body);
-    trim_values(r);
     split_target(r);
     /* RFC 9110 §10.1.1: a server ignores 100-continue from HTTP/1.0 */
     const pl_http_header *expect = find_header(r, "expect");
@@ -305,6 +439,8 @@ static int on_message_complete(http_parser *hp) {
     p->headers_done = 0;
     p->head_seen = 0;
     p->continue_pending = 0;
+    p->line = LINE_BEFORE;
+    p->folded = 0;
     p->closed = !r->keep_alive;
     http_parser_pause(hp, 1);
     return 0;
@@ -371,6 +507,7 @@ int pl_http_feed(pl_http_parser *p, const char *data, size_t len) {
                 return parse_failed(p, HPE_OK);
             }
             if (n > budget) n = budget;
+            scan_head(p, data, n);
         }
         size_t used = http_parser_execute(&p->hp, &settings, data, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);

@@ -1,4 +1,4 @@
-/* http.h: a bounded, incremental HTTP/1.1 request parser (issue 6).
+/* http.h: a bounded, incremental, strict HTTP/1.1 request parser.
  *
  * A connection feeds the parser whatever bytes arrive, split anywhere; the
  * parser queues each request once it is whole (method, target, headers with
@@ -6,11 +6,17 @@
  * come out one by one. Everything it holds is bounded: the request line and
  * headers together by max_header bytes, the number of header fields by
  * max_headers, a body by max_body. Bad input stops the parser for good with
- * the status a server should answer (400, 413, 431, 505, ...) and a reason.
+ * the status a server should answer (400, 413, 414, 431, 501, 505) and a
+ * reason; the answer is the same however the bytes were split. Beside the
+ * grammar it keeps RFC 9112's rules against ambiguous framing: no blank in
+ * a field name, no obs-fold, Host exactly once in HTTP/1.1 (at most once
+ * in 1.0), one Content-Length and never with Transfer-Encoding, chunked as
+ * the final (and only) transfer coding.
  *
  * The HTTP grammar is Debian's libhttp-parser (http_parser.h); this layer adds
- * the limits, the buffering and the request objects (host/http.c). The Lua
- * face is host/lhttp.c; lua/pulsar/http.lua turns requests into responses. */
+ * the limits, the strict rules, the buffering and the request objects
+ * (host/http.c). The Lua face is host/lhttp.c (core.http_parser);
+ * lua/pulsar/http.lua turns requests into responses. */
 #ifndef PULSAR_HTTP_H
 #define PULSAR_HTTP_H
 
@@ -75,7 +81,8 @@ int pl_http_feed(pl_http_parser *p, const char *data, size_t len);
 pl_http_request *pl_http_next(pl_http_parser *p);
 void pl_http_request_free(pl_http_request *r);
 
-/* The status to answer (400, 413, 431, 500, 505) and *reason, or 0. */
+/* The status to answer (400, 413, 414, 431, 500, 501, 505) and *reason,
+ * or 0. */
 int pl_http_error(const pl_http_parser *p, const char **reason);
 
 /* 1 once for each request whose headers, with Expect: 100-continue, are

@@ -12,7 +12,10 @@
  * is checked against the limits (what the parser holds, not only what it
  * reports), and every feed is a malloc'd copy of exactly its length, so ASan
  * catches a read past it. After an error every feed must fail at once and
- * deliver nothing. Broken invariants stop with __builtin_trap().
+ * deliver nothing. A request delivered also keeps RFC 9112's rules that
+ * http.c adds to http_parser's: no blank in a field name, Host once (and
+ * required in 1.1), never two framings, chunked last when
+ * Transfer-Encoding is there. Broken invariants stop with __builtin_trap().
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost \
  *       $(pkg-config --cflags lua5.4) host/buf.c host/http.c \
@@ -60,6 +63,31 @@ static void put_field(record *r, const char *p, size_t n) {
 
 static void put_int(record *r, long v) { put(r, &v, sizeof v); }
 
+static int name_is(const pl_http_request *q, const pl_http_header *h,
+                   const char *name) {
+    size_t n = strlen(name);
+    return h->name_len == n && memcmp(pl_http_text(q, h->name), name, n) == 0;
+}
+
+/* The strict rules (see the head comment) on a request delivered. */
+static void check_strict(const pl_http_request *q) {
+    size_t hosts = 0, lengths = 0, encodings = 0;
+    for (size_t i = 0; i < q->nheaders; i++) {
+        const pl_http_header *h = &q->headers[i];
+        for (size_t k = 0; k < h->name_len; k++) {
+            char c = pl_http_text(q, h->name)[k];
+            REQUIRE(c != ' ' && c != '\t');
+        }
+        hosts += name_is(q, h, "host");
+        lengths += name_is(q, h, "content-length");
+        encodings += name_is(q, h, "transfer-encoding");
+    }
+    REQUIRE(hosts <= 1);
+    if (q->version_minor >= 1) REQUIRE(hosts == 1);
+    REQUIRE(lengths <= 1 && !(lengths && encodings));
+    REQUIRE(q->chunked == (encodings > 0));
+}
+
 /* What must hold for every request the parser gives. */
 static void check_request(const pl_http_request *q, const pl_http_limits *lim) {
     REQUIRE(q->method != NULL);
@@ -81,6 +109,7 @@ static void check_request(const pl_http_request *q, const pl_http_limits *lim) {
     REQUIRE(q->version_major == 1);
     REQUIRE(!(q->keep_alive && q->upgrade));
     if (q->expect_continue) REQUIRE(q->version_minor >= 1);
+    check_strict(q);
 }
 
 static void record_request(record *r, const pl_http_request *q) {
@@ -124,7 +153,8 @@ static void feed(pl_http_parser *p, const pl_http_limits *lim,
     if (failed_before) REQUIRE(rc == -1 && pl_http_next(p) == NULL);
     if (status) {
         REQUIRE(status == 400 || status == 413 || status == 414 ||
-                status == 431 || status == 500 || status == 505);
+                status == 431 || status == 500 || status == 501 ||
+                status == 505);
         REQUIRE(reason && reason[0]);
         REQUIRE(!pl_http_in_request(p));
     }

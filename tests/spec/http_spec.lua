@@ -40,18 +40,18 @@ describe("core.http_parser", function()
     assert.is_true(r.keep_alive)
     assert.is_false(r.expect_continue)
     assert.is_false(p:in_request())
-    assert.is_nil(p:feed("GET / HTTP/1.1\r\n\r\n")[1].query_string)
+    assert.is_nil(p:feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")[1].query_string)
   end)
 
   it("lower-cases names and joins repeated fields (cookies with ';')", function()
-    local r = core.http_parser():feed("GET / HTTP/1.1\r\nX-Thing: A\r\nx-thing: B\r\n" ..
+    local r = core.http_parser():feed("GET / HTTP/1.1\r\nHost: h\r\nX-Thing: A\r\nx-thing: B\r\n" ..
                                       "Cookie: a=1\r\nCOOKIE: b=2\r\n\r\n")[1]
-    assert.are.same({["x-thing"] = "A, B", cookie = "a=1; b=2"}, r.headers)
+    assert.are.same({host = "h", ["x-thing"] = "A, B", cookie = "a=1; b=2"}, r.headers)
   end)
 
   it("keeps pipelined requests in order, however the bytes are split", function()
-    local stream = "GET /1 HTTP/1.1\r\n\r\nPOST /2 HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" ..
-                   "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /3 HTTP/1.1\r\n\r\n"
+    local stream = "GET /1 HTTP/1.1\r\nHost: h\r\n\r\nPOST /2 HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" ..
+                   "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\nGET /3 HTTP/1.1\r\nHost: h\r\n\r\n"
     for _, size in ipairs {#stream, 1, 7, 20} do
       local p, chunks = core.http_parser(), {}
       for i = 1, #stream, size do chunks[#chunks + 1] = stream:sub(i, i + size - 1) end
@@ -62,15 +62,15 @@ describe("core.http_parser", function()
   end)
 
   it("answers bad input with a status and a reason, then nothing more", function()
-    local reqs, status, reason = core.http_parser():feed("GET /ok HTTP/1.1\r\n\r\nBLAH\1\2\r\n\r\n")
+    local reqs, status, reason = core.http_parser():feed("GET /ok HTTP/1.1\r\nHost: h\r\n\r\nBLAH\1\2\r\n\r\n")
     assert.are.equal(1, #reqs)
     assert.are.equal(400, status)
     assert.matches("malformed request", reason)
 
     local p = core.http_parser()
-    local _, s1 = p:feed("GET /" .. string.rep("a", 1024 * 1024) .. " HTTP/1.1\r\n\r\n")
+    local _, s1 = p:feed("GET /" .. string.rep("a", 1024 * 1024) .. " HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.equal(414, s1)
-    local again, s2, why = p:feed("GET / HTTP/1.1\r\n\r\n")
+    local again, s2, why = p:feed("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.same({}, again)
     assert.are.equal(414, s2)
     assert.matches("request line longer than 65536 bytes", why)
@@ -78,17 +78,17 @@ describe("core.http_parser", function()
 
   it("bounds the head, the fields and the body", function()
     local p = core.http_parser()
-    local _, status = feed_all(p, "GET / HTTP/1.1\r\n", string.rep("X-A: b\r\n", 20000))
+    local _, status = feed_all(p, "GET / HTTP/1.1\r\nHost: h\r\n", string.rep("X-A: b\r\n", 20000))
     assert.are.equal(431, status)
-    local _, s, reason = core.http_parser():feed("GET / HTTP/1.1\r\n" ..
+    local _, s, reason = core.http_parser():feed("GET / HTTP/1.1\r\nHost: h\r\n" ..
                                                  string.rep("A: b\r\n", 101) .. "\r\n")
     assert.are.equal(431, s)
     assert.matches("more than 100 header fields", reason)
     p = core.http_parser{max_body = 4, max_header = 100, max_headers = 3}
-    _, s, reason = p:feed("PUT / HTTP/1.1\r\nContent-Length: 5\r\n\r\n")
+    _, s, reason = p:feed("PUT / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\n")
     assert.are.equal(413, s)
     assert.matches("exceeds the body limit of 4 bytes", reason)
-    _, s = core.http_parser{max_header = 20}:feed("GET /0123456789 HTTP/1.1\r\n")
+    _, s = core.http_parser{max_header = 20}:feed("GET /0123456789 HTTP/1.1\r\nHost: h\r\n")
     assert.are.equal(414, s)
     assert.has_error(function() core.http_parser{max_body = -1} end,
                      "http_parser: max_body must be an integer from 0")
@@ -97,7 +97,7 @@ describe("core.http_parser", function()
 
   it("says when a request waits for 100 Continue", function()
     local p = core.http_parser()
-    assert.are.same({}, p:feed("PUT /f HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"))
+    assert.are.same({}, p:feed("PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"))
     assert.is_true(p:in_request())
     assert.is_true(p:take_continue())
     assert.is_false(p:take_continue())
@@ -113,7 +113,7 @@ describe("core.http_parser", function()
     assert.are.same({true, false}, {reqs[1].keep_alive, reqs[2].keep_alive})
     assert.is_true(p:closed())
     p = core.http_parser()
-    reqs = p:feed("GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /ignored HTTP/1.1\r\n\r\n")
+    reqs = p:feed("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /ignored HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.equal(1, #reqs)
     assert.is_false(reqs[1].keep_alive)
   end)
@@ -133,7 +133,7 @@ describe("pulsar.http functions", function()
 
   it("decodes the path but not '+' in it", function()
     assert.are.equal("/a b/c+d/é", http.unescape("/a%20b/c+d/%C3%A9"))
-    local req = http.request(core.http_parser():feed("GET /x%2Fy?q=a+b HTTP/1.1\r\n\r\n")[1])
+    local req = http.request(core.http_parser():feed("GET /x%2Fy?q=a+b HTTP/1.1\r\nHost: h\r\n\r\n")[1])
     assert.are.equal("/x/y", req.path)
     assert.are.same({q = "a b"}, req.query)
     assert.are.equal("/x%2Fy?q=a+b", req.target)
@@ -292,7 +292,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
       if req.path == "/slow" then pulsar.sleep(0.1) end
       return req.path
     end)
-    proto:data_received("GET /slow HTTP/1.1\r\n\r\nGET /fast HTTP/1.1\r\n\r\nGET /also HTTP/1.1\r\n\r\n")
+    proto:data_received("GET /slow HTTP/1.1\r\nHost: h\r\n\r\nGET /fast HTTP/1.1\r\nHost: h\r\n\r\nGET /also HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.equal("", t:output()) -- the fast ones wait for the slow one
     assert.truthy(support.wait_for(function() return #bodies(t:output()) == 3 end, 10))
     assert.are.same({"/slow", "/fast", "/also"}, bodies(t:output()))
@@ -313,7 +313,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
       return "fine"
     end)
     quietly(function()
-      proto:data_received("GET /boom HTTP/1.1\r\n\r\nGET /ok HTTP/1.1\r\n\r\n")
+      proto:data_received("GET /boom HTTP/1.1\r\nHost: h\r\n\r\nGET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
     end)
     assert.are.same({500, 200}, responses(t:output()))
     assert.are.same({"Internal Server Error\n", "fine"}, bodies(t:output()))
@@ -329,7 +329,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
       proto:connection_made{write = function(_, d) out[#out + 1] = d end, close = function() end,
                             pause_reading = function() end, resume_reading = function() end,
                             get_extra_info = function() end}
-      proto:data_received("GET /here HTTP/1.1\r\n\r\n")
+      proto:data_received("GET /here HTTP/1.1\r\nHost: h\r\n\r\n")
       print(table.concat(out):match("^HTTP/1.1 (%d+)"))
     ]])))
     assert.are.equal(0, r.code)
@@ -341,7 +341,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
 
   it("answers 500 when the handler returns something that is not a response", function()
     local proto, t = connect(function() return 200, {["X-A"] = "bad\r\nvalue"}, "" end)
-    quietly(function() proto:data_received("GET / HTTP/1.1\r\n\r\n") end)
+    quietly(function() proto:data_received("GET / HTTP/1.1\r\nHost: h\r\n\r\n") end)
     assert.are.same({500}, responses(t:output()))
   end)
 
@@ -353,8 +353,8 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
       ["/d"] = function() return 302, {Location = "/a"} end,
     }
     local proto, t = connect(function(req) return results[req.path]() end)
-    proto:data_received("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\nGET /c HTTP/1.1\r\n\r\n" ..
-                        "GET /d HTTP/1.1\r\n\r\n")
+    proto:data_received("GET /a HTTP/1.1\r\nHost: h\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\nGET /c HTTP/1.1\r\nHost: h\r\n\r\n" ..
+                        "GET /d HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.same({200, 404, 200, 302}, responses(t:output()))
     assert.are.same({"just a body", "not here", "", ""}, bodies(t:output()))
     assert.matches("Location: /a\r\n", t:output())
@@ -362,7 +362,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
 
   it("answers HEAD without the body", function()
     local proto, t = connect(function() return "0123456789" end)
-    proto:data_received("HEAD / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    proto:data_received("HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")
     local out = t:output()
     local head = out:match("^(.-\r\n\r\n)HTTP/1.1")
     assert.truthy(head)
@@ -373,19 +373,19 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
   it("answers malformed input with 400 and Connection: close, then closes", function()
     local calls = 0
     local proto, t = connect(function() calls = calls + 1 return "x" end)
-    proto:data_received("GET /first HTTP/1.1\r\n\r\n\0\1\2 garbage\r\n\r\n")
+    proto:data_received("GET /first HTTP/1.1\r\nHost: h\r\n\r\n\0\1\2 garbage\r\n\r\n")
     local out = t:output()
     assert.are.same({200, 400}, responses(out))
     assert.matches("HTTP/1%.1 400 Bad Request\r\n.-Connection: close\r\n", out)
     assert.is_true(t.closed)
     assert.are.equal(1, calls)
-    proto:data_received("GET / HTTP/1.1\r\n\r\n") -- ignored once closing
+    proto:data_received("GET / HTTP/1.1\r\nHost: h\r\n\r\n") -- ignored once closing
     assert.are.equal(1, calls)
   end)
 
   it("answers a body over max_body with 413 before reading it, then closes", function()
     local proto, t = connect(function() return "x" end, {max_body = 10})
-    proto:data_received("POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\n")
+    proto:data_received("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n")
     assert.are.same({413}, responses(t:output()))
     assert.matches("Connection: close\r\n", t:output())
     assert.is_true(t.closed)
@@ -398,7 +398,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
     assert.are.same({414}, responses(t:output()))
     assert.is_true(t.closed)
     proto, t = connect(function() return "x" end)
-    proto:data_received("GET / HTTP/1.1\r\n")
+    proto:data_received("GET / HTTP/1.1\r\nHost: h\r\n")
     for _ = 1, 100 do proto:data_received(string.rep("X-Endless: yes\r\n", 100)) end
     assert.are.same({431}, responses(t:output()))
     assert.is_true(t.closed)
@@ -406,7 +406,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
 
   it("sends 100 Continue before the body is read", function()
     local proto, t = connect(function(req) return "got " .. req.body end)
-    proto:data_received("PUT /up HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
+    proto:data_received("PUT /up HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n")
     assert.are.equal("HTTP/1.1 100 Continue\r\n\r\n", t:output())
     proto:data_received("data")
     assert.are.same({100, 200}, responses(t:output()))
@@ -416,7 +416,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
   it("honours Connection: close from the client and from the handler", function()
     local calls = 0
     local proto, t = connect(function() calls = calls + 1 return "x" end)
-    proto:data_received("GET / HTTP/1.1\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\n\r\n")
+    proto:data_received("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\nGET /never HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.equal(1, calls)
     assert.matches("Connection: close\r\n", t:output())
     assert.is_true(t.closed)
@@ -425,7 +425,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
       if req.path == "/bye" then return 200, {Connection = "close"}, "bye" end
       return "x"
     end)
-    proto:data_received("GET /bye HTTP/1.1\r\n\r\nGET /after HTTP/1.1\r\n\r\n")
+    proto:data_received("GET /bye HTTP/1.1\r\nHost: h\r\n\r\nGET /after HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.are.same({"bye"}, bodies(t:output()))
     assert.is_true(t.closed)
   end)
@@ -447,7 +447,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
     assert.is_false(t.reading)
     proto:resume_writing()
     assert.is_true(t.reading)
-    proto:data_received(string.rep("GET / HTTP/1.1\r\n\r\n", 4))
+    proto:data_received(string.rep("GET / HTTP/1.1\r\nHost: h\r\n\r\n", 4))
     assert.is_false(t.reading) -- four in flight
     release:set_result(true)
     assert.truthy(support.wait_for(function() return #responses(t:output()) == 4 end, 10))
@@ -461,7 +461,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
     assert.are.same({408}, responses(t:output()))
     -- a request that completes in time is answered, and the timer stops
     proto, t = connect(function() return "x" end, {timeout = 0.2})
-    proto:data_received("GET / HTTP/1.1\r\n")
+    proto:data_received("GET / HTTP/1.1\r\nHost: h\r\n")
     proto:data_received("\r\n")
     pulsar.sleep(0.4)
     assert.are.same({200}, responses(t:output()))
@@ -470,7 +470,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
 
   it("finishes what is in flight after the peer's EOF, then closes", function()
     local proto, t = connect(function() pulsar.sleep(0.05) return "late" end)
-    proto:data_received("GET / HTTP/1.1\r\n\r\n")
+    proto:data_received("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.is_true(proto:eof_received())
     assert.is_false(t.closed)
     assert.truthy(support.wait_for(function() return t.closed end, 10))
@@ -480,10 +480,10 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
   it("finishes the requests in flight before closing for a graceful stop", function()
     local proto, t = connect(function() pulsar.sleep(0.05) return "done" end)
     assert.is_false(proto:busy())
-    proto:data_received("GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n")
+    proto:data_received("GET /1 HTTP/1.1\r\nHost: h\r\n\r\nGET /2 HTTP/1.1\r\nHost: h\r\n\r\n")
     assert.is_true(proto:busy())
     proto:close_when_idle()
-    proto:data_received("GET /3 HTTP/1.1\r\n\r\n") -- not read any more
+    proto:data_received("GET /3 HTTP/1.1\r\nHost: h\r\n\r\n") -- not read any more
     assert.is_false(t.closed)
     assert.truthy(support.wait_for(function() return t.closed end, 10))
     assert.are.same({"done", "done"}, bodies(t:output()))
@@ -501,7 +501,7 @@ describe("http.protocol (unit tests with a stand-in transport)", function()
 
   it("drops answers for a connection that is gone", function()
     local proto, t = connect(function() pulsar.sleep(0.05) return "late" end)
-    proto:data_received("GET / HTTP/1.1\r\n\r\n")
+    proto:data_received("GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     t.closed = true -- write would now raise
     proto:connection_lost("reset by peer")
     pulsar.sleep(0.15)
