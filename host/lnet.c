@@ -36,8 +36,10 @@
  * its connection_lost, so dropping every Lua reference never closes it; a
  * server while it accepts; a socket is closed when collected. Callbacks
  * from libuv run through pl_host_pcall: an error is logged with its
- * traceback and never unwinds through libuv; pause_writing runs inside the
- * write that caused it, so its error is that write's. sock.address,
+ * traceback and never unwinds through libuv, and a protocol method that
+ * raises (data_received, eof_received, resume_writing) closes its
+ * connection, flushing what was written first; pause_writing runs inside
+ * the write that caused it, so its error is that write's. sock.address,
  * server.address and the connect callback work as lconn.c's do, through
  * lsock.c. */
 #include <stddef.h>

@@ -70,7 +70,8 @@ pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
 /* Stops accepting; streams it accepted go on. */
 void pl_server_close(pl_server *srv);
 const char *pl_server_address(const pl_server *srv);
-/* Seconds of silence after which an accepted stream is closed (0: never). */
+/* Seconds of silence after which an accepted stream is closed (0: never);
+ * see pl_stream_set_idle_timeout. */
 void pl_server_set_idle_timeout(pl_server *srv, double seconds);
 
 /* ---- streams ------------------------------------------------------------- */
@@ -129,6 +130,11 @@ size_t pl_stream_write_queue(const pl_stream *s);
 void pl_stream_set_write_limits(pl_stream *s, size_t high, size_t low);
 void pl_stream_get_write_limits(const pl_stream *s, size_t *high,
                                 size_t *low);
+/* Closes the stream once nothing moved for `seconds` (0: never). Moving
+ * is a read, a write asked, or the kernel taking queued bytes: an answer
+ * draining to a slow reader keeps the stream open. A queue the peer takes
+ * nothing of for the whole time (checked once per timeout, so between one
+ * and two timeouts) is dropped, with a warning in the log. */
 void pl_stream_set_idle_timeout(pl_stream *s, double seconds);
 int pl_stream_is_closing(const pl_stream *s);
 /* The local (peer = 0) or remote (peer = 1) address; 0 or -1. */

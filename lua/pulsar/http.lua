@@ -1,4 +1,5 @@
---- pulsar.http: HTTP/1.1 for the HttpServer battery (issue 6).
+--- pulsar.http: HTTP/1.1 served over pulsar's transports, the protocol of
+-- pulsar.apps.HttpServer (lua/pulsar/apps/http.lua).
 --
 -- Three layers, each usable alone:
 --   * pure functions: `unescape`, `parse_query`, `reason`, `date`,
@@ -15,7 +16,15 @@
 -- `status, body` (a second value that is a table is headers), or a body
 -- alone (status 200), or nothing (200, empty).
 -- It runs in a task, so it may wait on Futures; a Lua error in it answers
--- 500 and logs the traceback; the connection and the worker go on.
+-- 500 and logs the traceback; the connection and the worker go on. With
+-- `handler_timeout`, one that has not answered by then is answered 503 in
+-- its turn (the answers of later requests still wait for it), the timeout
+-- is logged, its task is cancelled and whatever it returns later dropped.
+--
+-- Bad input (core.http_parser: RFC 9112's grammar and framing rules, and
+-- the limits) is answered 4xx, or 501 for a transfer coding other than
+-- chunked, after the answers of the requests before it, and the connection
+-- closed.
 --
 -- Per connection, memory is bounded: the parser's limits bound each request,
 -- at most `pipeline` requests are in flight (the others read wait, and
@@ -533,8 +542,8 @@ function Protocol:_dispatch(raw)
   -- every field the slot will have, so that it is made at its full size
   local slot = self:_push({
     false, false, false, data = false, close = false,
-    method = raw.method, target = raw.target, head = raw.method == "HEAD",
-    keep_alive = raw.keep_alive,
+    method = raw.method, target = raw.target, path = raw.path, head = raw.method == "HEAD",
+    keep_alive = raw.keep_alive, timer = false, timed_out = false,
   })
   if not raw.keep_alive then self.closing = true end
   if self.stats then self.stats.requests = self.stats.requests + 1 end
@@ -542,10 +551,37 @@ function Protocol:_dispatch(raw)
   if done then return self:_answer(slot) end
   if task:done() then return self:_answer(slot, task) end
   self:_hold_idle(1)
+  if self.handler_timeout then
+    slot.timer = core.timer(self.handler_timeout, function()
+      slot.timer = false
+      self:_time_out(slot, task)
+    end)
+  end
   task:add_done_callback(function(t)
+    if slot.timed_out then return end -- answered 503 already: the late answer is dropped
+    if slot.timer then slot.timer:cancel() slot.timer = false end
     self:_hold_idle(-1)
     self:_answer(slot, t)
   end)
+end
+
+-- The handler of `slot` ran past handler_timeout: its task is cancelled
+-- (it stops at the wait it is in; one that never waits cannot be stopped,
+-- and what it returns is dropped) and the request answered 503, in its
+-- place in the pipeline.
+function Protocol:_time_out(slot, task)
+  slot.timed_out = true
+  self:_hold_idle(-1)
+  log.error("handler timed out after %g s: %s %s", self.handler_timeout, slot.method, slot.path)
+  if self.stats then self.stats.errors = self.stats.errors + 1 end
+  task:cancel()
+  if self.closed or self.lost then return end
+  if self.draining and slot == self.slots[self.last] then slot.keep_alive = false end
+  local data, keep_alive = M.response(503, nil, ("Service Unavailable: no answer within %g s\n"):format(
+    self.handler_timeout), slot)
+  slot.close = not keep_alive
+  slot.data = data
+  if self.qfirst > self.qlast then self:_flush() else self:_next() end
 end
 
 -- Counts the handlers still running; while any is, the transport's idle
@@ -638,6 +674,12 @@ Protocol.server_stopping = Protocol.close_when_idle
 function Protocol:connection_lost()
   self.lost = true
   self:_stop_timer()
+  -- handlers still running go on (their answers have nowhere to go), but
+  -- are no longer timed: a late answer is dropped all the same
+  for i = self.first, self.last do
+    local slot = self.slots[i]
+    if slot and slot.timer then slot.timer:cancel() slot.timer = false end
+  end
   self.slots, self.first, self.last = {}, 1, 0
   self:_drop_queue()
 end
@@ -659,7 +701,7 @@ local function check_opts(opts)
       error(("http.protocol: %s must be an integer from %d"):format(key, min), 3)
     end
   end
-  for _, key in ipairs {"timeout", "linger"} do
+  for _, key in ipairs {"timeout", "linger", "handler_timeout"} do
     local v = opts[key]
     if v ~= nil and (type(v) ~= "number" or v <= 0 or v ~= v) then
       error(("http.protocol: %s must be a number of seconds above 0"):format(key), 3)
@@ -680,6 +722,9 @@ end
 --     limits, answered 413, 414 or 431 and the connection closed
 --   pipeline (16): requests in flight per connection before reading pauses
 --   timeout (none): seconds for a request to arrive whole once begun (408)
+--   handler_timeout (none): seconds a handler may run; past them the request
+--     is answered 503 in its turn, the timeout logged, the handler's task
+--     cancelled and its late answer dropped
 --   keep_alive (none): the server's idle timeout (pulsar.net's keep_alive),
 --     which this protocol lifts while a handler runs and sets back after
 --   linger (2): seconds a closing connection keeps reading (and dropping)
@@ -699,10 +744,11 @@ function M.protocol(handler, opts)
   end
   local keep_alive = opts.keep_alive ~= 0 and opts.keep_alive or nil
   local pipeline, timeout, linger = opts.pipeline or 16, opts.timeout, opts.linger or 2
+  local handler_timeout = opts.handler_timeout
   return function()
     return setmetatable({handler = handler, limits = limits, pipeline = pipeline,
                          timeout = timeout, keep_alive = keep_alive, linger = linger,
-                         stats = stats}, Protocol)
+                         handler_timeout = handler_timeout, stats = stats}, Protocol)
   end
 end
 

@@ -12,7 +12,10 @@
 --   connection_lost(self, err)         (err is nil after a clean close)
 --   server_stopping(self)              (the server stops: finish and close)
 -- each only if it has it. These are plain calls, not coroutines: a protocol
--- that must wait starts a task (pulsar.async). The transport (host/lnet.c)
+-- that must wait starts a task (pulsar.async). One that raises has its
+-- error logged with the traceback and its connection closed (aborted, for
+-- connection_made; closed after what it wrote, for the others); the server
+-- and its other connections go on. The transport (host/lnet.c)
 -- has write, write_eof, close, abort, pause_reading, resume_reading,
 -- get_extra_info("peername" | "sockname"), get_write_buffer_size,
 -- set_write_buffer_limits and set_idle_timeout.
@@ -214,7 +217,8 @@ end
 
 --- Accepts on listening descriptors (a bound socket's fds, or ones this
 -- actor inherited): returns a Server at once. params: protocol (the
--- factory), keep_alive (idle seconds before a connection is closed),
+-- factory), keep_alive (seconds without traffic, a slow answer still going
+-- out counting as traffic, before a connection is closed),
 -- backlog, own (the descriptors are this server's to close),
 -- on_accept(server, transport), on_close(server, transport).
 function M.serve(fds, params)

@@ -233,6 +233,39 @@ describe("HttpServer", function()
     assert.matches("\r\nConnection: close\r\n", got[2].head)
   end)
 
+  -- RFC 9112: what a lenient parser would frame differently from a strict one
+  local STRICT = {
+    {400, "blank in the header name 'transfer-encoding '",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"},
+    {400, "blank in the header name 'content-length '",
+     "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length : 3\r\n\r\nabc"},
+    {400, "more than one Host header", "GET /echo HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n"},
+    {400, "HTTP/1.1 request without a Host header", "GET /echo HTTP/1.1\r\nX-A: b\r\n\r\n"},
+    {400, "content-length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n" ..
+                             "Content-Length: 4\r\n\r\nabcd"},
+    {400, "content-length", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n" ..
+                            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"},
+    {400, "obs-fold", "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: one\r\n two\r\n\r\n"},
+    {400, "obs-fold", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip,\r\n\tchunked\r\n" ..
+                       "\r\n0\r\n\r\n"},
+    {400, "must end with chunked", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"},
+    {501, "'gzip' is not implemented", "POST /echo HTTP/1.1\r\nHost: x\r\n" ..
+                                       "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"},
+  }
+
+  it("answers 400 (501 for an unknown coding) to what RFC 9112 forbids, and closes", function()
+    for _, case in ipairs(STRICT) do
+      local status, why, request = case[1], case[2], case[3]
+      local stream = connect(server)
+      stream:write("GET /echo?first=1 HTTP/1.1\r\nHost: x\r\n\r\n" .. request)
+      local got = responses(read_all(stream)) -- read_all returns: the server closed
+      assert.are.equal(2, #got, request)
+      assert.are.same({200, status}, {got[1].status, got[2].status}, request)
+      assert.truthy(got[2].body:find(why, 1, true), got[2].body)
+      assert.matches("\r\nConnection: close\r\n", got[2].head)
+    end
+  end)
+
   it("answers HEAD with the headers of GET and no body", function()
     local stream = connect(server)
     stream:write("GET /big?n=1234 HTTP/1.1\r\nHost: x\r\n\r\n" ..
@@ -356,6 +389,33 @@ describe("HttpServer", function()
     local r = curl(server.url .. "/echo?other=client")
     assert.matches("query other=client", r.out)
     hog:close()
+  end)
+end)
+
+describe("HttpServer with http_handler_timeout", function()
+  local server
+  setup(function() server = start_server{workers = 1, http_handler_timeout = 1} end)
+  teardown(function() if server then server.stop() end end)
+
+  it("answers 503 for a handler that never answers, in its turn, logs it, and serves on", function()
+    local stream = connect(server)
+    local t0 = pulsar.time()
+    stream:write("GET /sleep?t=100000 HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                 "GET /echo?second=1 HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                 "GET /sleep?t=0.1 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    local got = responses(read_all(stream))
+    assert.is_true(pulsar.time() - t0 >= 0.9)
+    assert.are.equal(3, #got)
+    assert.are.same({503, 200, 200}, {got[1].status, got[2].status, got[3].status})
+    assert.matches("no answer within 1 s", got[1].body)
+    assert.matches("\r\nConnection: keep%-alive\r\n", got[1].head)
+    assert.matches("query second=1", got[2].body) -- did not overtake the first
+    assert.are.equal("slept 0.1", got[3].body)
+    assert.is_true(wait_until(function()
+      return server.err():find("handler timed out after 1 s: GET /sleep", 1, true)
+    end), server.err())
+    local r = curl("-i " .. server.url .. "/echo?after=timeout")
+    assert.matches("^HTTP/1%.1 200 OK\r\n", r.out)
   end)
 end)
 
@@ -509,6 +569,8 @@ describe("HttpServer{}", function()
     fails("HttpServer: handler must be a function", {name = "x"})
     fails("HttpServer: http_max_body must be an integer from 0", {handler = hello, http_max_body = -1})
     fails("HttpServer: http_timeout must be a number of seconds above 0", {handler = hello, http_timeout = 0})
+    fails("HttpServer: http_handler_timeout must be a number of seconds above 0",
+          {handler = hello, http_handler_timeout = -1})
     fails("HttpServer: keep_alive must be a number of seconds from 0", {handler = hello, keep_alive = "x"})
     fails("bind: 'nowhere' is not an address", {handler = hello, bind = "nowhere"})
     local co = coroutine.create(print)

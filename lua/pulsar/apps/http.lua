@@ -15,11 +15,13 @@
 -- picks the defaults. What each piece does for the rules of HTTP:
 --   * pulsar.http parses (core.http_parser, bounded), runs the handler of
 --     each request in a task of its own, answers in request order
---     (pipelining), 500 with a logged traceback for a handler's error, 4xx
---     and a lingering close for bad input, 408 for a request that takes
---     longer than http_timeout to arrive;
+--     (pipelining), 500 with a logged traceback for a handler's error, 503
+--     for one slower than http_handler_timeout, 4xx (501 for a transfer
+--     coding it does not know) and a lingering close for bad input, 408 for
+--     a request that takes longer than http_timeout to arrive;
 --   * the transport (pulsar.net) closes a connection idle for keep_alive
---     seconds (pulsar.http lifts that while a handler runs), and says when
+--     seconds (pulsar.http lifts that while a handler runs; an answer
+--     still going out to a slow reader is not idleness), and says when
 --     a client does not read its answers (pause_writing), upon which
 --     pulsar.http stops reading from it;
 --   * the SocketServer shares the socket among the workers, replaces the
@@ -46,6 +48,11 @@
 --                     first byte (60), else 408 and the connection closes
 --   http_linger       seconds a closing connection keeps reading and
 --                     dropping what the client still sends (2)
+--   http_handler_timeout  seconds a handler may take to answer (none: no
+--                     limit); past them the request is answered 503 in its
+--                     turn, "handler timed out after N s: METHOD PATH" is
+--                     logged, the handler's task is cancelled and whatever
+--                     it returns later is dropped
 --
 -- Worker info has, beside SocketServer's `server`, `http = {requests=,
 -- errors=, rejected=, in_flight=, write_queue=, write_queue_max=}`:
@@ -59,6 +66,7 @@ local OPTIONS = { -- setting -> pulsar.http's protocol option
   http_max_body = "max_body", http_max_header = "max_header",
   http_max_headers = "max_headers", http_pipeline = "pipeline",
   http_timeout = "timeout", http_linger = "linger",
+  http_handler_timeout = "handler_timeout",
 }
 
 -- Counters of every connection this VM serves (one HttpServer per worker).
