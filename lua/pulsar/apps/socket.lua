@@ -19,7 +19,11 @@
 --   protocol     a factory: one protocol table per connection (pulsar.net)
 --   backlog      the listen queue (2048)
 --   keep_alive   seconds after which a connection where nothing moved is
---                closed (0 or nil: never)
+--                closed (0 or nil: never); an answer still draining to a
+--                slow reader is movement, a peer that takes none of its
+--                answer for that long is closed with a warning
+--   protocol methods that raise are logged with their traceback and close
+--                their connection; the worker and the others go on
 --   max_requests a worker serves about that many connections, then stops
 --                gracefully and its monitor replaces it; "about": each
 --                worker draws its own limit, int(lognormal(log(n), 0.2)), as
