@@ -22,12 +22,13 @@
 --                closed (0 or nil: never); an answer still draining to a
 --                slow reader is movement, a peer that takes none of its
 --                answer for that long is closed with a warning
---   protocol methods that raise are logged with their traceback and close
---                their connection; the worker and the others go on
 --   max_requests a worker serves about that many connections, then stops
 --                gracefully and its monitor replaces it; "about": each
 --                worker draws its own limit, int(lognormal(log(n), 0.2)), as
 --                pulsar does, so that workers do not all recycle at once
+--
+-- A protocol method that raises is logged with its traceback and closes
+-- its connection (pulsar.net); the worker and its other connections go on.
 --
 -- How the socket is shared: monitor_start binds every address (in the
 -- arbiter's process, where monitors live) and keeps the sockets; each
