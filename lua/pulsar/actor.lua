@@ -15,7 +15,9 @@
 --   on_stop(actor)             stop() began: tells whoever must know (a
 --                              worker tells the arbiter, which ends it by
 --                              force if it is not gone within exit_timeout
---                              and a margin). Must not wait.
+--                              and a margin). May wait briefly for the
+--                              answer, so that the news is out before a
+--                              stuck stopping hook could hold it back.
 --   stop_children(actor)       at the start of stop(), before the stopping
 --                              hook: stops the actors this one manages and
 --                              returns once they are gone (the arbiter: every
@@ -163,9 +165,10 @@ function Actor:stop(exit_code)
   self._stop = done
   self.exit_code = exit_code or 0
   self.state = "stopping"
-  self:_role("on_stop")
   future.async(function()
-    local ok, err = pcall(self._role, self, "stop_children")
+    local ok, err = pcall(self._role, self, "on_stop")
+    if not ok then log.warning("telling that %s stops: %s", tostring(self), tostring(err)) end
+    ok, err = pcall(self._role, self, "stop_children")
     if not ok then log.error("stopping the actors of %s: %s", tostring(self), tostring(err)) end
     run_stopping_hook(self, self.cfg.exit_timeout or 3)
     self.state = "closed"

@@ -554,8 +554,12 @@ local function install_commands()
   mailbox.command("pulsar:stopping", function(request)
     local rec = records[request.caller]
     if rec then stopping_deadline(rec) end
-  end, {ack = false})
-  mailbox.command("pulsar:gave_up", function(_, why) gave_up = tostring(why) end, {ack = false})
+    return true
+  end)
+  mailbox.command("pulsar:gave_up", function(_, why)
+    gave_up = tostring(why)
+    return true
+  end)
   require("pulsar.console").install(arbiter)
 end
 

@@ -90,7 +90,7 @@ local function give_up(monitor)
     app.name, #monitor.restarts, app.restart_period, app.max_restarts)
   log.error("%s", why)
   monitor.extra.stopped_because = "restart budget exceeded"
-  pulsar.cast("arbiter", "pulsar:gave_up", why)
+  pcall(function() pulsar.send("arbiter", "pulsar:gave_up", why):wait(5) end)
   monitor:stop(1)
 end
 

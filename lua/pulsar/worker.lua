@@ -114,7 +114,7 @@ M.role = {}
 -- Tells the arbiter this actor is stopping: it ends the actor by force if
 -- it is not gone within exit_timeout and a margin.
 function M.role.on_stop()
-  if link then require("pulsar.mailbox").cast("arbiter", "pulsar:stopping") end
+  if link then require("pulsar.mailbox").send("arbiter", "pulsar:stopping"):wait(1) end
 end
 
 function M.role.close()
