@@ -23,7 +23,9 @@
 -- Ending: an actor that says it is stopping (`pulsar:stopping`) and is not
 -- gone within its exit_timeout and a margin is ended by force. When an
 -- application gave up (its restart budget spent) and the loop ends with
--- nothing left, the arbiter exits with status 1 and says why (exit_status).
+-- nothing left, the arbiter exits with status 1 and says why (exit_status):
+-- that is, when its monitor ended and no other actor was left, and nothing
+-- was spawned since.
 --
 -- M.role is the arbiter's role (see the head of pulsar.actor).
 local core = require "pulsar.core"
@@ -41,7 +43,7 @@ local by_link = setmetatable({}, {__mode = "k"}) -- link -> record
 local arbiter        -- the Arbiter actor
 local listener, tcp_listener, private_dir
 local spawned = 0
-local gave_up        -- why the last application that gave up did
+local gave_up        -- why an application gave up, when it ended the last actors
 
 local start_deadline, stopping_deadline -- defined below, used by spawn and commands
 
@@ -229,6 +231,13 @@ local function actor_ended(rec, status, signal)
     mailbox.cast(rec.manager, "pulsar:worker_ended", rec.aid, how)
   end
   if rec.kind == "monitor" then M.stop_orphans(rec) end
+  if rec.gave_up then
+    local others = false
+    for _, r in pairs(records) do
+      if r.manager ~= rec.aid then others = true break end
+    end
+    if not others then gave_up = rec.gave_up end
+  end
   rec.gone:set_result(how)
 end
 
@@ -327,6 +336,9 @@ end
 -- naming it: a start hook that never returns does not hang spawn.
 start_deadline = function(rec)
   local timeout = rec.spec.cfg.timeout or 30
+  -- a monitor starts its workers first, each under its own deadline
+  local app = rec.kind == "monitor" and rec.spec.fields.app
+  if app then timeout = timeout * (1 + (app.workers or 1)) end
   rec.deadline = core.timer(timeout, function()
     rec.deadline = nil
     if rec.spawn:done() or rec.gone:done() then return end
@@ -352,6 +364,7 @@ function M.spawn(params, manager, as_monitor)
     error("spawn: " .. tostring(err):gsub("^value%.hooks%.", ""):gsub("^value%.commands", "commands")
                                    :gsub("^value%.fields%.", ""), 2)
   end
+  gave_up = nil -- the program goes on: the application that gave up was not the end
   local rec = new_record(spec)
   rec.manager, rec.started_at = manager, core.now()
   records[rec.aid] = rec
@@ -382,11 +395,11 @@ end
 
 --- Stops the actor `aid` and waits until it is gone (kill_actor): a
 -- graceful stop first; one that does not end within `timeout` seconds
--- (default exit_timeout) is ended by force (see force_end).
+-- (default: its exit_timeout) is ended by force (see force_end).
 function M.kill_actor(aid, timeout)
   local rec = lookup(aid)
   if not rec then error(("kill_actor: unknown actor '%s'"):format(tostring(aid)), 0) end
-  timeout = timeout or arbiter.cfg.exit_timeout or 3
+  timeout = timeout or rec.spec.cfg.exit_timeout or arbiter.cfg.exit_timeout or 3
   rec.stopping = true
   if rec.link then mailbox.cast(rec.aid, "stop") end
   if not pcall(rec.gone.wait, rec.gone, timeout) then
@@ -556,8 +569,9 @@ local function install_commands()
     if rec then stopping_deadline(rec) end
     return true
   end)
-  mailbox.command("pulsar:gave_up", function(_, why)
-    gave_up = tostring(why)
+  mailbox.command("pulsar:gave_up", function(request, why)
+    local rec = records[request.caller]
+    if rec then rec.gave_up = tostring(why) end
     return true
   end)
   require("pulsar.console").install(arbiter)
