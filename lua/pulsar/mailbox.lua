@@ -8,6 +8,8 @@
 -- delivers: a reply settles the Future waiting for it; a request runs its
 -- command in a task of its own and, when `ack` is set, answers
 --   {command="callback", ack=<id>, target=<caller>, sender=<us>, result= | error=}
+-- whatever the command did: an error value that cannot be shown, or a
+-- reply that cannot be made, still gets an error reply naming the command.
 -- The arbiter installs a `forward` function that relays envelopes addressed
 -- to other actors without re-encoding them.
 local core = require "pulsar.core"
