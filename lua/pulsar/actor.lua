@@ -1,8 +1,41 @@
 --- pulsar.actor: the Actor object of this VM (API.md §2, Actors).
 --
--- Every VM has exactly one Actor: the arbiter in the master process, and
--- later one per thread or process actor. It carries identity (aid, name,
--- kind), lifecycle state, its hooks, and builds its `info` table.
+-- Every VM has exactly one Actor: the arbiter in the master process, a
+-- monitor, a process or thread actor, or a console (--attach). An Actor
+-- carries its identity (aid, name, unique_name, kind), its lifecycle state
+-- ("initial" -> "starting" -> "running" -> "stopping" -> "closed"), its
+-- hooks (HOOKS below, from spawn parameters or a module), and builds its
+-- `info` table. Its stop runs the `stopping` hook for at most exit_timeout
+-- seconds, then closes it.
+--
+-- What differs between an arbiter, a monitor and a worker is its *role*,
+-- given to actor.new{role = ...}: a table of the functions below, each
+-- optional, each called with the actor first.
+--
+--   on_stop(actor)             stop() began: tells whoever must know (a
+--                              worker tells the arbiter, which ends it by
+--                              force if it is not gone within exit_timeout
+--                              and a margin). May wait briefly for the
+--                              answer, so that the news is out before a
+--                              stuck stopping hook could hold it back.
+--   stop_children(actor)       at the start of stop(), before the stopping
+--                              hook: stops the actors this one manages and
+--                              returns once they are gone (the arbiter: every
+--                              actor; a monitor: its workers). May wait.
+--   close(actor)               once the stopping hook is done: releases the
+--                              actor's handles (its link to the arbiter, the
+--                              arbiter's listeners, the heartbeat). Must not
+--                              wait.
+--   on_closed(actor)           last: ends the VM's loop with actor.exit_code.
+--   extra_info(actor, info)    adds to the info table, before on_info hooks
+--                              (the arbiter: workers and monitors; a
+--                              monitor: its workers).
+--   on_notify(actor, aid, info) a managed actor's heartbeat arrived (the
+--                              `notify` command); records it. Must not wait.
+--
+-- The roles live beside what they serve: arbiter.role (pulsar.arbiter),
+-- worker.role (pulsar.worker, for process and thread actors) and
+-- monitor.role (pulsar.monitor: a worker's role plus its pool's).
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local log = require "pulsar.log"
@@ -22,16 +55,17 @@ local HOOKS = {"start", "stopping", "periodic_task", "on_info", "on_params"}
 M.HOOKS = HOOKS
 
 -- Fields and methods a spawn parameter may not override.
-local BUILTIN = {aid = true, name = true, kind = true, state = true, address = true,
-                 extra = true, cfg = true, hooks = true, next_periodic_task = true,
-                 manager = true, exit_code = true}
+local BUILTIN = {aid = true, name = true, unique_name = true, kind = true, state = true,
+                 address = true, extra = true, cfg = true, hooks = true, role = true,
+                 next_periodic_task = true, manager = true, exit_code = true}
 function M.is_builtin_field(key)
   return BUILTIN[key] or Actor[key] ~= nil or key:sub(1, 1) == "_"
 end
 
 local current -- the Actor of this VM
 
---- Makes this VM's Actor. `params` gives aid, name, kind, cfg and hooks.
+--- Makes this VM's Actor. `params` gives aid, name, kind, cfg, role (see
+-- the head of this file) and hooks.
 function M.new(params)
   local self = setmetatable({
     aid = params.aid or core.random_id(),
@@ -42,10 +76,10 @@ function M.new(params)
     extra = {},
     cfg = params.cfg or {},
     hooks = {},
+    role = params.role or {},
     next_periodic_task = nil,
     _born = core.hrtime(),
     _age = params.age or 0,
-    _mailbox = {sent = 0, received = 0, pending = 0},
   }, Actor)
   for _, hook in ipairs(HOOKS) do self.hooks[hook] = params[hook] end
   current = self
@@ -58,6 +92,16 @@ function M.current() return current end
 function Actor:is_running() return self.state == "running" end
 function Actor:started() return self.state ~= "initial" and self.state ~= "starting" end
 function Actor:stopped() return self.state == "closed" or self.state == "terminated" end
+
+--- Calls the role's function `name` with the actor and args, if it has one.
+function Actor:_role(name, ...)
+  local fn = self.role[name]
+  if fn then return fn(self, ...) end
+end
+
+--- Closes the actor's handles at once, without a graceful stop (its role's
+-- close), as if its VM had crashed.
+function Actor:_close() return self:_role("close") end
 
 --- Calls hook `name` with the actor and args; logs its error with the
 -- traceback and returns false, args... on failure.
@@ -74,31 +118,47 @@ function Actor:info()
   local now = core.hrtime()
   local info = {
     actor = {
-      name = self.name, aid = self.aid, kind = self.kind, state = self.state,
-      pid = core.pid(), thread_id = core.thread_id(),
+      name = self.name, unique_name = self.unique_name, aid = self.aid, kind = self.kind,
+      state = self.state, pid = core.pid(), thread_id = core.thread_id(),
       uptime = now - self._born, age = self._age,
       memory_lua = math.floor(collectgarbage("count") * 1024),
       mailbox = {
-        sent = self._mailbox.sent, received = self._mailbox.received,
-        pending = self._mailbox.pending,
+        sent = mailbox().counters.sent, received = mailbox().counters.received,
+        pending = mailbox().pending_count(),
       },
     },
     extra = self.extra,
   }
-  info.actor.mailbox.sent = mailbox().counters.sent
-  info.actor.mailbox.received = mailbox().counters.received
-  info.actor.mailbox.pending = mailbox().pending_count()
   if self.kind == "arbiter" or self.kind == "process" or self.kind == "monitor" then
     info.system = core.system()
   end
-  if self._extra_info then self._extra_info(info) end
+  self:_role("extra_info", info)
   self:_fire("on_info", info)
   return info
 end
 
---- Stops the actor gracefully: its `stopping` hook runs (a Future it returns
--- is waited for up to exit_timeout), then the actor closes. Returns a Future
--- that resolves to the exit code once it is closed.
+-- Runs the stopping hook in a task of its own and waits for it, and for a
+-- Future it returns, at most `budget` seconds in all: a hook that never
+-- returns does not keep the actor from closing.
+local function run_stopping_hook(self, budget)
+  if not self.hooks.stopping then return end
+  local deadline = core.now() + budget
+  local fired, res
+  local task = future.async(function() fired, res = self:_fire("stopping") end)
+  local ok, err = pcall(task.wait, task, budget)
+  if ok and fired and future.is_future(res) then
+    ok, err = pcall(res.wait, res, math.max(0, deadline - core.now()))
+  end
+  if not ok then
+    log.warning("the stopping hook did not end within exit_timeout (%g s), closing anyway: %s",
+                budget, tostring(err))
+  end
+end
+
+--- Stops the actor gracefully: its role stops its children, its `stopping`
+-- hook runs (for at most exit_timeout seconds, a Future it returns
+-- included), then the actor closes. Returns a Future that resolves to the
+-- exit code once it is closed.
 function Actor:stop(exit_code)
   if self._stop then return self._stop end
   local done = future.Future("stop of " .. self.name)
@@ -106,15 +166,14 @@ function Actor:stop(exit_code)
   self.exit_code = exit_code or 0
   self.state = "stopping"
   future.async(function()
-    if self._stop_children then self:_stop_children() end
-    local ok, res = self:_fire("stopping")
-    if ok and future.is_future(res) then
-      local waited, err = pcall(res.wait, res, self.cfg.exit_timeout or 3)
-      if not waited then log.warning("stopping hook: %s", err) end
-    end
+    local ok, err = pcall(self._role, self, "on_stop")
+    if not ok then log.warning("telling that %s stops: %s", tostring(self), tostring(err)) end
+    ok, err = pcall(self._role, self, "stop_children")
+    if not ok then log.error("stopping the actors of %s: %s", tostring(self), tostring(err)) end
+    run_stopping_hook(self, self.cfg.exit_timeout or 3)
     self.state = "closed"
-    if self._close then self._close(self) end
-    if self._on_closed then self._on_closed(self) end
+    self:_role("close")
+    self:_role("on_closed")
     done:set_result(self.exit_code)
   end)
   return done

@@ -9,9 +9,25 @@
 -- dies every caller waiting on it fails at once.
 --
 -- The spawn handshake (as pulsar's): the new actor sends `pulsar:hello`
--- and gets its parameters back; it runs its `start` hook; then it sends
--- `pulsar:started` (or `pulsar:start_failed`), which resolves the Future
--- that `spawn` returned.
+-- and gets its parameters back; it runs its `start` hook; then it sends its
+-- first heartbeat and `pulsar:started` (or `pulsar:start_failed`), which
+-- resolves the Future that `spawn` returned. One that has not started
+-- within its `timeout` is stopped, then ended by force, and its spawn fails.
+--
+-- Names: an aid names one actor, and so does a unique name (a worker's
+-- `app-worker-2`). A name several actors share (every worker of an
+-- application is `app-worker`) reaches the monitor of that name if there is
+-- one, else the longest-lived running actor of that name (the first
+-- spawned), else the first spawned of them still starting.
+--
+-- Ending: an actor that says it is stopping (`pulsar:stopping`) and is not
+-- gone within its exit_timeout and a margin is ended by force. When an
+-- application gave up (its restart budget spent) and the loop ends with
+-- nothing left, the arbiter exits with status 1 and says why (exit_status):
+-- that is, when its monitor ended and no other actor was left, and nothing
+-- was spawned since.
+--
+-- M.role is the arbiter's role (see the head of pulsar.actor).
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local log = require "pulsar.log"
@@ -21,10 +37,15 @@ local actor_mod = require "pulsar.actor"
 local M = {}
 
 local records = {}   -- aid -> record of a live actor
+local by_name = {}   -- name -> the records of that name, in spawn order
+local by_unique = {} -- unique name -> record
 local by_link = setmetatable({}, {__mode = "k"}) -- link -> record
 local arbiter        -- the Arbiter actor
 local listener, tcp_listener, private_dir
 local spawned = 0
+local gave_up        -- why an application gave up, when it ended the last actors
+
+local start_deadline, stopping_deadline -- defined below, used by spawn and commands
 
 local function label(rec) return ("actor '%s' (%s)"):format(rec.name, rec.aid) end
 
@@ -86,12 +107,42 @@ end
 ---------------------------------------------------------------------------
 -- Routing
 
+-- The record `target` (an aid, a unique name or a name) designates; see
+-- "Names" at the head of this file.
 local function lookup(target)
-  local rec = records[target]
+  local rec = records[target] or by_unique[target]
   if rec then return rec end
-  for _, r in pairs(records) do
-    if r.name == target then return r end
+  local named = by_name[target]
+  if not named then return nil end
+  for _, r in ipairs(named) do
+    if r.kind == "monitor" then return r end
   end
+  for _, r in ipairs(named) do
+    if r.state == "running" then return r end
+  end
+  return named[1]
+end
+
+local function index_record(rec)
+  local named = by_name[rec.name]
+  if not named then
+    named = {}
+    by_name[rec.name] = named
+  end
+  named[#named + 1] = rec
+  if rec.unique_name then by_unique[rec.unique_name] = rec end
+end
+
+local function unindex_record(rec)
+  local named = by_name[rec.name] or {}
+  for i, r in ipairs(named) do
+    if r == rec then
+      table.remove(named, i)
+      break
+    end
+  end
+  if #named == 0 then by_name[rec.name] = nil end
+  if rec.unique_name and by_unique[rec.unique_name] == rec then by_unique[rec.unique_name] = nil end
 end
 
 local function route(aid)
@@ -161,6 +212,8 @@ end
 
 local function actor_ended(rec, status, signal)
   records[rec.aid] = nil
+  unindex_record(rec)
+  if rec.deadline then rec.deadline:cancel() end
   rec.state = "terminated"
   rec.exit_status = status
   local how = describe_exit(status, signal)
@@ -178,6 +231,13 @@ local function actor_ended(rec, status, signal)
     mailbox.cast(rec.manager, "pulsar:worker_ended", rec.aid, how)
   end
   if rec.kind == "monitor" then M.stop_orphans(rec) end
+  if rec.gave_up then
+    local others = false
+    for _, r in pairs(records) do
+      if r.manager ~= rec.aid then others = true break end
+    end
+    if not others then gave_up = rec.gave_up end
+  end
   rec.gone:set_result(how)
 end
 
@@ -195,13 +255,25 @@ end
 ---------------------------------------------------------------------------
 -- Spawning
 
-local PARAMS = {name = true, concurrency = true, timeout = true, commands = true,
-                module = true, cfg = true}
+local PARAMS = {name = true, unique_name = true, concurrency = true, timeout = true,
+                commands = true, module = true, cfg = true}
 for _, hook in ipairs(actor_mod.HOOKS) do PARAMS[hook] = true end
 
 local function check_params(params)
   if type(params) ~= "table" then error("spawn: parameters must be a table", 3) end
   if params.name ~= nil and type(params.name) ~= "string" then error("spawn: name must be a string", 3) end
+  local unique = params.unique_name
+  if unique ~= nil then
+    if type(unique) ~= "string" or unique == "" then error("spawn: unique_name must be a non-empty string", 3) end
+    -- one that is stopping or failed to start passes its unique name on
+    local holder = records[unique] or by_unique[unique]
+    if holder and (holder.stopping or (holder.spawn:done() and holder.state ~= "running")) then
+      holder = nil
+    end
+    if holder or unique == "arbiter" or unique == "monitor" then
+      error(("spawn: the name '%s' is taken%s"):format(unique, holder and " by " .. label(holder) or ""), 3)
+    end
+  end
   local kind = params.concurrency or arbiter.cfg.concurrency or "process"
   if kind ~= "process" and kind ~= "thread" then
     error(("spawn: concurrency must be 'process' or 'thread', not '%s'"):format(tostring(kind)), 3)
@@ -238,7 +310,8 @@ local function actor_spec(params, aid, kind, manager)
   for k, v in pairs(arbiter.cfg) do cfg[k] = v end
   for k, v in pairs(params.cfg or {}) do cfg[k] = v end
   if params.timeout then cfg.timeout = params.timeout end
-  local spec = {aid = aid, name = params.name or "actor", kind = kind, cfg = cfg,
+  local spec = {aid = aid, name = params.name or "actor", unique_name = params.unique_name,
+                kind = kind, cfg = cfg,
                 path = package.path, cpath = package.cpath, address = arbiter.address,
                 module = params.module, commands = params.commands, hooks = {}, fields = {},
                 manager = manager}
@@ -251,10 +324,30 @@ end
 
 local function new_record(spec)
   spawned = spawned + 1
-  return {aid = spec.aid, name = spec.name, kind = spec.kind, spec = spec, state = "starting",
+  return {aid = spec.aid, name = spec.name, unique_name = spec.unique_name, kind = spec.kind,
+          spec = spec, state = "starting",
           inflight = {}, age = spawned,
           spawn = future.Future(("the spawn of '%s'"):format(spec.name)),
           gone = future.Future(("the end of '%s'"):format(spec.name))}
+end
+
+-- An actor that has not reported itself started within its timeout is
+-- stopped (then ended by force, as kill_actor does), and its spawn fails
+-- naming it: a start hook that never returns does not hang spawn.
+start_deadline = function(rec)
+  local timeout = rec.spec.cfg.timeout or 30
+  -- a monitor starts its workers first, each under its own deadline
+  local app = rec.kind == "monitor" and rec.spec.fields.app
+  if app then timeout = timeout * (1 + (app.workers or 1)) end
+  rec.deadline = core.timer(timeout, function()
+    rec.deadline = nil
+    if rec.spawn:done() or rec.gone:done() then return end
+    local why = ("%s did not start within %g s"):format(label(rec), timeout)
+    log.warning("%s: stopping it", why)
+    rec.spawn:set_exception(why)
+    future.async(function() pcall(M.kill_actor, rec.aid) end)
+  end)
+  rec.deadline:unref()
 end
 
 --- Spawns an actor (API.md §2); returns a Future of its ActorProxy.
@@ -271,9 +364,12 @@ function M.spawn(params, manager, as_monitor)
     error("spawn: " .. tostring(err):gsub("^value%.hooks%.", ""):gsub("^value%.commands", "commands")
                                    :gsub("^value%.fields%.", ""), 2)
   end
+  gave_up = nil -- the program goes on: the application that gave up was not the end
   local rec = new_record(spec)
   rec.manager, rec.started_at = manager, core.now()
   records[rec.aid] = rec
+  index_record(rec)
+  start_deadline(rec)
   if as_monitor then
     local link, monitor = core.spawn_monitor(rec.aid, function(status) actor_ended(rec, status) end)
     rec.monitor = monitor
@@ -299,11 +395,11 @@ end
 
 --- Stops the actor `aid` and waits until it is gone (kill_actor): a
 -- graceful stop first; one that does not end within `timeout` seconds
--- (default exit_timeout) is ended by force (see force_end).
+-- (default: its exit_timeout) is ended by force (see force_end).
 function M.kill_actor(aid, timeout)
   local rec = lookup(aid)
   if not rec then error(("kill_actor: unknown actor '%s'"):format(tostring(aid)), 0) end
-  timeout = timeout or arbiter.cfg.exit_timeout or 3
+  timeout = timeout or rec.spec.cfg.exit_timeout or arbiter.cfg.exit_timeout or 3
   rec.stopping = true
   if rec.link then mailbox.cast(rec.aid, "stop") end
   if not pcall(rec.gone.wait, rec.gone, timeout) then
@@ -362,8 +458,8 @@ function M.force_end(rec, timeout)
 end
 
 local function basic_info(rec)
-  return {actor = {name = rec.name, aid = rec.aid, kind = rec.kind, state = rec.state,
-                   pid = rec.pid, age = rec.age}}
+  return {actor = {name = rec.name, unique_name = rec.unique_name, aid = rec.aid, kind = rec.kind,
+                   state = rec.state, pid = rec.pid, age = rec.age}}
 end
 
 --- The info of the monitors, by name.
@@ -403,6 +499,32 @@ function M.check_silent(now)
   end
 end
 
+-- A stopping actor gives its stopping hook at most exit_timeout: one not
+-- gone a margin after that is ended by force (SIGTERM then SIGKILL, or the
+-- interrupt of a thread), instead of waiting to be found silent. A monitor
+-- is left alone: it waits for its workers, each under this same rule.
+local STOP_MARGIN = 2
+stopping_deadline = function(rec)
+  if rec.kind == "monitor" or rec.stop_deadline then return end
+  rec.stopping = true
+  local exit_timeout = rec.spec.cfg.exit_timeout or 3
+  rec.stop_deadline = core.timer(exit_timeout + STOP_MARGIN, function()
+    if rec.gone:done() then return end
+    log.warning("%s did not stop within %g s: ending it", label(rec), exit_timeout + STOP_MARGIN)
+    M.force_end(rec, exit_timeout)
+  end)
+  rec.stop_deadline:unref()
+end
+
+--- The status the arbiter exits with when its loop ends with nothing left
+-- to run: 1 when an application gave up (the last log line says which and
+-- why), else 0.
+function M.exit_status()
+  if not gave_up then return 0 end
+  log.error("exiting with status 1: %s", gave_up)
+  return 1
+end
+
 ---------------------------------------------------------------------------
 -- Handshake and arbiter commands
 
@@ -418,7 +540,8 @@ local function install_commands()
   end)
   mailbox.command("pulsar:started", function(request, info)
     local rec = records[request.caller]
-    if not rec then return false end
+    if not rec or rec.spawn:done() then return false end -- past its start deadline
+    if rec.deadline then rec.deadline:cancel() rec.deadline = nil end
     rec.state, rec.info = "running", info
     rec.pid = rec.pid or (info and info.actor and info.actor.pid)
     rec.proxy = mailbox.proxy(rec.aid, rec.name, arbiter.address)
@@ -441,25 +564,43 @@ local function install_commands()
     return M.spawn(params, manager):wait()
   end)
   mailbox.command("kill_actor", function(_, aid, timeout) return M.kill_actor(aid, timeout) end)
+  mailbox.command("pulsar:stopping", function(request)
+    local rec = records[request.caller]
+    if rec then stopping_deadline(rec) end
+    return true
+  end)
+  mailbox.command("pulsar:gave_up", function(request, why)
+    local rec = records[request.caller]
+    if rec then rec.gave_up = tostring(why) end
+    return true
+  end)
   require("pulsar.console").install(arbiter)
 end
 
 --- Makes this VM's arbiter: its mailbox, its routing, its commands.
+-- `the_arbiter` was made with M.role.
 function M.setup(the_arbiter)
   arbiter = the_arbiter
   mailbox.setup(arbiter, route, relay)
   install_commands()
-  arbiter._on_notify = function(aid, info)
-    local rec = records[aid]
-    if rec then rec.info, rec.notified = info, core.now() end
-  end
-  arbiter._stop_children = function(a) M.stop_all(a.cfg.exit_timeout or 3) end
-  arbiter._close = close_listener
-  arbiter._extra_info = function(info)
-    info.workers, info.monitors = M.workers_info(), M.monitors_info()
-    info.actor.tcp_address = arbiter.tcp_address
-  end
   start_listener()
 end
+
+---------------------------------------------------------------------------
+-- The arbiter's role (see pulsar.actor)
+
+M.role = {
+  stop_children = function(a) M.stop_all(a.cfg.exit_timeout or 3) end,
+  close = close_listener,
+  on_closed = function(a) core.exit_loop(a.exit_code) end,
+  extra_info = function(a, info)
+    info.workers, info.monitors = M.workers_info(), M.monitors_info()
+    info.actor.tcp_address = a.tcp_address
+  end,
+  on_notify = function(_, aid, info)
+    local rec = records[aid]
+    if rec then rec.info, rec.notified = info, core.now() end
+  end,
+}
 
 return M

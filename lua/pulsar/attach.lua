@@ -167,11 +167,11 @@ function M.main(request)
   local console = actor.new {name = "console", kind = "console", cfg = cfg}
   console.state = "running"
   local link, detaching = nil, false
-  console._close = function()
+  console.role.close = function()
     detaching = true
     if link then link:close("detached") end
   end
-  console._on_closed = function(a) core.exit_loop(a.exit_code) end
+  console.role.on_closed = function(a) core.exit_loop(a.exit_code) end
   core.on_signal(function(signum) console:stop(signum) end)
 
   local cookie

@@ -28,10 +28,9 @@ function M.install()
   end)
   mailbox.command("stop", function(request) request.actor:stop() end, {ack = false})
   mailbox.command("config", config)
-  -- The manager's side of the heartbeat; a worker's manager records it.
+  -- The manager's side of the heartbeat: its role records it.
   mailbox.command("notify", function(request, info)
-    local notified = request.actor._on_notify
-    if notified then notified(request.caller, info) end
+    request.actor:_role("on_notify", request.caller, info)
     return core.now()
   end)
 end

@@ -142,7 +142,8 @@ function M.main(request)
   if core.config().attach then return require("pulsar.attach").main(request) end -- a console
   settle_request(request)
   local cfg = core.config()
-  local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg}
+  local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg,
+                             role = require("pulsar.arbiter").role}
   require("pulsar.commands").install()
   local ok, err = pcall(require("pulsar.arbiter").setup, arbiter)
   if not ok then -- such as a mailbox that cannot listen: one line
@@ -150,7 +151,6 @@ function M.main(request)
     return 1
   end
   arbiter.state = "running"
-  arbiter._on_closed = function(a) core.exit_loop(a.exit_code) end
   start_ticks(arbiter)
   core.on_signal(function(signum) arbiter:stop(signum) end)
   os.exit = function(code) return arbiter_exit(arbiter, code) end
@@ -171,7 +171,7 @@ function M.loop_ended()
                     "nothing left can complete\n")
     return 1
   end
-  return 0
+  return require("pulsar.arbiter").exit_status() -- 1 when an application gave up
 end
 
 return M

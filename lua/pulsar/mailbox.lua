@@ -8,6 +8,8 @@
 -- delivers: a reply settles the Future waiting for it; a request runs its
 -- command in a task of its own and, when `ack` is set, answers
 --   {command="callback", ack=<id>, target=<caller>, sender=<us>, result= | error=}
+-- whatever the command did: an error value that cannot be shown, or a
+-- reply that cannot be made, still gets an error reply naming the command.
 -- The arbiter installs a `forward` function that relays envelopes addressed
 -- to other actors without re-encoding them.
 local core = require "pulsar.core"
@@ -78,9 +80,12 @@ local function actor_label(actor)
   return ("actor '%s' (%s)"):format(actor.name, actor.aid)
 end
 
+-- The text of an error value; never raises, whatever its __tostring does.
 local function error_text(err)
   if type(err) == "string" then return err end
-  return tostring(err)
+  local ok, text = pcall(tostring, err)
+  if ok and type(text) == "string" then return text end
+  return ("an error value (%s) that cannot be shown"):format(type(err))
 end
 
 local function encode_reply(env, result, err)
@@ -103,6 +108,8 @@ function M.reply(link, env, result, err)
   end
 end
 
+-- Every request with `ack` gets a reply, whatever its handler did: when
+-- even building the reply fails, a fixed one naming the command goes.
 local function run_command(link, env, cmd)
   local args = env.args or {}
   local request = setmetatable({actor = me, caller = env.sender, command = env.command,
@@ -110,10 +117,16 @@ local function run_command(link, env, cmd)
   if env.ack and not cmd.ack then M.reply(link, env, nil) end
   local ok, res = pcall(cmd.fn, request, table.unpack(args, 1, arg_count(args)))
   if env.ack and cmd.ack then
-    if ok then
-      M.reply(link, env, res)
-    else
-      M.reply(link, env, nil, ("%s: %s"):format(actor_label(me), error_text(res)))
+    local replied = pcall(function()
+      if ok then
+        M.reply(link, env, res)
+      else
+        M.reply(link, env, nil, ("%s: %s"):format(actor_label(me), error_text(res)))
+      end
+    end)
+    if not replied then
+      pcall(M.reply, link, env, nil, ("%s: command '%s' failed and its reply could not be made"):format(
+        actor_label(me), tostring(env.command)))
     end
   elseif not ok then
     log.error("command '%s' failed: %s", env.command, error_text(res))

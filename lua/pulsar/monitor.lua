@@ -9,6 +9,12 @@
 -- against a budget; past it the application stops. A worker that says it is
 -- retiring (`pulsar:retiring`, as a SocketServer worker past max_requests
 -- does) leaves the pool and is replaced at once, outside the budget.
+--
+-- Every worker shares the name `<app>-worker` and has a unique name of its
+-- own, `<app>-worker-<n>`: n is the lowest number no live worker of the
+-- pool holds, so a replacement takes the number of the worker it replaces.
+-- M.role is a monitor's role (see the head of pulsar.actor): a worker's,
+-- plus stopping the pool, listing it in info and recording heartbeats.
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local log = require "pulsar.log"
@@ -18,10 +24,10 @@ local M = {commands = {}}
 
 local function app_of(monitor) return monitor.app end
 
-local function worker_params(monitor)
+local function worker_params(monitor, number)
   local app = app_of(monitor)
-  local params = {name = app.name .. "-worker", concurrency = app.concurrency,
-                  timeout = app.timeout, cfg = app.cfg}
+  local params = {name = app.name .. "-worker", unique_name = ("%s-worker-%d"):format(app.name, number),
+                  concurrency = app.concurrency, timeout = app.timeout, cfg = app.cfg}
   for hook, fn in pairs(app.worker_hooks) do params[hook] = fn end
   for key, value in pairs(app.worker_fields or {}) do params[key] = value end
   return params
@@ -33,15 +39,30 @@ local function count(t)
   return n
 end
 
+-- The lowest worker number that no worker of the pool, nor a retiring
+-- one still finishing, holds.
+local function free_number(monitor)
+  local used = {}
+  for _, set in ipairs {monitor.pool, monitor.retiring} do
+    for _, w in pairs(set) do
+      if type(w) == "table" then used[w.number] = true end
+    end
+  end
+  local n = 1
+  while used[n] do n = n + 1 end
+  return n
+end
+
 -- Spawns one worker; a failed start counts as a restart.
 local function spawn_worker(monitor)
-  local ok, proxy = pcall(function() return pulsar.spawn(worker_params(monitor)):wait(60) end)
+  local number = free_number(monitor)
+  local ok, proxy = pcall(function() return pulsar.spawn(worker_params(monitor, number)):wait(60) end)
   if ok then
     if monitor.state ~= "running" and monitor.state ~= "starting" then
       -- started while the monitor stops: it must not outlive the monitor
       pulsar.send("arbiter", "kill_actor", proxy.aid)
     elseif not monitor.retiring[proxy.aid] then -- it may have retired already
-      monitor.pool[proxy.aid] = {proxy = proxy, notified = core.now()}
+      monitor.pool[proxy.aid] = {proxy = proxy, number = number, notified = core.now()}
     end
     return true
   end
@@ -61,11 +82,15 @@ local function restart_allowed(monitor)
   return #recent <= app.max_restarts
 end
 
+-- Past the budget the application stops, and the arbiter is told why: when
+-- nothing else is left it exits with status 1 and says so.
 local function give_up(monitor)
   local app = app_of(monitor)
-  log.error("application '%s' stopped: more than %d worker restarts within %g s",
-            app.name, app.max_restarts, app.restart_period)
+  local why = ("application '%s' gave up: %d restarts within %g s (max_restarts %d)"):format(
+    app.name, #monitor.restarts, app.restart_period, app.max_restarts)
+  log.error("%s", why)
   monitor.extra.stopped_because = "restart budget exceeded"
+  pcall(function() pulsar.send("arbiter", "pulsar:gave_up", why):wait(5) end)
   monitor:stop(1)
 end
 
@@ -93,7 +118,7 @@ local function fill_pool(monitor, restarting)
 end
 
 local function worker_ended(monitor, aid, how)
-  monitor.retiring[aid] = nil
+  monitor.retiring[aid], monitor.infos[aid] = nil, nil
   if not monitor.pool[aid] then return end
   monitor.pool[aid] = nil
   if monitor.state ~= "running" then return end
@@ -115,6 +140,7 @@ local function check_silent(monitor)
 end
 
 local function stop_workers(monitor)
+  if not monitor.pool then return end -- not started
   local waits = {}
   for _, set in ipairs {monitor.pool, monitor.retiring} do
     for aid in pairs(set) do
@@ -128,17 +154,37 @@ local function stop_workers(monitor)
   end
 end
 
+-- The pool in info, by worker number: each worker's last heartbeat (its
+-- first is sent before its spawn resolves), else what the monitor knows.
 local function pool_info(monitor)
   local list = {}
-  for aid, w in pairs(monitor.pool) do
-    list[#list + 1] = w.info or {actor = {aid = aid, name = w.proxy.name, state = "running"}}
+  for aid, w in pairs(monitor.pool or {}) do
+    list[#list + 1] = monitor.infos[aid] or
+      {actor = {aid = aid, name = w.proxy.name, state = "running",
+                unique_name = ("%s-worker-%d"):format(app_of(monitor).name, w.number)}}
   end
+  local number = {}
+  for aid, w in pairs(monitor.pool or {}) do number[aid] = w.number end
+  table.sort(list, function(x, y) return (number[x.actor.aid] or 0) < (number[y.actor.aid] or 0) end)
   return list
 end
 
+M.role = setmetatable({
+  stop_children = stop_workers,
+  extra_info = function(monitor, info) info.workers = pool_info(monitor) end,
+  -- A worker's heartbeat. Kept also for a worker not yet pooled: its first
+  -- one arrives before its spawn resolves here.
+  on_notify = function(monitor, aid, info)
+    if not monitor.infos then return end
+    monitor.infos[aid] = info
+    local w = monitor.pool[aid]
+    if w then w.notified = core.now() end
+  end,
+}, {__index = require("pulsar.worker").role})
+
 function M.start(monitor)
   local app = app_of(monitor)
-  monitor.pool, monitor.restarts, monitor.retiring = {}, {}, {}
+  monitor.pool, monitor.restarts, monitor.retiring, monitor.infos = {}, {}, {}, {}
   monitor.extra.application = app.name
   pulsar.command("pulsar:worker_ended", function(request, aid, how)
     worker_ended(request.actor, aid, how)
@@ -153,12 +199,6 @@ function M.start(monitor)
     monitor.pool[aid] = nil
     if monitor.state == "running" then future.async(fill_pool, monitor, false) end
   end, {ack = false})
-  monitor._on_notify = function(aid, info)
-    local w = monitor.pool[aid]
-    if w then w.notified, w.info = core.now(), info end
-  end
-  monitor._stop_children = stop_workers
-  monitor._extra_info = function(info) info.workers = pool_info(monitor) end
   monitor.hooks.on_params = app.actorparams
   if app.monitor_start then app.monitor_start(monitor) end
   if app.workers == 0 then

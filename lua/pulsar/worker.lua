@@ -1,15 +1,22 @@
---- pulsar.worker: the life of an actor other than the arbiter.
+--- pulsar.worker: the life of an actor other than the arbiter, and its role.
 --
 -- A process, thread or monitor actor starts here (host.lua's actor_main):
 -- it reaches the arbiter (a Unix socket for a process, a channel it is
 -- handed otherwise), says hello and receives its parameters, runs its start
--- hook, reports itself started, then sends heartbeats until it stops, by a
--- `stop` command, a signal, os.exit, or the loss of its link to the arbiter.
+-- hook, sends its first heartbeat at once, reports itself started, then
+-- sends a heartbeat every interval until it stops, by a `stop` command, a
+-- signal, os.exit, a failed heartbeat or periodic_task, or the loss of its
+-- link to the arbiter. M.role is what such an actor is made with (see the
+-- head of pulsar.actor).
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local actor = require "pulsar.actor"
+local log = require "pulsar.log"
 
 local M = {}
+
+local link      -- this VM's link to the arbiter
+local heartbeat -- its timer
 
 -- The heartbeat (API.md §2 Hooks; DESIGN.md "Time and supervision"):
 -- notify the manager every clamp(0.3 * timeout, floor, 30) seconds, then
@@ -19,25 +26,55 @@ local function notify_interval(cfg)
   return math.max(floor, math.min(0.3 * (cfg.timeout or 30), 30))
 end
 
-local function start_heartbeat(a, mailbox)
+-- One notify to the manager, waited for at most `within` seconds. A failure
+-- is logged once per streak of failures; when none has been answered for
+-- `timeout` seconds the actor stops itself with exit code 1: its manager
+-- has declared it silent anyway.
+local function notify(a, mailbox, beat, within)
+  local ok, err = pcall(function() return mailbox.send("monitor", "notify", a:info()):wait(within) end)
+  local now = core.now()
+  if ok then
+    if beat.failing then log.info("heartbeat: %s answers again", a.manager) end
+    beat.failing, beat.answered = false, now
+    return true
+  end
+  if not beat.failing then
+    beat.failing = true
+    log.warning("heartbeat: the notify to %s failed: %s", a.manager, tostring(err))
+  end
+  local timeout = a.cfg.timeout or 30
+  if now - beat.answered >= timeout and a.state == "running" then
+    log.error("heartbeat: no notify answered for %.1f s (timeout %g s): stopping", now - beat.answered, timeout)
+    a:stop(1)
+  end
+  return false
+end
+
+local function start_heartbeat(a, mailbox, beat)
   local every = a.kind == "monitor" and (a.cfg.tick or 5) or notify_interval(a.cfg)
-  local function beat()
-    if a.state ~= "running" then return end
+  local function tick()
+    if a.state ~= "running" or beat.busy then return end
+    beat.busy = true
     a.next_periodic_task = core.now() + every
-    pcall(function() mailbox.send("monitor", "notify", a:info()):wait(every) end)
-    if a.state == "running" then a:_fire("periodic_task") end
+    notify(a, mailbox, beat, every)
+    if a.state == "running" and not a:_fire("periodic_task") then
+      log.error("periodic_task failed: stopping")
+      a:stop(1)
+    end
+    beat.busy = false
   end
   a.next_periodic_task = core.now() + every
-  a._heartbeat = core.timer(every, function() future.async(beat) end, every)
+  heartbeat = core.timer(every, function() future.async(tick) end, every)
+  return every
 end
 
 -- Applies the parameters the arbiter sent in reply to hello.
 local function apply_spec(a, spec, mailbox)
   local pulsar = require "pulsar"
-  a.name, a.address, a.manager = spec.name, spec.address, spec.manager or "arbiter"
-  a.kind = spec.kind
-  require("pulsar.log").set_actor_name(spec.name)
-  core.set_name(spec.name)
+  a.name, a.unique_name, a.address = spec.name, spec.unique_name, spec.address
+  a.manager, a.kind = spec.manager or "arbiter", spec.kind
+  log.set_actor_name(spec.unique_name or spec.name)
+  core.set_name(spec.unique_name or spec.name)
   package.path, package.cpath = spec.path or package.path, spec.cpath or package.cpath
   for k in pairs(pulsar.cfg) do pulsar.cfg[k] = nil end
   for k, v in pairs(spec.cfg or {}) do pulsar.cfg[k] = v end
@@ -58,25 +95,45 @@ local function start_actor(a, mailbox)
     a:stop(1)
     return
   end
+  if a.state ~= "starting" then return end -- stopped while its start hook ran
   a.state = "running"
+  -- The first notify goes before `pulsar:started`, so that the manager
+  -- knows this actor's info (its pid) by the time its spawn resolves.
+  local beat = {answered = core.now(), failing = false, busy = true}
+  local every = start_heartbeat(a, mailbox, beat)
+  notify(a, mailbox, beat, math.min(every, 5))
+  beat.busy = false
   mailbox.send("arbiter", "pulsar:started", a:info()):wait()
-  start_heartbeat(a, mailbox)
 end
+
+---------------------------------------------------------------------------
+-- The role of a process, thread or monitor actor (see pulsar.actor)
+
+M.role = {}
+
+-- Tells the arbiter this actor is stopping: it ends the actor by force if
+-- it is not gone within exit_timeout and a margin.
+function M.role.on_stop()
+  if link then require("pulsar.mailbox").send("arbiter", "pulsar:stopping"):wait(1) end
+end
+
+function M.role.close()
+  if heartbeat then heartbeat:cancel() end
+  if link then link:close("actor stopped") end
+end
+
+function M.role.on_closed(a) core.exit_loop(a.exit_code) end
 
 --- The body of a process, thread or monitor actor: connect, handshake,
 -- serve until stopped or until the arbiter goes away.
 function M.main(request)
   local mailbox = require "pulsar.mailbox"
-  local a = actor.new {aid = request.aid, name = "actor", kind = request.kind}
+  local role = M.role
+  if request.kind == "monitor" then role = require("pulsar.monitor").role end
+  local a = actor.new {aid = request.aid, name = "actor", kind = request.kind, role = role}
   a.state = "starting"
   _G.pulsar = require "pulsar"
   require("pulsar.commands").install()
-  local link
-  a._close = function(self)
-    if self._heartbeat then self._heartbeat:cancel() end
-    if link then link:close("actor stopped") end
-  end
-  a._on_closed = function(self) core.exit_loop(self.exit_code) end
   local function begin(conn)
     link = conn
     mailbox.setup(a, function() return link end)
@@ -88,7 +145,7 @@ function M.main(request)
     local task = future.async(start_actor, a, mailbox)
     task:add_done_callback(function(f)
       if f:exception() ~= nil then
-        require("pulsar.log").error("could not start: %s", f:traceback() or f:exception())
+        log.error("could not start: %s", f:traceback() or f:exception())
         a:stop(1)
       end
     end)
@@ -118,6 +175,5 @@ function M.main(request)
   end
   return 0
 end
-
 
 return M
