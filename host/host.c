@@ -142,6 +142,8 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
     lua_setfield(L, -2, "stdin_is_tty");
     lua_pushboolean(L, cli->show_version);
     lua_setfield(L, -2, "show_version");
+    lua_pushboolean(L, cli->ignore_env);
+    lua_setfield(L, -2, "ignore_env");
 }
 
 static int setup_vm(pl_host *h) {
@@ -153,7 +155,14 @@ static int setup_vm(pl_host *h) {
     }
     h->L = L;
     *(pl_host **)lua_getextraspace(L) = h;
+    /* lua.c's -E: the package library then ignores LUA_PATH and LUA_CPATH. */
+    if (h->cli->ignore_env) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    }
     luaL_openlibs(L);
+    /* The collector lua.c 5.4 runs: generational. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_pulsar_core);
     lua_setfield(L, -2, "pulsar.core");
@@ -317,6 +326,7 @@ int pl_host_main(const pl_cli *cli, int argc, char **argv) {
     const char *name = cli->cfg.attach ? "console" : "arbiter";
     if (pl_host_init(&host, cli, name, NULL) != 0) return 1;
     create_arg_table(host.L, argc, argv, cli->script);
+    if (cli->warnings) lua_warning(host.L, "@on", 0);
     arbiter_args args = {cli, argc, argv};
     int code = pl_host_run(&host, "main", push_arbiter_request, &args);
     pl_host_close(&host);

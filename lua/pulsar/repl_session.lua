@@ -30,6 +30,11 @@ local core = require "pulsar.core"
 local future = require "pulsar.future"
 local pretty = require "pulsar.pretty"
 
+-- Taken at load: a line may remove the standard globals (string = nil).
+local _G, coroutine, string, table = _G, coroutine, string, table
+local getmetatable, ipairs, load, next, pcall, rawget, setmetatable, tostring, type =
+  getmetatable, ipairs, load, next, pcall, rawget, setmetatable, tostring, type
+
 local M = {}
 
 local Session = {}
@@ -40,7 +45,9 @@ function M.new(env, opts)
   return setmetatable({env = env or _G, running = nil, pretty = opts.pretty}, Session)
 end
 
+-- As lua.c's REPL, a first line starting with `=` means `return`.
 local function compile(source, env)
+  if source:sub(1, 1) == "=" then source = "return " .. source:sub(2) end
   local chunk = load("return " .. source, "=stdin", "t", env)
   if chunk then return chunk end
   local err
