@@ -130,7 +130,8 @@ end
 local function main_done(request, f)
   if f:failed() then
     report_failure(f)
-    actor.current():stop(1)
+    -- Ended by a signal's interrupt ("interrupted!"): the signal's status.
+    actor.current():stop(core.interrupted_by() or 1)
   elseif request.interactive then
     start_repl(request.banner)
   end
