@@ -29,10 +29,9 @@
  * prompt that follows them.
  *
  * Interrupting Lua that never waits. A REPL line stuck in a Lua loop never
- * lets the arbiter's loop see SIGINT. The pump's loop watches SIGINT too
- * (libuv tells every loop that watches a signal) and raises a flag that a
- * count hook on the evaluating coroutine (lineedit_guard) turns into an
- * "interrupted" error there, as lua.c does from its signal handler.
+ * lets the arbiter's loop see SIGINT: the host's signal watch interrupts
+ * it (interrupt.c), as lua.c does from its signal handler. The pump only
+ * writes the ^C meanwhile (write_caret).
  *
  * Ctrl-Z and `fg`. SIGTSTP is caught while the REPL runs, so that the
  * terminal goes back to the shell's modes before the process stops:
@@ -61,7 +60,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +80,6 @@
 #define TAIL_WAIT_MS 150           /* how long a partial line waits for its end */
 #define SYNC_WAIT_NS 1000000000ull /* the longest a prompt waits for the pump */
 #define KEYS_PER_WAKE 256          /* input read per poll callback */
-#define GUARD_COUNT 1000           /* instructions between interrupt checks */
 
 /* What readline treats as the end of a word: everything but names, dots and
  * colons, so `pulsar.sp` and `s:up` complete as one word. */
@@ -136,9 +133,6 @@ typedef struct pl_lineedit {
 } pl_lineedit;
 
 static pl_lineedit *editor;          /* the process's one editor, or NULL */
-static atomic_int interrupt_raised;  /* SIGINT seen by the pump */
-static lua_State *guarded;           /* the coroutine Ctrl-C interrupts */
-static int hook_took_interrupt;      /* the loop has yet to see that SIGINT */
 
 /* ---- writing to the terminal ----------------------------------------- */
 
@@ -200,7 +194,7 @@ static void pump_readable(uv_poll_t *poll_handle, int status, int events) {
 /* Ctrl-C while a line is evaluated: ^C on a line of its own, before what
  * the line says next. Both loops see every SIGINT; whichever sees the n-th
  * first writes its ^C: the arbiter's, before it cancels the line, or the
- * pump's, before the hook interrupts a line stuck in Lua. The terminal does
+ * pump's, while a line stuck in Lua keeps the arbiter's loop from it. The terminal does
  * not echo it then (set_echoctl): the kernel signals before it echoes,
  * which would race with this. Called with the lock held. */
 static void write_caret(pl_lineedit *le, unsigned *seen) {
@@ -216,7 +210,6 @@ static void pump_interrupted(uv_signal_t *handle, int signum) {
     uv_mutex_lock(&le->lock);
     write_caret(le, &le->pump_sigints);
     uv_mutex_unlock(&le->lock);
-    atomic_store(&interrupt_raised, 1);
 }
 
 /* A sync: write out what the pipe holds, then say so. A quit: the same,
@@ -684,7 +677,6 @@ static void lineedit_close(pl_lineedit *le) {
     lua_State *L = le->host->L;
     pl_host_untrack(&le->res);
     editor = NULL;
-    guarded = NULL;
     editing_stop(le);
     capture_stop(le);
     if (le->out) fclose(le->out); /* and tty_fd with it */
@@ -951,56 +943,15 @@ static int le_stop(lua_State *L) {
     return 0;
 }
 
-/* Every GUARD_COUNT instructions of a guarded coroutine: raise the
- * pump's SIGINT there. Coroutines created by the guarded one inherit its
- * hook; in them it removes itself. */
-static void guard_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    if (L != guarded) {
-        lua_sethook(L, NULL, 0, 0);
-        return;
-    }
-    if (atomic_exchange(&interrupt_raised, 0)) {
-        lua_sethook(L, NULL, 0, 0);
-        guarded = NULL;
-        hook_took_interrupt = 1;
-        lua_pushliteral(L, "interrupted");
-        lua_error(L);
-    }
-}
-
-/* core.lineedit_guard([co]): Ctrl-C on the terminal interrupts co (default:
- * the caller) even in a Lua loop that never waits. Nothing without an
- * editor (no terminal, nothing raises it). */
-static int le_guard(lua_State *L) {
-    lua_State *co = lua_isthread(L, 1) ? lua_tothread(L, 1) : L;
-    if (!editor) return 0;
-    atomic_store(&interrupt_raised, 0);
-    hook_took_interrupt = 0;
-    guarded = co;
-    lua_sethook(co, guard_hook, LUA_MASKCOUNT, GUARD_COUNT);
-    return 0;
-}
-
-static int le_unguard(lua_State *L) {
-    lua_State *co = lua_isthread(L, 1) ? lua_tothread(L, 1) : L;
-    if (guarded == co) {
-        guarded = NULL;
-        lua_sethook(co, NULL, 0, 0);
-    }
-    return 0;
-}
-
 /* core.lineedit_interrupted() -> taken: the REPL's SIGINT handler says the
- * arbiter's loop saw one (see write_caret). taken is true once after the
- * hook already acted on that SIGINT: it is done with. */
+ * arbiter's loop saw one (see write_caret). taken is true when that SIGINT
+ * already interrupted a line stuck in Lua (interrupt.c): it is done with. */
 static int le_interrupted(lua_State *L) {
     pl_lineedit *le = checked_editor(L);
     uv_mutex_lock(&le->lock);
     write_caret(le, &le->loop_sigints);
     uv_mutex_unlock(&le->lock);
-    lua_pushboolean(L, hook_took_interrupt);
-    hook_took_interrupt = 0;
+    lua_pushboolean(L, le->host->interrupted_by == SIGINT);
     return 1;
 }
 
@@ -1022,8 +973,6 @@ static const luaL_Reg lineedit_functions[] = {
     {"lineedit_complete_again", le_complete_again},
     {"lineedit_columns", le_columns},
     {"lineedit_stop", le_stop},
-    {"lineedit_guard", le_guard},
-    {"lineedit_unguard", le_unguard},
     {"lineedit_interrupted", le_interrupted},
     {NULL, NULL},
 };

@@ -11,10 +11,8 @@
  *   core.lineedit_complete_again()            redo the completion in progress
  *   core.lineedit_columns() -> n              the terminal's width
  *   core.lineedit_stop()                      all off; the terminal as it was
- *   core.lineedit_guard(co) / core.lineedit_unguard(co)
- *                                             Ctrl-C interrupts co's Lua code
- *   core.lineedit_interrupted() -> taken      the loop saw SIGINT; taken: the
- *                                             hook already interrupted co
+ *   core.lineedit_interrupted() -> taken      the loop saw SIGINT; taken: it
+ *                                             already interrupted a busy line
  *
  * on_line(line) gets each line accepted (nil at end of input, Ctrl-D);
  * reading pauses until lineedit_read. complete(text, start) gets the line up

@@ -26,7 +26,6 @@
 -- code), and after `:` only its methods; string methods after a string.
 -- complete never waits, but a front-end calls it inside a task, so that a
 -- session over the wire may.
-local core = require "pulsar.core"
 local future = require "pulsar.future"
 local pretty = require "pulsar.pretty"
 
@@ -73,15 +72,9 @@ local function format_values(values, opts)
   return table.concat(out, "\t")
 end
 
--- A terminal's Ctrl-C interrupts even Lua code that never waits: the host's
--- line editor hooks the evaluating coroutine (lineedit.c); without one
--- there is nothing to hook.
-local guard = core.lineedit_guard or function() end
-local unguard = core.lineedit_unguard or function() end
-
-local function run(chunk, opts, line)
-  line.co = coroutine.running()
-  guard(line.co)
+-- Ctrl-C interrupts even Lua code that never waits: the host's signal
+-- watch does it (interrupt.c), for whatever the arbiter runs.
+local function run(chunk, opts)
   local values = table.pack(chunk())
   if values.n == 1 and future.is_future(values[1]) then
     values = table.pack(values[1]:wait())
@@ -108,13 +101,11 @@ function Session:eval(source)
     if err == nil then return {status = "incomplete"} end
     return {status = "error", text = err}
   end
-  local line = {}
-  local task = future.async(run, chunk, self.pretty, line)
+  local task = future.async(run, chunk, self.pretty)
   task.label = "the line"
   self.running = task
   local ok = pcall(task.wait, task)
   if self.running == task then self.running = nil end
-  if line.co then unguard(line.co) end
   if ok then return {status = "ok", text = task:result()} end
   if task:cancelled() then return {status = "error", text = INTERRUPTED} end
   return {status = "error", text = trim(task:traceback() or tostring(task:exception()))}
