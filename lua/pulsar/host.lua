@@ -38,11 +38,13 @@ end
 
 -- -l NAME requires NAME into global NAME; -l G=NAME into global G, as
 -- lua.c 5.4 does.
+-- A module that fails is reported with its traceback, as lua.c does; the
+-- call through pcall keeps this file's position out of the message.
 local function require_into_global(spec)
   local global, name = spec:match("^(.-)=(.*)$")
   if not global then global, name = spec, spec end
   local ok, mod = pcall(require, name)
-  if not ok then load_failure(mod) end
+  if not ok then error(mod, 0) end
   _G[global] = mod
 end
 
@@ -172,7 +174,8 @@ local real_exit = os.exit
 -- closed) with the status Lua's os.exit would give. From inside a task it
 -- does not return; elsewhere it cannot wait and exits at once. With close
 -- true, as lua closes its state, the task's pending to-be-closed variables
--- are closed first: the task is parked, then closed from the ready queue.
+-- are closed first: the task is parked, then closed from the ready queue,
+-- and the stop follows.
 local function arbiter_exit(arbiter, code, close)
   if code == nil or code == true then code = 0 elseif code == false then code = 1 end
   if type(code) ~= "number" then error("os.exit: bad status", 2) end
@@ -180,11 +183,16 @@ local function arbiter_exit(arbiter, code, close)
     stdout:flush()
     real_exit(code, true)
   end
+  local status = math.tointeger(code) or 1
   if close then
     local co = coroutine.running()
-    future.call_soon(function() coroutine.close(co) end)
+    future.call_soon(function()
+      coroutine.close(co)
+      arbiter:stop(status)
+    end)
+  else
+    arbiter:stop(status)
   end
-  arbiter:stop(math.tointeger(code) or 1)
   future.park()
 end
 
