@@ -180,7 +180,9 @@ end
 function M.start(session, opts)
   session = session or require("pulsar.repl_session").new()
   opts = setmetatable({}, {__index = opts or {}})
-  opts.on_end = opts.on_end or function() actor.current():stop(0) end
+  -- (with a signal's status if one interrupted the last line: the loop
+  -- takes that signal only after input has ended)
+  opts.on_end = opts.on_end or function() actor.current():stop(core.interrupted_by() or 0) end
   -- lineedit_capture says whether stdout is a terminal (or was, before the
   -- capture made it a pipe), starting the capture if it is not on yet.
   if core.isatty(0) and core.lineedit_capture and core.lineedit_capture() then
