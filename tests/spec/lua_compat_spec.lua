@@ -121,6 +121,18 @@ describe("pulsar-lua side by side with lua5.4", function()
     same("-W then @off", "-W -e 'warn(\"@off\") warn(\"unheard\")'")
   end)
 
+  it("runs the collector in lua.c's mode, in the arbiter and in every actor", function()
+    same("the collector's mode", "-e 'print(collectgarbage(\"incremental\"))'")
+    local r = support.run("-e " .. quote([[
+      for _, kind in ipairs {"thread", "process"} do
+        local p = pulsar.spawn{concurrency = kind}:wait(30)
+        print(kind, pulsar.send(p, "run", function() return collectgarbage("incremental") end):wait(30))
+      end
+      os.exit(0)
+    ]]))
+    assert.are.same({0, "thread\tgenerational\nprocess\tgenerational\n"}, {r.code, r.out}, r.err)
+  end)
+
   it("exits with the status os.exit gives", function()
     same("os.exit()", "-e 'os.exit()'")
     same("os.exit(true)", "-e 'os.exit(true)'")
