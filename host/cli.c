@@ -8,10 +8,11 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "log.h"
 
 typedef struct option_spec {
     const char *short_name; /* NULL when none */
@@ -20,14 +21,9 @@ typedef struct option_spec {
     int (*apply)(pl_cli *cli, const char *value, char *err, size_t errlen);
 } option_spec;
 
-__attribute__((format(printf, 3, 4)))
-static int fail(char *err, size_t errlen, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-    return -1;
-}
+/* Reports a refused option through the project's one error formatter and
+ * gives the parser's failure value. */
+#define fail(err, errlen, ...) (pl_set_err((err), (errlen), __VA_ARGS__), -1)
 
 static int parse_number(const char *s, double *out) {
     char *end;
@@ -65,6 +61,18 @@ static int apply_v(pl_cli *c, const char *v, char *e, size_t n) {
 static int apply_h(pl_cli *c, const char *v, char *e, size_t n) {
     (void)v, (void)e, (void)n;
     c->show_help = 1;
+    return 0;
+}
+
+static int apply_E(pl_cli *c, const char *v, char *e, size_t n) {
+    (void)v, (void)e, (void)n;
+    c->ignore_env = 1;
+    return 0;
+}
+
+static int apply_W(pl_cli *c, const char *v, char *e, size_t n) {
+    (void)v, (void)e, (void)n;
+    c->warnings = 1;
     return 0;
 }
 
@@ -151,6 +159,8 @@ static const option_spec options[] = {
     {"-e", NULL, 1, apply_e},
     {"-l", NULL, 1, apply_l},
     {"-i", NULL, 0, apply_i},
+    {"-E", NULL, 0, apply_E},
+    {"-W", NULL, 0, apply_W},
     {"-v", "--version", 0, apply_v},
     {"-h", "--help", 0, apply_h},
     {"-w", "--workers", 1, apply_workers},
@@ -261,7 +271,10 @@ void pl_cli_usage(const char *progname) {
         "Runs a Lua 5.4 script in the arbiter of an actor system.\n"
         "  -e STAT               run a Lua statement\n"
         "  -l NAME               require module NAME into global NAME\n"
+        "  -l G=NAME             require module NAME into global G\n"
         "  -i                    enter the interactive REPL after the script\n"
+        "  -E                    ignore LUA_INIT, LUA_PATH and the like\n"
+        "  -W                    turn warnings on\n"
         "  -v, --version         print the pulsar-lua, Lua and libuv versions\n"
         "  -h, --help            show this help\n"
         "  -w, --workers N       default workers for applications (1)\n"

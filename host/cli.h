@@ -34,6 +34,8 @@ typedef struct pl_cli {
     pl_action *actions; /* malloc'd; free with pl_cli_free */
     int nactions;
     int interactive;  /* -i */
+    int ignore_env;   /* -E: no LUA_INIT, LUA_PATH, LUA_CPATH */
+    int warnings;     /* -W: warn() prints from the start */
     int show_version; /* -v */
     int show_help;    /* -h */
     int script;       /* argv index of the script ("-" for stdin), or 0 */

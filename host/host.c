@@ -40,7 +40,9 @@ int pl_host_pcall(pl_host *h, int nargs, int nresults, const char *where) {
     int base = lua_gettop(L) - nargs;
     lua_pushcfunction(L, traceback_handler);
     lua_insert(L, base);
+    pl_host_enter_lua(h);
     int status = lua_pcall(L, nargs, nresults, base);
+    pl_host_leave_lua(h);
     lua_remove(L, base);
     if (status != LUA_OK) {
         pl_log(PL_LOG_ERROR, h->name, "%s: %s", where,
@@ -50,10 +52,14 @@ int pl_host_pcall(pl_host *h, int nargs, int nresults, const char *where) {
     return status;
 }
 
+/* Lua that waits here is not busy: the loop runs, and an interrupt is for
+ * the callbacks it calls. */
 int pl_host_run_once(pl_host *h) {
+    int depth = pl_host_suspend_lua(h);
     h->loop_depth++;
     int alive = uv_run(h->loop, UV_RUN_ONCE);
     h->loop_depth--;
+    pl_host_resume_lua(h, depth);
     return alive;
 }
 
@@ -142,6 +148,8 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
     lua_setfield(L, -2, "stdin_is_tty");
     lua_pushboolean(L, cli->show_version);
     lua_setfield(L, -2, "show_version");
+    lua_pushboolean(L, cli->ignore_env);
+    lua_setfield(L, -2, "ignore_env");
 }
 
 static int setup_vm(pl_host *h) {
@@ -153,7 +161,14 @@ static int setup_vm(pl_host *h) {
     }
     h->L = L;
     *(pl_host **)lua_getextraspace(L) = h;
+    /* lua.c's -E: the package library then ignores LUA_PATH and LUA_CPATH. */
+    if (h->cli->ignore_env) {
+        lua_pushboolean(L, 1);
+        lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
+    }
     luaL_openlibs(L);
+    /* The collector lua.c 5.4 runs: generational. */
+    lua_gc(L, LUA_GCGEN, 0, 0);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_pulsar_core);
     lua_setfield(L, -2, "pulsar.core");
@@ -317,8 +332,13 @@ int pl_host_main(const pl_cli *cli, int argc, char **argv) {
     const char *name = cli->cfg.attach ? "console" : "arbiter";
     if (pl_host_init(&host, cli, name, NULL) != 0) return 1;
     create_arg_table(host.L, argc, argv, cli->script);
+    if (cli->warnings) lua_warning(host.L, "@on", 0);
+    char err[256];
+    if (pl_signal_watch_start(&host, err, sizeof err) != 0)
+        pl_log(PL_LOG_WARNING, name, "%s: a busy script cannot be interrupted", err);
     arbiter_args args = {cli, argc, argv};
     int code = pl_host_run(&host, "main", push_arbiter_request, &args);
+    pl_signal_watch_stop(&host);
     pl_host_close(&host);
     fflush(stdout);
     return code;

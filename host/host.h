@@ -8,6 +8,8 @@
 #ifndef PULSAR_HOST_H
 #define PULSAR_HOST_H
 
+#include <stddef.h>
+
 #include <lua.h>
 #include <uv.h>
 
@@ -44,12 +46,18 @@ typedef struct pl_host {
     void (*on_exit_request)(struct pl_host *h);
     void (*on_freed)(struct pl_host *h); /* once its handles are closed */
     int closing_handles;
-    /* The coroutine core.resume is running now (NULL: the main state or
-     * none), so that another thread can set a hook on it (spawn.c's
-     * thread:interrupt). Written on the host's thread, read elsewhere, both
-     * under interrupt_lock. */
+    /* Interrupts (interrupt.c). Under interrupt_lock: the coroutine
+     * core.resume is running now (NULL: the main state or none), how deep
+     * the C stack is in Lua, which run of Lua this is, and the interrupt
+     * asked for and not yet raised (message NULL: none). */
     lua_State *running;
+    int lua_depth;
+    unsigned lua_runs;
+    const char *interrupt_message;
+    int interrupt_signal;
     uv_mutex_t interrupt_lock;
+    int interrupted_by; /* host's thread: the signal of an interrupt raised */
+    struct pl_signal_watch *signal_watch;
 } pl_host;
 
 /* Pushes the one argument of a host.lua entry point. */
@@ -91,6 +99,28 @@ int pl_host_run_once(pl_host *h);
 
 /* Asks the outermost loop to end; the process exits with code. */
 void pl_host_request_exit(pl_host *h, int code);
+
+/* Interrupting Lua code that never returns to its loop (interrupt.c).
+ *
+ * On the host's thread: pl_host_pcall brackets every entry into Lua with
+ * enter/leave; a nested loop run suspends Lua (the depth to resume with);
+ * core.resume records the coroutine it runs (gives back the previous). */
+void pl_host_enter_lua(pl_host *h);
+void pl_host_leave_lua(pl_host *h);
+int pl_host_suspend_lua(pl_host *h);
+void pl_host_resume_lua(pl_host *h, int depth);
+lua_State *pl_host_set_running(pl_host *h, lua_State *co);
+/* From any thread: the run of Lua going on now (0: none), and an interrupt
+ * of that run (0: whatever runs now). The running code raises `message`
+ * (a static string) within a few thousand instructions, unless the run
+ * ends first. signum, if not 0, is the signal behind it (interrupted_by).
+ * 1 if Lua was running, 0 if there was nothing to interrupt. */
+unsigned pl_host_lua_run(pl_host *h);
+int pl_host_interrupt(pl_host *h, unsigned run, int signum, const char *message);
+/* A thread that interrupts h's Lua code when SIGINT or SIGTERM finds it
+ * busy, so that its loop can take the signal (the arbiter's). */
+int pl_signal_watch_start(pl_host *h, char *err, size_t errlen);
+void pl_signal_watch_stop(pl_host *h);
 
 /* The pulsar.core module (lcore.c) and its codec half (lcodec.c). */
 int luaopen_pulsar_core(lua_State *L);

@@ -178,6 +178,17 @@ static int core_loop_running(lua_State *L) {
     return 1;
 }
 
+/* core.interrupted_by() -> signum | nil: the signal (SIGINT, SIGTERM)
+ * whose interrupt the running code raised ("interrupted!"), until the loop
+ * takes that signal: so that the main chunk it ended exits with the
+ * signal's status, and the terminal REPL knows that Ctrl-C was spent. */
+static int core_interrupted_by(lua_State *L) {
+    int signum = pl_host_of(L)->interrupted_by;
+    if (signum) lua_pushinteger(L, signum);
+    else lua_pushnil(L);
+    return 1;
+}
+
 static int core_exit_loop(lua_State *L) {
     pl_host_request_exit(pl_host_of(L), (int)luaL_optinteger(L, 1, 0));
     return 0;
@@ -190,20 +201,6 @@ static int core_exit_requested(lua_State *L) {
 
 /* ---- resuming coroutines ------------------------------------------- */
 
-/* Records co as the coroutine running now (h->running), so that another
- * thread can interrupt it (spawn.c's thread:interrupt), and gives back the
- * coroutine it replaces. Both writes take interrupt_lock: the interrupter
- * reads `running` and sets a hook on it under that lock, so once the clear
- * after a resume returns, no other thread touches the coroutine, which may
- * then be collected. The lock is uncontended but for an interrupt. */
-static lua_State *set_running(pl_host *h, lua_State *co) {
-    uv_mutex_lock(&h->interrupt_lock);
-    lua_State *previous = h->running;
-    h->running = co;
-    uv_mutex_unlock(&h->interrupt_lock);
-    return previous;
-}
-
 /* Moves nargs values from L to co, resumes co and moves what it yields or
  * returns back to L. The number of values moved, or -1 with the error
  * message on L's stack (as lcorolib.c's auxresume). */
@@ -214,10 +211,11 @@ static int resume_recorded(lua_State *L, lua_State *co, int nargs) {
     }
     lua_xmove(L, co, nargs);
     pl_host *h = pl_host_of(L);
-    lua_State *previous = set_running(h, co);
+    /* Recorded so that an interrupt reaches co (interrupt.c). */
+    lua_State *previous = pl_host_set_running(h, co);
     int nres;
     int status = lua_resume(co, L, nargs, &nres);
-    set_running(h, previous); /* a nested resume gives its caller back */
+    pl_host_set_running(h, previous); /* a nested resume gives its caller back */
     if (status != LUA_OK && status != LUA_YIELD) {
         lua_xmove(co, L, 1);
         return -1;
@@ -269,6 +267,7 @@ static void signal_received(uv_signal_t *handle, int signum) {
     pl_host *h = handle->data;
     if (signum == SIGINT && push_interrupt_handler(h->L)) {
         pl_host_pcall(h, 0, 0, "interrupt handler");
+        h->interrupted_by = 0; /* taken, if it was this signal's */
         return;
     }
     if (h->stop_signals_seen++) {
@@ -279,6 +278,7 @@ static void signal_received(uv_signal_t *handle, int signum) {
     lua_rawgeti(h->L, LUA_REGISTRYINDEX, h->signal_ref);
     lua_pushinteger(h->L, signum);
     pl_host_pcall(h, 1, 0, "signal handler");
+    h->interrupted_by = 0; /* taken, if it was this signal's */
 }
 
 /* core.on_interrupt(fn | nil): fn() on SIGINT instead of a stop, while set
@@ -581,6 +581,7 @@ static const luaL_Reg core_functions[] = {
     {"loop_running", core_loop_running},
     {"exit_loop", core_exit_loop},
     {"exit_requested", core_exit_requested},
+    {"interrupted_by", core_interrupted_by},
     {"resume", core_resume},
     {"on_signal", core_on_signal},
     {"on_interrupt", core_on_interrupt},

@@ -1,12 +1,13 @@
 /* lineedit.c: the terminal REPL's line editor and its output, on the
- * arbiter's loop (pulsar.repl drives it; lineedit.h lists the Lua calls).
+ * arbiter's loop. pulsar.repl drives it through llineedit.c's Lua calls;
+ * lineedit.h is its C face.
  *
  * Reading. GNU readline's callback interface: a uv_poll_t on fd 0 calls
  * rl_callback_read_char whenever the terminal has input, so actors, timers
  * and supervision keep running while the prompt waits. An accepted line
  * hides the prompt (the handler is removed, the terminal back in its own
- * modes, fd 0 no longer polled) and goes to Lua's on_line; reading resumes
- * when Lua calls lineedit_read with the next prompt. Signals are the loop's
+ * modes, fd 0 no longer polled) and goes to the handler's on_line; reading
+ * resumes with pl_lineedit_read and the next prompt. Signals are the loop's
  * (rl_catch_signals = 0): lcore.c hands SIGINT to the REPL, which calls
  * lineedit_clear_line or cancels the line being evaluated.
  *
@@ -29,10 +30,9 @@
  * prompt that follows them.
  *
  * Interrupting Lua that never waits. A REPL line stuck in a Lua loop never
- * lets the arbiter's loop see SIGINT. The pump's loop watches SIGINT too
- * (libuv tells every loop that watches a signal) and raises a flag that a
- * count hook on the evaluating coroutine (lineedit_guard) turns into an
- * "interrupted" error there, as lua.c does from its signal handler.
+ * lets the arbiter's loop see SIGINT: the host's signal watch interrupts
+ * it (interrupt.c), as lua.c does from its signal handler. The pump only
+ * writes the ^C meanwhile (write_caret).
  *
  * Ctrl-Z and `fg`. SIGTSTP is caught while the REPL runs, so that the
  * terminal goes back to the shell's modes before the process stops:
@@ -61,7 +61,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +68,6 @@
 #include <termios.h>
 #include <unistd.h>
 
-#include <lauxlib.h>
 #include <readline/history.h>
 #include <readline/readline.h>
 
@@ -82,7 +80,6 @@
 #define TAIL_WAIT_MS 150           /* how long a partial line waits for its end */
 #define SYNC_WAIT_NS 1000000000ull /* the longest a prompt waits for the pump */
 #define KEYS_PER_WAKE 256          /* input read per poll callback */
-#define GUARD_COUNT 1000           /* instructions between interrupt checks */
 
 /* What readline treats as the end of a word: everything but names, dots and
  * colons, so `pulsar.sp` and `s:up` complete as one word. */
@@ -130,15 +127,12 @@ typedef struct pl_lineedit {
     int stdin_flags;
     struct termios saved_termios;
     int have_termios;
-    int on_line_ref, complete_ref;
+    pl_lineedit_handler handler; /* what the lines and completions go to */
     char *history;         /* the history file, or NULL */
     int history_added;
 } pl_lineedit;
 
 static pl_lineedit *editor;          /* the process's one editor, or NULL */
-static atomic_int interrupt_raised;  /* SIGINT seen by the pump */
-static lua_State *guarded;           /* the coroutine Ctrl-C interrupts */
-static int hook_took_interrupt;      /* the loop has yet to see that SIGINT */
 
 /* ---- writing to the terminal ----------------------------------------- */
 
@@ -200,7 +194,7 @@ static void pump_readable(uv_poll_t *poll_handle, int status, int events) {
 /* Ctrl-C while a line is evaluated: ^C on a line of its own, before what
  * the line says next. Both loops see every SIGINT; whichever sees the n-th
  * first writes its ^C: the arbiter's, before it cancels the line, or the
- * pump's, before the hook interrupts a line stuck in Lua. The terminal does
+ * pump's, while a line stuck in Lua keeps the arbiter's loop from it. The terminal does
  * not echo it then (set_echoctl): the kernel signals before it echoes,
  * which would race with this. Called with the lock held. */
 static void write_caret(pl_lineedit *le, unsigned *seen) {
@@ -216,7 +210,6 @@ static void pump_interrupted(uv_signal_t *handle, int signum) {
     uv_mutex_lock(&le->lock);
     write_caret(le, &le->pump_sigints);
     uv_mutex_unlock(&le->lock);
-    atomic_store(&interrupt_raised, 1);
 }
 
 /* A sync: write out what the pipe holds, then say so. A quit: the same,
@@ -365,9 +358,7 @@ static void show_prompt(pl_lineedit *le, const char *prompt) {
 
 /* ---- history ---------------------------------------------------------- */
 
-/* ~/.pulsar-lua/history, its folder made (0700) if missing; NULL without
- * a home or a folder. malloc'd. */
-static char *default_history(void) {
+char *pl_lineedit_default_history(void) {
     const char *home = getenv("HOME");
     if (!home || !*home) return NULL;
     size_t n = strlen(home) + sizeof "/.pulsar-lua/history";
@@ -379,20 +370,6 @@ static char *default_history(void) {
         return NULL;
     }
     snprintf(path, n, "%s/.pulsar-lua/history", home);
-    return path;
-}
-
-/* The history file: the `history` option (false: none), else
- * $PULSAR_HISTORY (empty: none), else the default. NULL for none. */
-static char *history_path(lua_State *L, int options) {
-    lua_getfield(L, options, "history");
-    char *path = NULL;
-    const char *env = getenv("PULSAR_HISTORY");
-    if (lua_type(L, -1) == LUA_TSTRING) path = strdup(lua_tostring(L, -1));
-    else if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1)) path = NULL;
-    else if (env) path = *env ? strdup(env) : NULL;
-    else path = default_history();
-    lua_pop(L, 1);
     return path;
 }
 
@@ -434,12 +411,8 @@ static void line_accepted(char *line) {
     }
     hide_prompt(le);
     if (line && *line) remember(le, line);
-    lua_State *L = le->host->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, le->on_line_ref);
-    if (line) lua_pushstring(L, line);
-    else lua_pushnil(L);
+    le->handler.on_line(le->handler.ud, line);
     free(line);
-    pl_host_pcall(le->host, 1, 0, "REPL line");
 }
 
 static int input_waiting(int fd) {
@@ -565,59 +538,40 @@ static void free_matches(char **matches) {
     for (size_t i = 0; matches[i]; i++) free(matches[i]);
 }
 
-/* The table of strings at the top of L's stack as readline's match list:
- * [0] the text to put in place of the word (their common prefix), then the
- * candidates, then NULL. NULL when there are none. */
-static char **matches_from(lua_State *L) {
-    if (!lua_istable(L, -1)) return NULL;
-    size_t n = lua_rawlen(L, -1);
-    if (n == 0 || n > 100000) return NULL;
-    char **matches = calloc(n + 2, sizeof *matches);
-    if (!matches) return NULL;
+/* The handler's candidates (a NULL-ended list, taken) as readline's match
+ * list: [0] the text to put in place of the word (their common prefix),
+ * then the candidates, then NULL. NULL when there are none. */
+static char **readline_matches(char **candidates) {
+    if (!candidates) return NULL;
     size_t count = 0;
-    for (size_t i = 1; i <= n; i++) {
-        lua_rawgeti(L, -1, (lua_Integer)i);
-        const char *s = lua_tostring(L, -1);
-        if (s && !(matches[count + 1] = strdup(s))) {
-            lua_pop(L, 1);
-            free_matches(matches + 1);
-            free(matches);
-            return NULL;
-        }
-        if (s) count++;
-        lua_pop(L, 1);
+    while (candidates[count]) count++;
+    char **matches = count ? calloc(count + 2, sizeof *matches) : NULL;
+    if (matches) {
+        memcpy(matches + 1, candidates, count * sizeof *candidates);
+        matches[0] = count == 1 ? NULL : longest_common_prefix(candidates, count);
     }
-    if (count == 0) {
-        free(matches);
-        return NULL;
-    }
-    if (count == 1) {
+    if (matches && count == 1) {
         matches[0] = matches[1];
         matches[1] = NULL;
-    } else if (!(matches[0] = longest_common_prefix(matches + 1, count))) {
-        free_matches(matches + 1);
+    } else if (matches && !matches[0]) { /* no memory for the prefix */
         free(matches);
-        return NULL;
+        matches = NULL;
     }
+    if (!matches) free_matches(candidates);
+    free(candidates);
     return matches;
 }
 
-/* rl_attempted_completion_function: Lua's complete(text up to the cursor,
- * start of the word) gives the replacements; never filenames. */
+/* rl_attempted_completion_function: the handler's complete(text up to the
+ * cursor, start of the word) gives the replacements; never filenames. */
 static char **complete_word(const char *text, int start, int end) {
     (void)text;
     rl_attempted_completion_over = 1;
     rl_completion_suppress_append = 1;
     pl_lineedit *le = editor;
-    if (!le || le->complete_ref == LUA_NOREF) return NULL;
-    lua_State *L = le->host->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, le->complete_ref);
-    lua_pushlstring(L, rl_line_buffer, (size_t)end);
-    lua_pushinteger(L, start);
-    if (pl_host_pcall(le->host, 2, 1, "completion") != LUA_OK) return NULL;
-    char **matches = matches_from(L);
-    lua_pop(L, 1);
-    return matches;
+    if (!le || !le->handler.complete) return NULL;
+    return readline_matches(le->handler.complete(le->handler.ud, rl_line_buffer,
+                                                 (size_t)end, start));
 }
 
 /* ---- starting and stopping -------------------------------------------- */
@@ -681,18 +635,15 @@ static void editing_stop(pl_lineedit *le) {
 }
 
 static void lineedit_close(pl_lineedit *le) {
-    lua_State *L = le->host->L;
     pl_host_untrack(&le->res);
     editor = NULL;
-    guarded = NULL;
     editing_stop(le);
     capture_stop(le);
     if (le->out) fclose(le->out); /* and tty_fd with it */
     else close(le->tty_fd);
     le->out = NULL;
-    luaL_unref(L, LUA_REGISTRYINDEX, le->on_line_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, le->complete_ref);
-    le->on_line_ref = le->complete_ref = LUA_NOREF;
+    if (le->handler.on_close) le->handler.on_close(le->handler.ud);
+    le->handler = (pl_lineedit_handler){0};
     uv_close((uv_handle_t *)&le->wake, handle_closed);
     uv_close((uv_handle_t *)&le->tail_timer, handle_closed);
     if (le->input_open) uv_close((uv_handle_t *)&le->input, handle_closed);
@@ -748,17 +699,15 @@ static int capture_fds(pl_lineedit *le) {
     return 0;
 }
 
-/* Makes the editor and starts the capture; NULL with a message on L. */
-static pl_lineedit *capture_start(lua_State *L) {
-    pl_host *h = pl_host_of(L);
+/* Makes the editor and starts the capture; NULL with a message in err. */
+static pl_lineedit *capture_start(pl_host *h, char *err, size_t errlen) {
     pl_lineedit *le = calloc(1, sizeof *le);
     if (!le) {
-        lua_pushliteral(L, "out of memory");
+        pl_set_err(err, errlen, "out of memory");
         return NULL;
     }
     le->host = h;
     le->saved_fd[1] = le->saved_fd[2] = -1;
-    le->on_line_ref = le->complete_ref = LUA_NOREF;
     le->pipe_r = -1;
     pl_buf_init(&le->pending, PENDING_MAX);
     pl_buf_init(&le->tail, 0);
@@ -766,14 +715,14 @@ static pl_lineedit *capture_start(lua_State *L) {
     if (le->tty_fd < 0 || uv_mutex_init(&le->lock) != 0) {
         if (le->tty_fd >= 0) close(le->tty_fd);
         free(le);
-        lua_pushfstring(L, "cannot capture the output: %s", strerror(errno));
+        pl_set_err(err, errlen, "cannot capture the output: %s", strerror(errno));
         return NULL;
     }
     if (uv_cond_init(&le->synced) != 0) {
         close(le->tty_fd);
         uv_mutex_destroy(&le->lock);
         free(le);
-        lua_pushliteral(L, "cannot capture the output: no condition variable");
+        pl_set_err(err, errlen, "cannot capture the output: no condition variable");
         return NULL;
     }
     struct sigaction tstp_action;
@@ -789,7 +738,7 @@ static pl_lineedit *capture_start(lua_State *L) {
         uv_cond_destroy(&le->synced);
         uv_mutex_destroy(&le->lock);
         free(le);
-        lua_pushfstring(L, "cannot capture the output: %s", uv_strerror(rc));
+        pl_set_err(err, errlen, "cannot capture the output: %s", uv_strerror(rc));
         return NULL;
     }
     uv_async_init(h->loop, &le->wake, output_waiting);
@@ -806,27 +755,15 @@ static pl_lineedit *capture_start(lua_State *L) {
     return le;
 }
 
-/* ---- the Lua calls ---------------------------------------------------- */
+/* ---- the editor's calls (lineedit.h; llineedit.c binds them to Lua) --- */
 
-static pl_lineedit *checked_editor(lua_State *L) {
-    if (!editor || !editor->editing) luaL_error(L, "the line editor is not running");
-    return editor;
+int pl_lineedit_capture(pl_host *h, char *err, size_t errlen) {
+    if (editor) return 1;
+    if (!isatty(1)) return 0;
+    return capture_start(h, err, errlen) ? 1 : -1;
 }
 
-/* core.lineedit_capture() -> true | false (stdout is not a terminal) */
-static int le_capture(lua_State *L) {
-    if (editor) {
-        lua_pushboolean(L, 1);
-        return 1;
-    }
-    if (!isatty(1)) {
-        lua_pushboolean(L, 0);
-        return 1;
-    }
-    if (!capture_start(L)) return lua_error(L);
-    lua_pushboolean(L, 1);
-    return 1;
-}
+int pl_lineedit_editing(void) { return editor && editor->editing; }
 
 static void configure_readline(pl_lineedit *le) {
     rl_readline_name = "pulsar-lua";
@@ -839,38 +776,46 @@ static void configure_readline(pl_lineedit *le) {
     rl_attempted_completion_function = complete_word;
 }
 
-/* core.lineedit_start{prompt=, on_line=, complete=, history=} */
-static int le_start(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TTABLE);
-    if (editor && editor->editing) return luaL_error(L, "the line editor is already running");
-    if (!isatty(0) || (!editor && !isatty(1)))
-        return luaL_error(L, "the line editor needs a terminal");
-    lua_getfield(L, 1, "prompt");
-    const char *prompt = luaL_optstring(L, -1, "> ");
-    lua_getfield(L, 1, "on_line");
-    luaL_argexpected(L, lua_isfunction(L, -1), 1, "on_line function");
-    lua_getfield(L, 1, "complete");
-    luaL_argexpected(L, lua_isnoneornil(L, -1) || lua_isfunction(L, -1), 1, "complete function");
-    pl_lineedit *le = editor ? editor : capture_start(L);
-    if (!le) return lua_error(L);
-    le->out = fdopen(le->tty_fd, "w");
-    if (!le->out) return luaL_error(L, "cannot write to the terminal: %s", strerror(errno));
-    le->complete_ref = lua_isnil(L, -1) ? (lua_pop(L, 1), LUA_NOREF) : luaL_ref(L, LUA_REGISTRYINDEX);
-    le->on_line_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    le->history = history_path(L, 1);
+/* The terminal's input, polled once the editor starts. */
+static int input_open(pl_lineedit *le, char *err, size_t errlen) {
+    if (le->input_open) return 0;
+    int rc = uv_poll_init(le->host->loop, &le->input, 0);
+    if (rc != 0) {
+        pl_set_err(err, errlen, "cannot poll the terminal: %s", uv_strerror(rc));
+        return -1;
+    }
+    le->input.data = le;
+    le->input_open = 1;
+    le->handles_open++;
+    /* uv_poll_init made fd 0 non-blocking, and with it the terminal's
+     * other fds that share its file description: readline and the
+     * pump's writes expect them blocking. */
+    if (le->stdin_flags >= 0) fcntl(0, F_SETFL, le->stdin_flags);
+    return 0;
+}
+
+int pl_lineedit_start(pl_host *h, const char *prompt, char *history,
+                      const pl_lineedit_handler *handler, char *err, size_t errlen) {
+    if (editor && editor->editing) {
+        pl_set_err(err, errlen, "the line editor is already running");
+        goto fail;
+    }
+    if (!isatty(0) || (!editor && !isatty(1))) {
+        pl_set_err(err, errlen, "the line editor needs a terminal");
+        goto fail;
+    }
+    pl_lineedit *le = editor ? editor : capture_start(h, err, errlen);
+    if (!le) goto fail;
+    if (!le->out && !(le->out = fdopen(le->tty_fd, "w"))) {
+        pl_set_err(err, errlen, "cannot write to the terminal: %s", strerror(errno));
+        goto fail;
+    }
     le->have_termios = tcgetattr(0, &le->saved_termios) == 0;
     le->stdin_flags = fcntl(0, F_GETFL);
-    if (!le->input_open) {
-        int rc = uv_poll_init(le->host->loop, &le->input, 0);
-        if (rc != 0) return luaL_error(L, "cannot poll the terminal: %s", uv_strerror(rc));
-        le->input.data = le;
-        le->input_open = 1;
-        le->handles_open++;
-        /* uv_poll_init made fd 0 non-blocking, and with it the terminal's
-         * other fds that share its file description: readline and the
-         * pump's writes expect them blocking. */
-        if (le->stdin_flags >= 0) fcntl(0, F_SETFL, le->stdin_flags);
-    }
+    if (input_open(le, err, errlen) != 0) goto fail;
+    le->handler = *handler;
+    free(le->history);
+    le->history = history;
     uv_ref((uv_handle_t *)&le->wake); /* the REPL keeps the arbiter alive */
     uv_signal_start(&le->winch, window_resized, SIGWINCH);
     uv_unref((uv_handle_t *)&le->winch);
@@ -888,31 +833,30 @@ static int le_start(lua_State *L) {
     uv_mutex_unlock(&le->lock);
     show_prompt(le, prompt);
     return 0;
+fail:
+    free(history);
+    return -1;
 }
 
-/* core.lineedit_read(prompt): shows the prompt and reads the next line. */
-static int le_read(lua_State *L) {
-    pl_lineedit *le = checked_editor(L);
-    const char *prompt = luaL_checkstring(L, 1);
+void pl_lineedit_read(const char *prompt) {
+    pl_lineedit *le = editor;
+    if (!le || !le->editing) return;
     if (le->reading) rl_set_prompt(prompt), rl_forced_update_display();
     else show_prompt(le, prompt);
-    return 0;
 }
 
-static int le_set_prompt(lua_State *L) {
-    pl_lineedit *le = checked_editor(L);
-    const char *prompt = luaL_checkstring(L, 1);
+void pl_lineedit_set_prompt(const char *prompt) {
+    pl_lineedit *le = editor;
+    if (!le || !le->editing) return;
     rl_set_prompt(prompt);
     if (le->reading) rl_forced_update_display();
-    return 0;
 }
 
-/* core.lineedit_clear_line(prompt): what Ctrl-C does at the prompt: the
- * typed text stays on screen with ^C, and a fresh prompt starts below. */
-static int le_clear_line(lua_State *L) {
-    pl_lineedit *le = checked_editor(L);
-    const char *prompt = luaL_checkstring(L, 1);
-    if (!le->reading) return 0;
+/* What Ctrl-C does at the prompt: the typed text stays on screen with ^C,
+ * and a fresh prompt starts below. */
+void pl_lineedit_clear_line(const char *prompt) {
+    pl_lineedit *le = editor;
+    if (!le || !le->reading) return;
     rl_point = rl_end;
     rl_redisplay();
     fputs("^C\n", le->out);
@@ -924,84 +868,34 @@ static int le_clear_line(lua_State *L) {
     rl_on_new_line();
     rl_redisplay();
     fflush(le->out);
-    return 0;
 }
 
-/* core.lineedit_complete_again(): Lua's complete answered late (a remote
- * session); running the completion again finds the answer ready. */
-static int le_complete_again(lua_State *L) {
-    pl_lineedit *le = checked_editor(L);
-    if (!le->reading) return 0;
+/* The handler's complete answered late (a remote session); running the
+ * completion again finds the answer ready. */
+void pl_lineedit_complete_again(void) {
+    pl_lineedit *le = editor;
+    if (!le || !le->reading) return;
     rl_complete(0, '\t');
     rl_redisplay();
     fflush(le->out);
-    return 0;
 }
 
-static int le_columns(lua_State *L) {
+int pl_lineedit_columns(void) {
     int rows = 0, cols = 0;
     if (editor && editor->editing) rl_get_screen_size(&rows, &cols);
-    lua_pushinteger(L, cols > 0 ? cols : 80);
-    return 1;
+    return cols > 0 ? cols : 80;
 }
 
-static int le_stop(lua_State *L) {
-    (void)L;
+void pl_lineedit_stop(void) {
     if (editor) lineedit_close(editor);
-    return 0;
 }
 
-/* Every GUARD_COUNT instructions of a guarded coroutine: raise the
- * pump's SIGINT there. Coroutines created by the guarded one inherit its
- * hook; in them it removes itself. */
-static void guard_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    if (L != guarded) {
-        lua_sethook(L, NULL, 0, 0);
-        return;
-    }
-    if (atomic_exchange(&interrupt_raised, 0)) {
-        lua_sethook(L, NULL, 0, 0);
-        guarded = NULL;
-        hook_took_interrupt = 1;
-        lua_pushliteral(L, "interrupted");
-        lua_error(L);
-    }
-}
-
-/* core.lineedit_guard([co]): Ctrl-C on the terminal interrupts co (default:
- * the caller) even in a Lua loop that never waits. Nothing without an
- * editor (no terminal, nothing raises it). */
-static int le_guard(lua_State *L) {
-    lua_State *co = lua_isthread(L, 1) ? lua_tothread(L, 1) : L;
-    if (!editor) return 0;
-    atomic_store(&interrupt_raised, 0);
-    hook_took_interrupt = 0;
-    guarded = co;
-    lua_sethook(co, guard_hook, LUA_MASKCOUNT, GUARD_COUNT);
-    return 0;
-}
-
-static int le_unguard(lua_State *L) {
-    lua_State *co = lua_isthread(L, 1) ? lua_tothread(L, 1) : L;
-    if (guarded == co) {
-        guarded = NULL;
-        lua_sethook(co, NULL, 0, 0);
-    }
-    return 0;
-}
-
-/* core.lineedit_interrupted() -> taken: the REPL's SIGINT handler says the
- * arbiter's loop saw one (see write_caret). taken is true once after the
- * hook already acted on that SIGINT: it is done with. */
-static int le_interrupted(lua_State *L) {
-    pl_lineedit *le = checked_editor(L);
+void pl_lineedit_loop_saw_sigint(void) {
+    pl_lineedit *le = editor;
+    if (!le) return;
     uv_mutex_lock(&le->lock);
     write_caret(le, &le->loop_sigints);
     uv_mutex_unlock(&le->lock);
-    lua_pushboolean(L, hook_took_interrupt);
-    hook_took_interrupt = 0;
-    return 1;
 }
 
 void pl_lineedit_emergency_restore(void) {
@@ -1012,20 +906,3 @@ void pl_lineedit_emergency_restore(void) {
     for (int fd = 1; fd <= 2; fd++)
         if (le->saved_fd[fd] >= 0) dup2(le->saved_fd[fd], fd);
 }
-
-static const luaL_Reg lineedit_functions[] = {
-    {"lineedit_capture", le_capture},
-    {"lineedit_start", le_start},
-    {"lineedit_read", le_read},
-    {"lineedit_set_prompt", le_set_prompt},
-    {"lineedit_clear_line", le_clear_line},
-    {"lineedit_complete_again", le_complete_again},
-    {"lineedit_columns", le_columns},
-    {"lineedit_stop", le_stop},
-    {"lineedit_guard", le_guard},
-    {"lineedit_unguard", le_unguard},
-    {"lineedit_interrupted", le_interrupted},
-    {NULL, NULL},
-};
-
-void pl_llineedit_register(lua_State *L) { luaL_setfuncs(L, lineedit_functions, 0); }

@@ -241,138 +241,45 @@ typedef struct thread_actor {
     pl_channel *channel;
     char aid[64];
     int status; /* the actor's exit status, written by the thread */
-    /* Interrupts (below); vm and interrupt_pending are under vm_lock. */
+    /* The actor's host while its VM is open, under vm_lock (below). */
     uv_mutex_t vm_lock;
-    pl_host *vm;           /* the actor's host while its VM is open */
-    int interrupt_pending; /* asked for, not yet raised nor called off */
-    uv_async_t loop_alive; /* in the actor's loop: calls an interrupt off */
+    pl_host *vm;
 } thread_actor;
 
 /* ---- interrupting a thread actor --------------------------------------
  *
- * thread:interrupt (arbiter's thread) sets a count hook on the coroutine the
- * actor runs now and on its main state, and wakes the actor's loop. What
- * happens first, on the actor's thread, settles it:
- *   - a hooked state runs INTERRUPT_COUNT instructions: the actor is stuck
- *     in Lua; the hook raises "interrupted: ..." there;
- *   - the loop runs loop_alive: the actor was not stuck; nothing is raised.
- * Either way the interrupt is taken (take_interrupt) and the hooks are
- * removed, so that one interrupt raises at most one error. Left on the main
- * state, a hook would raise again later, in whatever code runs next (the
- * ready queue, a Future half settled); hooks that coroutines inherited when
- * created from a hooked state meanwhile find nothing pending and only
- * remove themselves.
- *
- * Thread safety. Two locks, always taken in this order:
- *   t->vm_lock            guards t->vm and t->interrupt_pending. The actor's
- *                         thread sets vm once its VM and loop_alive exist
- *                         and clears it before closing them; the arbiter's
- *                         thread holds the lock for a whole interrupt, so
- *                         neither can be closed under it.
- *   vm->interrupt_lock    guards vm->running, the coroutine core.resume runs
- *                         now (lcore.c). The actor's thread clears it under
- *                         the lock once the resume returns, so while the lock
- *                         is held that coroutine is still on its resumer's
- *                         stack and cannot be collected.
- * core.resume takes interrupt_lock alone; everything else takes vm_lock
- * first. Hooks are removed on the actor's own thread. They are set from the
- * arbiter's, and lua_sethook is not synchronised with the VM it hooks: Lua
- * documents it as callable asynchronously (from a signal handler, as lua.c
- * does for Ctrl-C): hook, mask and counts are single words the VM reads as
- * it runs, and a torn read costs at most one misplaced hook call. It also
- * flags the state's Lua call frames (settraps walks L->ci), which a signal
- * handler sees frozen and another thread does not: a frame could be freed
- * during that walk only if, within those few instructions, the actor
- * returned from two calls and a garbage collection shrank its frame list.
- * A thread stuck in a loop does not; the race is the price of stopping it.
- */
-
-/* Every INTERRUPT_COUNT instructions a hooked state calls interrupt_hook:
- * soon enough for a person waiting, rare enough to cost nothing. */
-#define INTERRUPT_COUNT 1000
-
-/* The record of the thread actor running on this thread, for the hook. */
-static _Thread_local thread_actor *this_thread_actor;
-
-/* Sets hook on vm's running coroutine and main state (NULL removes it). A
- * hook on the main state alone would not do: a coroutine has hooks of its
- * own. The main state is where callbacks run, and what runs next if the
- * coroutine returns meanwhile. Called with t->vm_lock held. */
-static void set_hooks(pl_host *vm, lua_Hook hook) {
-    int mask = hook ? LUA_MASKCOUNT : 0;
-    uv_mutex_lock(&vm->interrupt_lock);
-    if (vm->running) lua_sethook(vm->running, hook, mask, INTERRUPT_COUNT);
-    lua_sethook(vm->L, hook, mask, INTERRUPT_COUNT);
-    uv_mutex_unlock(&vm->interrupt_lock);
-}
-
-/* On the actor's thread: whether an interrupt was pending. It is taken,
- * and its hooks are removed. */
-static int take_interrupt(thread_actor *t) {
-    uv_mutex_lock(&t->vm_lock);
-    int pending = t->interrupt_pending;
-    t->interrupt_pending = 0;
-    if (pending && t->vm) set_hooks(t->vm, NULL);
-    uv_mutex_unlock(&t->vm_lock);
-    return pending;
-}
-
-/* Runs on the actor's thread in a hooked state that executed Lua all along.
- * The error unwinds to the nearest protected call (the command's pcall, a
- * task's resume, the host's pcall), so the actor's loop runs again and can
- * take its stop. */
-static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-    (void)ar;
-    lua_sethook(L, NULL, 0, 0);
-    if (this_thread_actor && take_interrupt(this_thread_actor))
-        luaL_error(L, "interrupted: the actor is being stopped");
-}
-
-/* The actor's loop ran: its Lua code was not stuck. */
-static void interrupt_not_needed(uv_async_t *async) { take_interrupt(async->data); }
+ * thread:interrupt (arbiter's thread) interrupts the Lua code the actor runs
+ * now, through the host's one mechanism (interrupt.c): it raises
+ * "interrupted: ..." there unless that code returns to the actor's loop
+ * first. t->vm_lock guards t->vm: the actor's thread sets it once its VM
+ * exists and clears it before closing it; the arbiter's thread holds the
+ * lock for a whole interrupt, so the VM cannot be closed under it. */
 
 /* Makes the actor's VM reachable to thread:interrupt (vm != NULL) or no
  * longer (NULL, before it is closed: an interrupt is moot by then). */
 static void publish_vm(thread_actor *t, pl_host *vm) {
     uv_mutex_lock(&t->vm_lock);
     t->vm = vm;
-    t->interrupt_pending = 0;
     uv_mutex_unlock(&t->vm_lock);
 }
 
-/* On the actor's thread, once its host is up. Without loop_alive the actor
- * cannot be interrupted (thread:interrupt says false); it runs all the
- * same. The handle does not keep the loop alive; pl_host_close closes it. */
-static void open_to_interrupts(thread_actor *t, pl_host *vm) {
-    this_thread_actor = t;
-    int rc = uv_async_init(vm->loop, &t->loop_alive, interrupt_not_needed);
-    if (rc != 0) {
-        pl_log(PL_LOG_WARNING, t->aid, "cannot be interrupted: %s", uv_strerror(rc));
-        return;
-    }
-    t->loop_alive.data = t;
-    uv_unref((uv_handle_t *)&t->loop_alive);
-    publish_vm(t, vm);
-}
-
 /* thread:interrupt() -> true if the actor's Lua code will be interrupted
- * unless it returns to its loop first, false if it has no VM (not yet, or
- * no longer). Called on the arbiter's thread. */
+ * unless it returns to its loop first (nothing happens to an actor idle in
+ * its loop), false if it has no VM (not yet, or no longer). Called on the
+ * arbiter's thread. */
 static int thread_interrupt(lua_State *L) {
     child **slot = luaL_checkudata(L, 1, THREAD_METATABLE);
     thread_actor *t = (thread_actor *)*slot;
-    int hooked = 0;
+    int reachable = 0;
     if (t) {
         uv_mutex_lock(&t->vm_lock);
         if (t->vm) {
-            t->interrupt_pending = 1;
-            set_hooks(t->vm, interrupt_hook);
-            uv_async_send(&t->loop_alive);
-            hooked = 1;
+            pl_host_interrupt(t->vm, 0, 0, "interrupted: the actor is being stopped");
+            reachable = 1;
         }
         uv_mutex_unlock(&t->vm_lock);
     }
-    lua_pushboolean(L, hooked);
+    lua_pushboolean(L, reachable);
     return 1;
 }
 
@@ -383,7 +290,7 @@ static void thread_body(void *arg) {
     pl_host host;
     int code = 1;
     if (pl_host_init(&host, NULL, t->aid, NULL) == 0) {
-        open_to_interrupts(t, &host);
+        publish_vm(t, &host);
         pl_conn *conn = pl_channel_attach(&host, t->channel, 1);
         /* The creator's reference was handed to us: both ends hold their
          * own now. */

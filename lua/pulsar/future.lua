@@ -12,6 +12,12 @@
 local core = require "pulsar.core"
 local log = require "pulsar.log"
 
+-- Taken at load, so that a script that removes a standard global
+-- (coroutine = nil) does not break the tasks that run it.
+local coroutine, debug, table = coroutine, debug, table
+local error, getmetatable, pcall, select, setmetatable, tostring, type, xpcall =
+  error, getmetatable, pcall, select, setmetatable, tostring, type, xpcall
+
 local M = {}
 
 local PENDING, DONE, FAILED, CANCELLED = "pending", "done", "failed", "cancelled"
@@ -142,6 +148,13 @@ end
 function Future:exception()
   if self._state == PENDING then error("future not done yet: " .. tostring(self), 2) end
   if self._state ~= DONE then return self._value end
+end
+
+--- Whether it failed or was cancelled; unlike exception(), true also for
+-- a task that raised nil (error()). Raises if not done yet.
+function Future:failed()
+  if self._state == PENDING then error("future not done yet: " .. tostring(self), 2) end
+  return self._state ~= DONE
 end
 
 --- The traceback of a failed task, when there is one.
@@ -298,6 +311,22 @@ end
 
 -- What a resume of the task's coroutine came to: settled when its
 -- function ended, queued again after a bare coroutine.yield().
+-- An error object named as lua.c's message handler names it: strings and
+-- numbers as they are, an object by its __tostring, anything else by type.
+local function error_message(err)
+  local kind = type(err)
+  if kind == "string" or kind == "number" then return tostring(err) end
+  local mt = debug.getmetatable(err)
+  if mt and mt.__tostring then
+    local ok, text = pcall(mt.__tostring, err)
+    if ok and type(text) == "string" then return text end
+  end
+  return ("(error object is a %s value)"):format(kind)
+end
+
+-- A failed task's coroutine is closed as a protected call would close its
+-- frames: its pending to-be-closed variables run now, after the traceback
+-- was taken (as lua.c's message handler runs before they close).
 local function resumed(task, co, ok, res)
   if ok and res == FINISHED then
     task._co = nil
@@ -305,7 +334,9 @@ local function resumed(task, co, ok, res)
     task:_settle(DONE, take_result())
   elseif not ok then
     task._co = nil
-    task:_settle(FAILED, res, debug.traceback(co, tostring(res)))
+    local tb = debug.traceback(co, error_message(res))
+    coroutine.close(co)
+    task:_settle(FAILED, res, tb)
   elseif res ~= WAIT then
     schedule(task) -- give the loop a turn
   end

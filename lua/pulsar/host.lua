@@ -10,6 +10,15 @@ local core = require "pulsar.core"
 local future = require "pulsar.future"
 local actor = require "pulsar.actor"
 
+-- A script may remove or replace any standard global (debug = nil,
+-- string = nil): what this file needs to run it and report its errors is
+-- taken now, while the globals are still the standard ones.
+local coroutine, debug, io, math, os, table = coroutine, debug, io, math, os, table
+local error, getmetatable, ipairs, load, loadfile, pcall, require, setmetatable, tostring, type =
+  error, getmetatable, ipairs, load, loadfile, pcall, require, setmetatable, tostring, type
+local _G, getenv = _G, os.getenv
+local stderr, stdout = io.stderr, io.stdout
+
 local M = {}
 
 local main_task
@@ -21,16 +30,27 @@ local function load_failure(message)
   error(setmetatable({message = message}, LoadError), 0)
 end
 
+local function run_string(text, chunkname)
+  local chunk, err = load(text, chunkname)
+  if not chunk then load_failure(err) end
+  chunk()
+end
+
+-- -l NAME requires NAME into global NAME; -l G=NAME into global G, as
+-- lua.c 5.4 does.
+-- A module that fails is reported with its traceback, as lua.c does; the
+-- call through pcall keeps this file's position out of the message.
+local function require_into_global(spec)
+  local global, name = spec:match("^(.-)=(.*)$")
+  if not global then global, name = spec, spec end
+  local ok, mod = pcall(require, name)
+  if not ok then error(mod, 0) end
+  _G[global] = mod
+end
+
 local function run_action(action)
-  if action.kind == "e" then
-    local chunk, err = load(action.text, "=(command line)")
-    if not chunk then load_failure(err) end
-    chunk()
-  else -- "l": require NAME, set global NAME
-    local ok, mod = pcall(require, action.text)
-    if not ok then load_failure(mod) end
-    _G[action.text] = mod
-  end
+  if action.kind == "e" then run_string(action.text, "=(command line)")
+  else require_into_global(action.text) end
 end
 
 local function load_script(path)
@@ -39,7 +59,19 @@ local function load_script(path)
   return chunk
 end
 
+-- LUA_INIT_5_4, else LUA_INIT: a chunk, or @FILE, run before anything on
+-- the command line, as lua.c runs it (-E: not at all).
+local function run_lua_init(request)
+  if request.ignore_env then return end
+  local name, init = "LUA_INIT_5_4", getenv("LUA_INIT_5_4")
+  if init == nil then name, init = "LUA_INIT", getenv("LUA_INIT") end
+  if init == nil then return end
+  if init:sub(1, 1) == "@" then load_script(init:sub(2))()
+  else run_string(init, "=" .. name) end
+end
+
 local function run_main(request)
+  run_lua_init(request)
   for _, action in ipairs(request.actions) do run_action(action) end
   if request.script then
     local chunk = load_script(request.script)
@@ -48,14 +80,27 @@ local function run_main(request)
   end
 end
 
-local function report_failure(f)
+-- What lua.c's message handler makes of an error object: a string or a
+-- number with the traceback; an object whose __tostring gives a string,
+-- that string alone; anything else is named by its type, with the traceback
+-- (future.lua's tracebacks start with that name).
+local function failure_text(f)
   local err = f:exception()
-  if getmetatable(err) == LoadError then
-    io.stderr:write("pulsar-lua: ", err.message, "\n")
-  else
-    io.stderr:write("pulsar-lua: ", f:traceback() or tostring(err), "\n")
+  if getmetatable(err) == LoadError then return err.message end
+  local kind = type(err)
+  if kind ~= "string" and kind ~= "number" then
+    local mt = debug.getmetatable(err)
+    if mt and mt.__tostring then
+      local ok, text = pcall(mt.__tostring, err)
+      if ok and type(text) == "string" then return text end
+    end
   end
-  io.stderr:flush()
+  return f:traceback() or ("(error object is a %s value)"):format(kind)
+end
+
+local function report_failure(f)
+  stderr:write("pulsar-lua: ", failure_text(f), "\n")
+  stderr:flush()
 end
 
 -- On a terminal, the REPL owns SIGINT (Ctrl-C clears the line or cancels
@@ -85,9 +130,10 @@ local function start_repl(banner)
 end
 
 local function main_done(request, f)
-  if f:exception() ~= nil then
+  if f:failed() then
     report_failure(f)
-    actor.current():stop(1)
+    -- Ended by a signal's interrupt ("interrupted!"): the signal's status.
+    actor.current():stop(core.interrupted_by() or 1)
   elseif request.interactive then
     start_repl(request.banner)
   end
@@ -126,15 +172,27 @@ local real_exit = os.exit
 
 --- os.exit in the arbiter stops it gracefully (stopping hooks, handles
 -- closed) with the status Lua's os.exit would give. From inside a task it
--- does not return; elsewhere it cannot wait and exits at once.
-local function arbiter_exit(arbiter, code)
+-- does not return; elsewhere it cannot wait and exits at once. With close
+-- true, as lua closes its state, the task's pending to-be-closed variables
+-- are closed first: the task is parked, then closed from the ready queue,
+-- and the stop follows.
+local function arbiter_exit(arbiter, code, close)
   if code == nil or code == true then code = 0 elseif code == false then code = 1 end
   if type(code) ~= "number" then error("os.exit: bad status", 2) end
   if not (future.current_task() and coroutine.isyieldable()) then
-    io.stdout:flush()
+    stdout:flush()
     real_exit(code, true)
   end
-  arbiter:stop(math.tointeger(code) or 1)
+  local status = math.tointeger(code) or 1
+  if close then
+    local co = coroutine.running()
+    future.call_soon(function()
+      coroutine.close(co)
+      arbiter:stop(status)
+    end)
+  else
+    arbiter:stop(status)
+  end
   future.park()
 end
 
@@ -153,7 +211,7 @@ function M.main(request)
   arbiter.state = "running"
   start_ticks(arbiter)
   core.on_signal(function(signum) arbiter:stop(signum) end)
-  os.exit = function(code) return arbiter_exit(arbiter, code) end
+  os.exit = function(code, close) return arbiter_exit(arbiter, code, close) end
   _G.pulsar = require "pulsar"
   capture_output(request)
   main_task = future.async(run_main, request)

@@ -4,6 +4,9 @@
 --   pulsar.log.warning(some_value)             -- tostring otherwise
 local core = require "pulsar.core"
 
+-- Taken at load: a script may remove the standard globals (string = nil).
+local string, ipairs, select, tostring = string, ipairs, select, tostring
+
 local log = {}
 
 local actor_name = "arbiter"

@@ -19,6 +19,10 @@ local core = require "pulsar.core"
 local future = require "pulsar.future"
 local actor = require "pulsar.actor"
 
+-- Taken at load: a line may remove the standard globals (string = nil).
+local _G, io, math, table = _G, io, math, table
+local ipairs, pcall, setmetatable, tostring, type = ipairs, pcall, setmetatable, tostring, type
+
 local M = {}
 
 local function report(err)
@@ -106,7 +110,16 @@ local function start_terminal(session, opts)
   local pending, busy, stopped = nil, false, false
   local late = {} -- a completion that came back after readline asked
 
-  local function prompt() return pending and ">> " or "> " end
+  -- As lua.c's REPL: the globals _PROMPT and _PROMPT2, through tostring,
+  -- else "> " and ">> ".
+  local function prompt()
+    local name, default = "_PROMPT", "> "
+    if pending then name, default = "_PROMPT2", ">> " end
+    local ok, value = pcall(function() return _G[name] end)
+    if not ok or value == nil then return default end
+    local shown, text = pcall(tostring, value)
+    return shown and type(text) == "string" and text or default
+  end
 
   local function stop()
     if stopped then return end
@@ -167,7 +180,9 @@ end
 function M.start(session, opts)
   session = session or require("pulsar.repl_session").new()
   opts = setmetatable({}, {__index = opts or {}})
-  opts.on_end = opts.on_end or function() actor.current():stop(0) end
+  -- (with a signal's status if one interrupted the last line: the loop
+  -- takes that signal only after input has ended)
+  opts.on_end = opts.on_end or function() actor.current():stop(core.interrupted_by() or 0) end
   -- lineedit_capture says whether stdout is a terminal (or was, before the
   -- capture made it a pipe), starting the capture if it is not on yet.
   if core.isatty(0) and core.lineedit_capture and core.lineedit_capture() then

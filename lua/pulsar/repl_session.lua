@@ -26,9 +26,13 @@
 -- code), and after `:` only its methods; string methods after a string.
 -- complete never waits, but a front-end calls it inside a task, so that a
 -- session over the wire may.
-local core = require "pulsar.core"
 local future = require "pulsar.future"
 local pretty = require "pulsar.pretty"
+
+-- Taken at load: a line may remove the standard globals (string = nil).
+local _G, coroutine, string, table = _G, coroutine, string, table
+local getmetatable, ipairs, load, next, pcall, rawget, setmetatable, tostring, type =
+  getmetatable, ipairs, load, next, pcall, rawget, setmetatable, tostring, type
 
 local M = {}
 
@@ -40,7 +44,9 @@ function M.new(env, opts)
   return setmetatable({env = env or _G, running = nil, pretty = opts.pretty}, Session)
 end
 
+-- As lua.c's REPL, a first line starting with `=` means `return`.
 local function compile(source, env)
+  if source:sub(1, 1) == "=" then source = "return " .. source:sub(2) end
   local chunk = load("return " .. source, "=stdin", "t", env)
   if chunk then return chunk end
   local err
@@ -66,15 +72,9 @@ local function format_values(values, opts)
   return table.concat(out, "\t")
 end
 
--- A terminal's Ctrl-C interrupts even Lua code that never waits: the host's
--- line editor hooks the evaluating coroutine (lineedit.c); without one
--- there is nothing to hook.
-local guard = core.lineedit_guard or function() end
-local unguard = core.lineedit_unguard or function() end
-
-local function run(chunk, opts, line)
-  line.co = coroutine.running()
-  guard(line.co)
+-- Ctrl-C interrupts even Lua code that never waits: the host's signal
+-- watch does it (interrupt.c), for whatever the arbiter runs.
+local function run(chunk, opts)
   local values = table.pack(chunk())
   if values.n == 1 and future.is_future(values[1]) then
     values = table.pack(values[1]:wait())
@@ -101,13 +101,11 @@ function Session:eval(source)
     if err == nil then return {status = "incomplete"} end
     return {status = "error", text = err}
   end
-  local line = {}
-  local task = future.async(run, chunk, self.pretty, line)
+  local task = future.async(run, chunk, self.pretty)
   task.label = "the line"
   self.running = task
   local ok = pcall(task.wait, task)
   if self.running == task then self.running = nil end
-  if line.co then unguard(line.co) end
   if ok then return {status = "ok", text = task:result()} end
   if task:cancelled() then return {status = "error", text = INTERRUPTED} end
   return {status = "error", text = trim(task:traceback() or tostring(task:exception()))}

@@ -205,3 +205,64 @@ describe("--log-level", function()
     assert.are.same({0, "", ""}, {r.code, r.out, r.err})
   end)
 end)
+
+---------------------------------------------------------------------------
+-- Lua code that never returns to the loop keeps the loop from taking a
+-- signal: the host interrupts it (lua.c's "interrupted!"), and the signal
+-- then stops the arbiter as always (stopping hook, status = the signal).
+
+-- Sets a stopping hook that prints "stopped", then prints the pid.
+local HOOK_AND_PID = [[
+  pulsar.arbiter().hooks.stopping = function() print("stopped") end
+  print("pid", pulsar.get_actor():info().actor.pid)
+  io.stdout:flush()
+]]
+
+local SIGNALS = {INT = 2, TERM = 15}
+
+describe("a busy arbiter", function()
+  for name, status in pairs(SIGNALS) do
+    it("SIG" .. name .. " interrupts a main chunk stuck in a loop; it exits " .. status, function()
+      local h, pid = start_arbiter(HOOK_AND_PID .. [[
+        print("spinning") io.stdout:flush()
+        while true do end
+      ]])
+      assert.truthy(h.wait_output("spinning", 30))
+      h.kill(name, pid)
+      local code = h.wait(30)
+      if not code then h.kill("KILL", pid) end
+      assert.are.equal(status, code, h.err())
+      assert.matches("stopped\n$", h.out())
+      assert.matches("pulsar%-lua: interrupted!\nstack traceback:", h.err())
+    end)
+
+    it("SIG" .. name .. " interrupts a command handler stuck in the arbiter; it exits " .. status, function()
+      local h, pid = start_arbiter(HOOK_AND_PID .. [[
+        pulsar.command("spin", function() print("spinning") io.stdout:flush() while true do end end)
+        local p = pulsar.spawn{concurrency = "thread"}:wait(30)
+        pulsar.send(p, "run", function() pulsar.send("arbiter", "spin") end)
+      ]])
+      assert.truthy(h.wait_output("spinning", 30))
+      h.kill(name, pid)
+      local code = h.wait(30)
+      if not code then h.kill("KILL", pid) end
+      assert.are.equal(status, code, h.err())
+      assert.matches("stopped\n$", h.out())
+    end)
+
+    it("SIG" .. name .. " interrupts a REPL line stuck in a loop on a pipe; it exits " .. status, function()
+      local input = support.write_file(support.tmpname(".in"),
+        HOOK_AND_PID:gsub("\n%s*", " ") .. "\nprint('spinning') io.stdout:flush() while true do end\n")
+      local h = support.start("-i", ("sh -c 'exec \"$0\" \"$@\" < %s'"):format(quote(input)))
+      local pid = tonumber(h.wait_output("pid\t(%d+)", 30))
+      assert.is_not_nil(pid, h.err())
+      assert.truthy(h.wait_output("spinning", 30))
+      h.kill(name, pid)
+      local code = h.wait(30)
+      if not code then h.kill("KILL", pid) end
+      assert.are.equal(status, code, h.err())
+      assert.matches("stopped\n$", h.out())
+      assert.matches("interrupted!", h.err())
+    end)
+  end
+end)

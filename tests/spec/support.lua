@@ -49,12 +49,13 @@ function M.script(source)
 end
 
 --- Runs pulsar-lua with `args` (a shell-ready string) and optional stdin
--- text; returns {code=, out=, err=}.
-function M.run(args, stdin)
+-- text; returns {code=, out=, err=}. `command`, a shell-ready command line,
+-- runs instead of pulsar-lua (lua5.4, to compare; env VAR=... pulsar-lua).
+function M.run(args, stdin, command)
   local out, err = M.tmpname(".out"), M.tmpname(".err")
   local input = ""
   if stdin then input = " < " .. shell_quote(M.write_file(M.tmpname(".in"), stdin)) end
-  local cmd = ("%s %s%s > %s 2> %s"):format(shell_quote(M.exe), args, input,
+  local cmd = ("%s %s%s > %s 2> %s"):format(command or shell_quote(M.exe), args, input,
                                              shell_quote(out), shell_quote(err))
   local _, _, code = os.execute(cmd)
   local result = {code = code, out = read_file(out) or "", err = read_file(err) or ""}
@@ -77,12 +78,12 @@ end
 --- Starts pulsar-lua in the background. The handle reads its output so far
 -- (`out()`, `err()`), sends signals (`kill(sig)`) and waits for its exit
 -- status (`wait(timeout)`). `wrapper` is a command put before pulsar-lua
--- (such as valgrind).
-function M.start(args, wrapper)
+-- (such as valgrind); `command` runs instead of pulsar-lua, as in run.
+function M.start(args, wrapper, command)
   local base = M.tmpname()
   local h = {outfile = base .. ".out", errfile = base .. ".err", statusfile = base .. ".status"}
   os.execute(("(%s %s %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
-    wrapper or "", shell_quote(M.exe), args, shell_quote(h.outfile), shell_quote(h.errfile),
+    wrapper or "", command or shell_quote(M.exe), args, shell_quote(h.outfile), shell_quote(h.errfile),
     shell_quote(h.statusfile)))
   function h.out() return read_file(h.outfile) or "" end
   function h.err() return read_file(h.errfile) or "" end
