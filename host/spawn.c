@@ -11,10 +11,12 @@
 
 #include <signal.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <lauxlib.h>
 
@@ -51,15 +53,100 @@ static void push_actor_request(lua_State *L, void *ud) {
     }
 }
 
+/* ---- no orphans ----------------------------------------------------------
+ *
+ * A process actor must not outlive its arbiter, whatever it is doing. The
+ * kernel sends it SIGTERM when the arbiter dies (PR_SET_PDEATHSIG); its loop
+ * takes that as a graceful stop. A loop that never runs (Lua code in an
+ * endless loop, a C call that blocks: os.execute) never hears it, so a
+ * watchdog thread looks at the parent's pid every WATCH_PERIOD: once the
+ * arbiter is gone, the actor has ORPHAN_GRACE seconds to stop, then the
+ * process ends with _exit(1), wherever its main thread is. Its own children
+ * (the shell and command of an os.execute) are not ended: they are the
+ * user's processes, and are re-parented as any orphan is. */
+#define WATCH_PERIOD_NS 250000000ull
+#define ORPHAN_GRACE 3.0 /* the default exit_timeout */
+
+typedef struct orphan_watch {
+    uv_thread_t thread;
+    uv_mutex_t lock;
+    uv_cond_t wake;
+    int done; /* under lock: the actor ended on its own */
+    pid_t arbiter;
+    const char *aid;
+} orphan_watch;
+
+/* Waits up to ns, or until done; whether done. Called with the lock held. */
+static int watch_sleep(orphan_watch *w, uint64_t ns) {
+    uint64_t deadline = uv_hrtime() + ns;
+    while (!w->done) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) break;
+        uv_cond_timedwait(&w->wake, &w->lock, deadline - now);
+    }
+    return w->done;
+}
+
+static void watch_arbiter(void *arg) {
+    orphan_watch *w = arg;
+    uv_mutex_lock(&w->lock);
+    while (!watch_sleep(w, WATCH_PERIOD_NS)) {
+        if (getppid() == w->arbiter) continue;
+        pl_log(PL_LOG_WARNING, w->aid, "the arbiter (pid %ld) is gone: stopping",
+               (long)w->arbiter);
+        if (watch_sleep(w, (uint64_t)(ORPHAN_GRACE * 1e9))) break;
+        pl_log(PL_LOG_ERROR, w->aid, "still running %g s after the arbiter died: exiting",
+               ORPHAN_GRACE);
+        _exit(1);
+    }
+    uv_mutex_unlock(&w->lock);
+}
+
+/* 0, or -1 if the watchdog could not start (the actor runs without). */
+static int start_orphan_watch(orphan_watch *w, pid_t arbiter, const char *aid) {
+    w->done = 0;
+    w->arbiter = arbiter;
+    w->aid = aid;
+    if (uv_mutex_init(&w->lock) != 0) return -1;
+    if (uv_cond_init(&w->wake) != 0) {
+        uv_mutex_destroy(&w->lock);
+        return -1;
+    }
+    if (uv_thread_create(&w->thread, watch_arbiter, w) != 0) {
+        uv_cond_destroy(&w->wake);
+        uv_mutex_destroy(&w->lock);
+        return -1;
+    }
+    return 0;
+}
+
+static void stop_orphan_watch(orphan_watch *w) {
+    uv_mutex_lock(&w->lock);
+    w->done = 1;
+    uv_cond_signal(&w->wake);
+    uv_mutex_unlock(&w->lock);
+    uv_thread_join(&w->thread);
+    uv_cond_destroy(&w->wake);
+    uv_mutex_destroy(&w->lock);
+}
+
 int pl_process_actor_main(const char *address, const char *aid) {
-    /* No orphans: if the arbiter dies outright, so do we. */
+    /* The arbiter started us: it is our parent until it dies. */
+    pid_t arbiter = getppid();
     prctl(PR_SET_PDEATHSIG, SIGTERM);
+    orphan_watch watch;
+    int watching = start_orphan_watch(&watch, arbiter, aid) == 0;
+    if (!watching)
+        pl_log(PL_LOG_WARNING, aid, "cannot watch the arbiter: this actor may outlive it");
+    int code = 1;
     pl_host host;
-    if (pl_host_init(&host, NULL, aid, NULL) != 0) return 1;
-    actor_request req = {"process", aid, address, NULL};
-    int code = pl_host_run(&host, "actor_main", push_actor_request, &req);
-    pl_host_close(&host);
+    if (pl_host_init(&host, NULL, aid, NULL) == 0) {
+        actor_request req = {"process", aid, address, NULL};
+        code = pl_host_run(&host, "actor_main", push_actor_request, &req);
+        pl_host_close(&host);
+    }
     fflush(stdout);
+    if (watching) stop_orphan_watch(&watch);
     return code;
 }
 
@@ -241,11 +328,17 @@ typedef struct thread_actor {
     pl_channel *channel;
     char aid[64];
     int status; /* the actor's exit status, written by the thread */
-    /* Interrupts (below); vm and interrupt_pending are under vm_lock. */
+    /* Interrupts and hard ends (below); the fields from vm to abandoned
+     * are under vm_lock. */
     uv_mutex_t vm_lock;
     pl_host *vm;           /* the actor's host while its VM is open */
     int interrupt_pending; /* asked for, not yet raised nor called off */
+    int terminating;       /* thread:terminate was called: end, whatever */
+    int finished;          /* the thread is past its VM's close */
+    int abandoned;         /* the arbiter exits without joining it */
+    uv_cond_t finished_cond;
     uv_async_t loop_alive; /* in the actor's loop: calls an interrupt off */
+    uv_async_t end_now;    /* in the actor's loop: stops it (terminate) */
 } thread_actor;
 
 /* ---- interrupting a thread actor --------------------------------------
@@ -310,11 +403,18 @@ static void set_hooks(pl_host *vm, lua_Hook hook) {
  * and its hooks are removed. */
 static int take_interrupt(thread_actor *t) {
     uv_mutex_lock(&t->vm_lock);
-    int pending = t->interrupt_pending;
+    int pending = t->interrupt_pending || t->terminating;
     t->interrupt_pending = 0;
-    if (pending && t->vm) set_hooks(t->vm, NULL);
+    if (pending && t->vm && !t->terminating) set_hooks(t->vm, NULL);
     uv_mutex_unlock(&t->vm_lock);
     return pending;
+}
+
+static int is_terminating(thread_actor *t) {
+    uv_mutex_lock(&t->vm_lock);
+    int terminating = t->terminating;
+    uv_mutex_unlock(&t->vm_lock);
+    return terminating;
 }
 
 /* Runs on the actor's thread in a hooked state that executed Lua all along.
@@ -323,13 +423,26 @@ static int take_interrupt(thread_actor *t) {
  * take its stop. */
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
+    thread_actor *t = this_thread_actor;
+    if (t && is_terminating(t)) /* the hook stays: every pcall unwinds */
+        luaL_error(L, "terminated: the actor did not stop within exit_timeout");
     lua_sethook(L, NULL, 0, 0);
-    if (this_thread_actor && take_interrupt(this_thread_actor))
+    if (t && take_interrupt(t))
         luaL_error(L, "interrupted: the actor is being stopped");
 }
 
 /* The actor's loop ran: its Lua code was not stuck. */
 static void interrupt_not_needed(uv_async_t *async) { take_interrupt(async->data); }
+
+/* thread:terminate reached the actor's loop: it ends now, with status 1.
+ * The loop stops, so no Lua callback runs any more; the thread then closes
+ * its VM as after any exit (the hooks stay set, so Lua code run by that
+ * close, finalizers, is cut short too). */
+static void end_now(uv_async_t *async) {
+    thread_actor *t = async->data;
+    pl_log(PL_LOG_WARNING, t->aid, "terminated: it did not stop within exit_timeout");
+    pl_host_request_exit(t->vm, 1);
+}
 
 /* Makes the actor's VM reachable to thread:interrupt (vm != NULL) or no
  * longer (NULL, before it is closed: an interrupt is moot by then). */
@@ -352,6 +465,14 @@ static void open_to_interrupts(thread_actor *t, pl_host *vm) {
     }
     t->loop_alive.data = t;
     uv_unref((uv_handle_t *)&t->loop_alive);
+    rc = uv_async_init(vm->loop, &t->end_now, end_now);
+    if (rc != 0) {
+        pl_log(PL_LOG_WARNING, t->aid, "cannot be interrupted: %s", uv_strerror(rc));
+        uv_close((uv_handle_t *)&t->loop_alive, NULL);
+        return;
+    }
+    t->end_now.data = t;
+    uv_unref((uv_handle_t *)&t->end_now);
     publish_vm(t, vm);
 }
 
@@ -376,6 +497,31 @@ static int thread_interrupt(lua_State *L) {
     return 1;
 }
 
+/* Ends the actor hard (arbiter's thread): every hooked Lua state raises
+ * "terminated: ..." from now on, whatever pcall it is under, and the loop
+ * stops as soon as it runs. Whether the actor had a VM to end. */
+static int terminate_thread(thread_actor *t) {
+    uv_mutex_lock(&t->vm_lock);
+    int had_vm = t->vm != NULL;
+    if (had_vm && !t->terminating) {
+        t->terminating = 1;
+        set_hooks(t->vm, interrupt_hook);
+        uv_async_send(&t->end_now);
+    }
+    uv_mutex_unlock(&t->vm_lock);
+    return had_vm;
+}
+
+/* thread:terminate() -> true if the actor will end hard, false if it has
+ * no VM (not yet, or no longer). Nothing ends a thread blocked in a C call
+ * (os.execute): it ends once that call returns. */
+static int thread_terminate(lua_State *L) {
+    child **slot = luaL_checkudata(L, 1, THREAD_METATABLE);
+    thread_actor *t = (thread_actor *)*slot;
+    lua_pushboolean(L, t && terminate_thread(t));
+    return 1;
+}
+
 /* ---- the thread's life -------------------------------------------------- */
 
 static void thread_body(void *arg) {
@@ -395,12 +541,18 @@ static void thread_body(void *arg) {
         publish_vm(t, NULL);
         pl_host_close(&host);
     }
+    /* Under the lock: an arbiter that abandoned us has closed `ended`. */
+    uv_mutex_lock(&t->vm_lock);
     t->status = code;
-    uv_async_send(&t->ended);
+    t->finished = 1;
+    uv_cond_signal(&t->finished_cond);
+    if (!t->abandoned) uv_async_send(&t->ended);
+    uv_mutex_unlock(&t->vm_lock);
 }
 
 static void thread_freed(uv_handle_t *handle) {
     thread_actor *t = handle->data;
+    uv_cond_destroy(&t->finished_cond);
     uv_mutex_destroy(&t->vm_lock);
     free(t);
 }
@@ -413,12 +565,61 @@ static void thread_ended(uv_async_t *async) {
     uv_close((uv_handle_t *)async, thread_freed);
 }
 
+/* While the arbiter's exit waits for a thread its loop does not run, so a
+ * stop signal would go unheard: the default action ends the process. */
+static void stop_signals_end_process(void) {
+    static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP, SIGQUIT};
+    for (size_t i = 0; i < sizeof stop_signals / sizeof *stop_signals; i++)
+        signal(stop_signals[i], SIG_DFL);
+}
+
+/* Waits up to `seconds` for the thread to be past its VM's close; whether
+ * it is. Called with t->vm_lock held. */
+static int wait_finished(thread_actor *t, double seconds) {
+    uint64_t deadline = uv_hrtime() + (uint64_t)(seconds * 1e9);
+    while (!t->finished) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) break;
+        uv_cond_timedwait(&t->finished_cond, &t->vm_lock, deadline - now);
+    }
+    return t->finished;
+}
+
+/* How long the arbiter's exit waits for a thread ended hard. */
+static double join_bound(const thread_actor *t) {
+    double bound = t->base.host->cli->cfg.exit_timeout;
+    return bound >= 1 ? bound : 1;
+}
+
 /* At the arbiter's exit: the channel is closed by then (its conn is a
- * resource too), so the thread's actor stops; wait for it. */
+ * resource too), so the thread's actor stops. One that does not within
+ * exit_timeout is ended hard; one that is still there after another
+ * exit_timeout is blocked in a C call and is abandoned: the process exits
+ * without it (its record is left to it: the thread may still read it). */
 static void thread_shutdown(pl_resource *res) {
     thread_actor *t = (thread_actor *)((char *)res - offsetof(thread_actor, base.res));
     pl_host_untrack(res);
     child_forget_lua(&t->base);
+    double bound = join_bound(t);
+    stop_signals_end_process();
+    uv_mutex_lock(&t->vm_lock);
+    int finished = t->terminating ? t->finished : wait_finished(t, bound);
+    uv_mutex_unlock(&t->vm_lock);
+    if (!finished) {
+        if (!t->terminating)
+            pl_log(PL_LOG_WARNING, t->aid, "did not stop within %g s: terminating it", bound);
+        terminate_thread(t);
+        uv_mutex_lock(&t->vm_lock);
+        finished = wait_finished(t, bound);
+        t->abandoned = !finished;
+        uv_mutex_unlock(&t->vm_lock);
+    }
+    if (!finished) {
+        pl_log(PL_LOG_ERROR, t->aid, "thread actor still running %g s after it was "
+               "terminated (blocked in a C call?): exiting without it", bound);
+        uv_close((uv_handle_t *)&t->ended, NULL);
+        return;
+    }
     uv_thread_join(&t->thread);
     uv_close((uv_handle_t *)&t->ended, thread_freed);
 }
@@ -439,6 +640,12 @@ static int core_spawn_thread(lua_State *L) {
         pl_channel_release(ch);
         free(t);
         return luaL_error(L, "cannot create a mutex for a thread");
+    }
+    if (uv_cond_init(&t->finished_cond) != 0) {
+        uv_mutex_destroy(&t->vm_lock);
+        pl_channel_release(ch);
+        free(t);
+        return luaL_error(L, "cannot create a condition variable for a thread");
     }
     snprintf(t->aid, sizeof t->aid, "%s", aid);
     t->channel = ch;
@@ -558,6 +765,7 @@ static int core_spawn_monitor(lua_State *L) {
 
 static const luaL_Reg thread_methods[] = {
     {"interrupt", thread_interrupt},
+    {"terminate", thread_terminate},
     {NULL, NULL},
 };
 

@@ -445,7 +445,8 @@ end
 
 --- Ends an actor that did not stop when asked. A process gets SIGTERM,
 -- then SIGKILL if it is still there after `timeout` seconds; a thread stuck
--- in Lua code is interrupted through a count hook on its VM.
+-- in Lua code is interrupted through a count hook on its VM, then ended
+-- hard (thread:terminate) if it is still there after `timeout` seconds.
 function M.force_end(rec, timeout)
   if rec.process then
     rec.process:kill(15)
@@ -454,6 +455,9 @@ function M.force_end(rec, timeout)
     end)
   elseif rec.thread and rec.thread.interrupt then
     rec.thread:interrupt()
+    core.timer(timeout or arbiter.cfg.exit_timeout or 3, function()
+      if not rec.gone:done() and rec.thread then rec.thread:terminate() end
+    end)
   end
 end
 

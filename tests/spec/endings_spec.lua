@@ -60,3 +60,77 @@ describe("the private mailbox directory", function()
     assert.are.equal("", entries(dir))
   end)
 end)
+
+describe("a thread actor at the arbiter's exit", function()
+  it("is ended when its stopping hook waits past exit_timeout, and the arbiter exits", function()
+    local h = support.start("--exit-timeout 1 -e " .. quote([[
+      pulsar.spawn{concurrency = "thread", stopping = function() pulsar.sleep(1e6) end}:wait()
+      os.exit(0)]]))
+    local code = h.wait(60)
+    assert.are.equal(0, code, "the arbiter did not exit: " .. h.err())
+    assert.matches("terminated", h.err())
+  end)
+
+  it("is abandoned when blocked in a C call, and the arbiter exits naming it", function()
+    local h = support.start("--exit-timeout 1 -e " .. quote([[
+      local t = pulsar.spawn{name = "sleeper", concurrency = "thread",
+                             stopping = function() os.execute("exec sleep 30") end}:wait()
+      print("aid", t.aid) io.stdout:flush()
+      os.exit(0)]]))
+    local code = h.wait(60)
+    assert.are.equal(0, code, "the arbiter did not exit: " .. h.err())
+    local aid = h.out():match("aid\t(%x+)")
+    assert.is_not_nil(aid, h.out())
+    assert.matches("ERROR " .. aid .. ": thread actor still running[^\n]*exiting without it", h.err())
+  end)
+end)
+
+-- The pids of the processes whose parent is `ppid`.
+local function children_of(ppid)
+  local ps = assert(io.popen("ps -e -o pid= -o ppid="))
+  local list = {}
+  for pid, parent in ps:read("a"):gmatch("(%d+)%s+(%d+)") do
+    if tonumber(parent) == ppid then list[#list + 1] = tonumber(pid) end
+  end
+  ps:close()
+  return list
+end
+
+describe("a process actor whose arbiter is killed with SIGKILL", function()
+  it("ends within seconds, busy in Lua or blocked in a C call", function()
+    local sleeper_file = support.tmpname(".pid")
+    local h = support.start(quote(script(([[
+      local busy = pulsar.spawn{name = "busy"}:wait()
+      local blocked = pulsar.spawn{name = "blocked"}:wait()
+      print("busy", pulsar.send(busy, "info"):wait().actor.pid)
+      print("blocked", pulsar.send(blocked, "info"):wait().actor.pid)
+      print("arbiter", pulsar.get_actor():info().actor.pid)
+      io.stdout:flush()
+      pulsar.send(busy, "run", function() while true do end end)
+      pulsar.send(blocked, "run", function() os.execute("sleep 120 & echo $! > %s; wait") end)
+      pulsar.sleep(120)
+    ]]):format(sleeper_file))))
+    local arbiter = tonumber(h.wait_output("arbiter\t(%d+)", 30))
+    assert.is_not_nil(arbiter, "the arbiter did not start: " .. h.err())
+    local busy = tonumber(h.out():match("busy\t(%d+)"))
+    local blocked = tonumber(h.out():match("blocked\t(%d+)"))
+    local sleeper = support.wait_for(function()
+      local s = support.read_file(sleeper_file)
+      return s and tonumber(s:match("%d+"))
+    end, 30)
+    assert.is_not_nil(sleeper, "the blocked actor did not start its command")
+    pulsar.sleep(0.5) -- the busy actor is in its loop by now
+    assert.is_true(support.alive(busy) and support.alive(blocked))
+    h.kill("KILL", arbiter)
+    local gone = support.wait_for(function()
+      return not support.alive(busy) and not support.alive(blocked)
+    end, 15)
+    -- The command is the user's process: it outlives the actor.
+    h.kill("KILL", sleeper)
+    for _, pid in ipairs(children_of(blocked)) do h.kill("KILL", pid) end
+    if not gone then
+      for _, pid in ipairs({busy, blocked}) do if support.alive(pid) then h.kill("KILL", pid) end end
+    end
+    assert.is_truthy(gone, "a process actor outlived its arbiter by 15 s")
+  end)
+end)
