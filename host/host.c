@@ -144,9 +144,44 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
     lua_setfield(L, -2, "show_version");
 }
 
+/* ---- the VM's allocator ------------------------------------------------
+ *
+ * lauxlib's allocator, counting: memory_used is what the VM's blocks hold,
+ * and a block may not grow past memory_limit. Lua answers a refusal with an
+ * emergency collection, then raises "not enough memory" (shrinking and
+ * freeing never fail). A thread actor thus cannot take the memory of the
+ * process it shares with the arbiter. Runs on the VM's own thread only. */
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    pl_host *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->memory_used -= old;
+        return NULL;
+    }
+    if (h->memory_limit && nsize > old && h->memory_used - old + nsize > h->memory_limit)
+        return NULL;
+    void *block = realloc(ptr, nsize);
+    if (block) h->memory_used = h->memory_used - old + nsize;
+    return block;
+}
+
+void pl_host_set_memory_limit(pl_host *h, size_t limit) { h->memory_limit = limit; }
+
+/* luaL_newstate (its panic and warning functions), then the counting
+ * allocator: both use realloc and free, so blocks made before the switch
+ * are freed the same way, and Lua's own count says what they hold. */
+static lua_State *new_counted_state(pl_host *h) {
+    lua_State *L = luaL_newstate();
+    if (!L) return NULL;
+    h->memory_used = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    lua_setallocf(L, counting_alloc, h);
+    return L;
+}
+
 static int setup_vm(pl_host *h) {
     char dir[PATH_MAX];
-    lua_State *L = luaL_newstate();
+    lua_State *L = new_counted_state(h);
     if (!L) {
         fprintf(stderr, "pulsar-lua: cannot create a Lua state: out of memory\n");
         return -1;

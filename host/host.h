@@ -50,6 +50,11 @@ typedef struct pl_host {
      * under interrupt_lock. */
     lua_State *running;
     uv_mutex_t interrupt_lock;
+    /* The VM's allocator counts the bytes its blocks hold and refuses to
+     * grow past memory_limit (0: no limit): Lua then raises "not enough
+     * memory" in that VM, and the process's other VMs go on. */
+    size_t memory_used;
+    size_t memory_limit;
 } pl_host;
 
 /* Pushes the one argument of a host.lua entry point. */
@@ -75,6 +80,14 @@ void pl_host_close(pl_host *h);
 
 void pl_host_track(pl_host *h, pl_resource *res, void (*close)(pl_resource *));
 void pl_host_untrack(pl_resource *res);
+
+/* The memory limit of a thread actor's VM unless its cfg sets max_memory:
+ * its threads share the arbiter's address space. */
+#define PL_THREAD_MEMORY_LIMIT ((size_t)1 << 30)
+
+/* Sets h's VM memory limit in bytes (0: none); it applies to what the VM
+ * allocates from now on, so a limit below memory_used only stops growth. */
+void pl_host_set_memory_limit(pl_host *h, size_t limit);
 
 /* The host that owns L (kept in the Lua state's extra space). */
 static inline pl_host *pl_host_of(lua_State *L) {

@@ -675,6 +675,27 @@ static int core_remove_dir(lua_State *L) {
     return 1;
 }
 
+/* core.memory() -> bytes the VM holds, its limit or nil */
+static int core_memory(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    lua_pushinteger(L, (lua_Integer)h->memory_used);
+    if (h->memory_limit) lua_pushinteger(L, (lua_Integer)h->memory_limit);
+    else lua_pushnil(L);
+    return 2;
+}
+
+/* core.set_memory_limit(bytes | nil): nil or false lifts the limit */
+static int core_set_memory_limit(lua_State *L) {
+    size_t limit = 0;
+    if (lua_toboolean(L, 1)) {
+        lua_Integer n = luaL_checkinteger(L, 1);
+        luaL_argcheck(L, n > 0, 1, "max_memory must be a number of bytes above 0");
+        limit = (size_t)n;
+    }
+    pl_host_set_memory_limit(pl_host_of(L), limit);
+    return 0;
+}
+
 static int core_set_log_level(lua_State *L) {
     pl_log_set_level(check_level(L, 1));
     return 0;
@@ -707,6 +728,8 @@ static const luaL_Reg core_functions[] = {
     {"set_name", core_set_name},
     {"private_dir", core_private_dir},
     {"remove_dir", core_remove_dir},
+    {"memory", core_memory},
+    {"set_memory_limit", core_set_memory_limit},
     {NULL, NULL},
 };
 

@@ -529,6 +529,7 @@ static void thread_body(void *arg) {
     pl_host host;
     int code = 1;
     if (pl_host_init(&host, NULL, t->aid, NULL) == 0) {
+        pl_host_set_memory_limit(&host, PL_THREAD_MEMORY_LIMIT);
         open_to_interrupts(t, &host);
         pl_conn *conn = pl_channel_attach(&host, t->channel, 1);
         /* The creator's reference was handed to us: both ends hold their

@@ -134,3 +134,49 @@ describe("a process actor whose arbiter is killed with SIGKILL", function()
     assert.is_truthy(gone, "a process actor outlived its arbiter by 15 s")
   end)
 end)
+
+describe("max_memory", function()
+  it("makes a thread actor's VM fail with 'not enough memory', and the arbiter goes on", function()
+    -- At most ~300 MB even where the limit is not enforced.
+    local r = support.run(quote(script([[
+      local t = pulsar.spawn{concurrency = "thread", max_memory = 64 * 1024 * 1024, commands = {
+        grow = function()
+          local big = {}
+          for i = 1, 2e6 do big[i] = ("x"):rep(100) .. i end
+          return #big
+        end}}:wait()
+      print("limit", pulsar.send(t, "info"):wait().actor.memory_limit)
+      local ok, err = pcall(function() return pulsar.send(t, "grow"):wait() end)
+      print("grow", ok, err)
+      print("same actor", pulsar.send(t, "ping"):wait())
+      local other = pulsar.spawn{concurrency = "thread"}:wait()
+      print("other", pulsar.send(other, "ping"):wait())
+      print("arbiter", pulsar.send("arbiter", "ping"):wait())
+      os.exit(0)
+    ]])))
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("limit\t67108864\n", r.out)
+    assert.matches("grow\tfalse\t[^\n]*not enough memory\n", r.out)
+    assert.matches("same actor\tpong\nother\tpong\narbiter\tpong\n", r.out)
+  end)
+
+  it("is 1 GiB for a thread actor by default, none for a process actor and the arbiter", function()
+    local r = support.run("-e " .. quote([[
+      local t = pulsar.spawn{concurrency = "thread"}:wait()
+      local p = pulsar.spawn{concurrency = "process"}:wait()
+      print(pulsar.send(t, "info"):wait().actor.memory_limit,
+            pulsar.send(p, "info"):wait().actor.memory_limit,
+            pulsar.get_actor():info().actor.memory_limit)
+      local q = pulsar.spawn{concurrency = "process", cfg = {max_memory = 100000000}}:wait()
+      print(pulsar.send(q, "info"):wait().actor.memory_limit)
+      os.exit(0)]]))
+    assert.are.equal(0, r.code, r.err)
+    assert.are.equal("1073741824\tnil\tnil\n100000000\n", r.out)
+  end)
+
+  it("must be a whole number of bytes", function()
+    local r = support.run("-e " .. quote([[pulsar.spawn{max_memory = "lots"}]]))
+    assert.are.equal(1, r.code)
+    assert.matches("max_memory must be a whole number of bytes above 0", r.err)
+  end)
+end)
