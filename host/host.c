@@ -1,10 +1,15 @@
-/* host.c: starts and ends the arbiter: its Lua VM, its loop, its exit status.
+/* host.c: an actor's home (see host.h): its Lua VM, its loop, what it
+ * must close, and how it ends.
  *
- * pl_host_main sets up one Lua 5.4 VM with the pulsar library on its path,
- * hands the command line to lua/pulsar/host.lua (which runs the -e and -l
- * actions and the script in the main coroutine), runs the libuv loop until
- * nothing is left to do or an exit is asked for, then closes every handle and
- * the VM so that nothing leaks. */
+ * pl_host_init makes a VM with the pulsar library on its path (through a
+ * counting allocator that enforces max_memory) and a loop of its own, or
+ * the arbiter's for a monitor; pl_host_run hands a request to an entry
+ * point of lua/pulsar/host.lua and runs the loop until nothing is left to
+ * do or an exit is asked for; pl_host_close closes every tracked resource,
+ * every handle and the VM, so that nothing leaks. pl_host_main is the
+ * arbiter's life: the command line handed to host.lua's main, which runs
+ * the -e and -l actions and the script in the main coroutine. The arbiter,
+ * each thread actor, each process actor and each monitor is one pl_host. */
 #include "host.h"
 
 #include <limits.h>

@@ -1,10 +1,13 @@
-/* host.h: one actor's home: a libuv loop and a Lua VM driven by it.
+/* host.h: one actor's home: a Lua VM driven by a libuv loop.
  *
- * The arbiter is a pl_host on the main thread; later, every thread and
- * process actor is one too. The Lua side of pulsar (lua/pulsar/) does
- * the scheduling of coroutines; the host gives it the loop through the
- * pulsar.core module (lcore.c) and guarantees that no Lua error ever unwinds
- * through a libuv callback: every entry into Lua from C is a protected call. */
+ * The arbiter is a pl_host on the main thread; every thread actor is one on
+ * its thread, every process actor one in its process, and every monitor one
+ * on the arbiter's loop and thread (a shared loop). The Lua side of pulsar
+ * (lua/pulsar/) does the scheduling of coroutines; the host gives it the
+ * loop through the pulsar.core module (lcore.c and the l*.c bindings),
+ * counts and limits the memory of its VM, tracks what must be closed before
+ * its loop can end, and guarantees that no Lua error ever unwinds through a
+ * libuv callback: every entry into Lua from C is a protected call. */
 #ifndef PULSAR_HOST_H
 #define PULSAR_HOST_H
 
