@@ -1,4 +1,5 @@
-/* executor.c: worker threads with Lua VMs of their own (see executor.h).
+/* executor.c: worker threads with Lua VMs of their own (see executor.h);
+ * its Lua binding is lexecutor.c.
  *
  * Threads: the owner (the actor's loop thread) and N workers share two job
  * queues under one mutex: `pending` (the owner pushes, workers pop, waiting on
@@ -37,11 +38,6 @@
 #include "buf.h"
 #include "host.h"
 #include "log.h"
-#include "value.h"
-
-#define EXECUTOR_METATABLE "pulsar.core.Executor"
-#define DEFAULT_THREADS 5 /* API.md: thread_workers */
-#define MAX_THREADS 256
 
 /* ---- jobs and queues --------------------------------------------------- */
 
@@ -131,7 +127,7 @@ typedef struct worker {
     lua_State *L;
 } worker;
 
-typedef struct pl_executor {
+struct pl_executor {
     pl_host *host;
     pl_resource res;
     uv_async_t wake; /* workers -> owner: jobs finished, or a worker ended */
@@ -150,14 +146,14 @@ typedef struct pl_executor {
     uint64_t next_id;
     int outstanding; /* jobs submitted and not yet reported or dropped */
     int finishing;
-    struct pl_executor **owner; /* the userdata's slot */
-} pl_executor;
+    pl_executor **owner; /* the Lua userdata's slot, cleared at the end */
+};
 
 /* ---- the worker's side ------------------------------------------------- */
 
 /* The codec's default limits, with functions allowed: jobs and results
  * only ever come from this process's own VMs. */
-static pl_value_limits job_limits(void) {
+pl_value_limits pl_executor_job_limits(void) {
     pl_value_limits lim = pl_value_default_limits;
     lim.allow_functions = 1;
     return lim;
@@ -209,7 +205,7 @@ static int array_length(const unsigned char *p, size_t len, size_t *n) {
 static int job_body(lua_State *L) {
     job *j = *current_job(L);
     char err[512];
-    pl_value_limits lim = job_limits();
+    pl_value_limits lim = pl_executor_job_limits();
     size_t n;
     if (array_length((const unsigned char *)j->payload, j->payload_len, &n) != 0 ||
         n == 0 || n > INT32_MAX)
@@ -464,8 +460,8 @@ static void executor_drain(pl_executor *ex, int cancel_queued) {
     else uv_async_send(&ex->wake);
 }
 
-static pl_executor *executor_new(pl_host *h, int nthreads, const char *path,
-                                 const char *cpath) {
+pl_executor *pl_executor_new(pl_host *h, int nthreads, const char *path,
+                             const char *cpath, pl_executor **owner) {
     pl_executor *ex = calloc(1, sizeof *ex);
     if (!ex) return NULL;
     ex->workers = calloc((size_t)nthreads, sizeof *ex->workers);
@@ -480,6 +476,8 @@ static pl_executor *executor_new(pl_host *h, int nthreads, const char *path,
     ex->host = h;
     ex->nthreads = nthreads;
     ex->next_id = 1;
+    ex->owner = owner;
+    *owner = ex;
     pl_host_track(h, &ex->res, executor_shutdown);
     return ex;
 fail_cond:
@@ -494,127 +492,33 @@ fail:
     return NULL;
 }
 
-/* ---- the Lua binding ---------------------------------------------------- */
+/* ---- what the binding calls (owner's thread) -------------------------- */
 
-static const char *package_string(lua_State *L, const char *field) {
-    lua_getglobal(L, "package");
-    const char *s = NULL;
-    if (lua_istable(L, -1)) {
-        lua_getfield(L, -1, field);
-        s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-        lua_remove(L, -2); /* the string stays on the stack, so s stays valid */
-    }
-    return s;
-}
+int pl_executor_is_open(const pl_executor *ex) { return !ex->draining; }
 
-/* core.executor([nthreads]) -> Executor */
-static int core_executor(lua_State *L) {
-    lua_Integer n = luaL_optinteger(L, 1, DEFAULT_THREADS);
-    luaL_argcheck(L, n >= 1 && n <= MAX_THREADS, 1,
-                  "the number of threads must be from 1 to 256");
-    const char *path = package_string(L, "path");
-    const char *cpath = package_string(L, "cpath");
-    pl_executor **slot = lua_newuserdatauv(L, sizeof *slot, 0);
-    *slot = NULL;
-    luaL_setmetatable(L, EXECUTOR_METATABLE);
-    pl_executor *ex = executor_new(pl_host_of(L), (int)n, path, cpath);
-    if (!ex) return luaL_error(L, "out of memory creating an executor");
-    ex->owner = slot;
-    *slot = ex;
-    return 1;
-}
-
-/* core.executor_job(fn, ...) -> payload */
-static int core_executor_job(lua_State *L) {
-    char err[512];
-    pl_buf out;
-    pl_value_limits lim = job_limits();
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    pl_buf_init(&out, lim.max_size);
-    int rc = pl_value_encode_list(L, 1, lua_gettop(L), &out, &lim,
-                                  "job", err, sizeof err);
-    if (rc == 0) lua_pushlstring(L, out.data ? out.data : "", out.len);
-    pl_buf_free(&out);
-    if (rc != 0) return luaL_error(L, "%s", err);
-    return 1;
-}
-
-static pl_executor *check_open(lua_State *L) {
-    pl_executor **slot = luaL_checkudata(L, 1, EXECUTOR_METATABLE);
-    if (!*slot || (*slot)->draining) luaL_error(L, "the executor is closed");
-    return *slot;
-}
-
-/* Executor:submit(payload, callback) -> job id */
-static int executor_submit(lua_State *L) {
-    pl_executor *ex = check_open(L);
-    size_t len;
-    const char *payload = luaL_checklstring(L, 2, &len);
-    luaL_checktype(L, 3, LUA_TFUNCTION);
+int pl_executor_submit(pl_executor *ex, const char *payload, size_t len,
+                       int callback_ref, uint64_t *id) {
     if (ex->started == 0) {
         int rc = start_workers(ex);
-        if (rc != 0)
-            return luaL_error(L, "cannot start the executor's threads: %s",
-                              uv_strerror(rc));
+        if (rc != 0) return rc;
     }
-    lua_pushvalue(L, 3);
-    int ref = luaL_ref(L, LUA_REGISTRYINDEX); /* may raise: nothing to leak */
     job *j = job_new(payload, len);
-    if (!j) {
-        luaL_unref(L, LUA_REGISTRYINDEX, ref);
-        return luaL_error(L, "out of memory submitting a job");
-    }
-    uint64_t id = ex->next_id++;
-    j->id = id;
-    j->callback_ref = ref;
+    if (!j) return UV_ENOMEM;
+    j->id = *id = ex->next_id++;
+    j->callback_ref = callback_ref;
     if (ex->outstanding++ == 0) uv_ref((uv_handle_t *)&ex->wake);
     uv_mutex_lock(&ex->lock);
     queue_push(&ex->pending, j);
     uv_cond_signal(&ex->has_work);
     uv_mutex_unlock(&ex->lock);
-    lua_pushinteger(L, (lua_Integer)id);
-    return 1;
-}
-
-static int executor_close(lua_State *L) {
-    pl_executor **slot = luaL_checkudata(L, 1, EXECUTOR_METATABLE);
-    if (*slot && !(*slot)->draining) executor_drain(*slot, 1);
     return 0;
 }
 
-/* Nobody can submit any more: let the queued jobs run and report, then end
- * the threads. Never blocks. */
-static int executor_gc(lua_State *L) {
-    pl_executor **slot = luaL_checkudata(L, 1, EXECUTOR_METATABLE);
-    pl_executor *ex = *slot;
-    if (!ex) return 0;
+void pl_executor_close(pl_executor *ex) {
+    if (!ex->draining) executor_drain(ex, 1);
+}
+
+void pl_executor_release(pl_executor *ex) {
     ex->owner = NULL;
-    *slot = NULL;
     if (!ex->draining) executor_drain(ex, 0);
-    return 0;
-}
-
-static const luaL_Reg executor_methods[] = {
-    {"submit", executor_submit},
-    {"close", executor_close},
-    {NULL, NULL},
-};
-
-static const luaL_Reg executor_functions[] = {
-    {"executor", core_executor},
-    {"executor_job", core_executor_job},
-    {NULL, NULL},
-};
-
-void pl_lexecutor_register(lua_State *L) {
-    if (luaL_newmetatable(L, EXECUTOR_METATABLE)) {
-        luaL_newlib(L, executor_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, executor_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, executor_close);
-        lua_setfield(L, -2, "__close");
-    }
-    lua_pop(L, 1);
-    luaL_setfuncs(L, executor_functions, 0);
 }

@@ -23,9 +23,40 @@
 #ifndef PULSAR_EXECUTOR_H
 #define PULSAR_EXECUTOR_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #include <lua.h>
 
-/* Adds to the table on top of L's stack (the pulsar.core module):
+#include "host.h"
+#include "value.h"
+
+typedef struct pl_executor pl_executor;
+
+/* The codec's limits for jobs and results: functions allowed, since they
+ * only ever come from this process's own VMs. */
+pl_value_limits pl_executor_job_limits(void);
+
+/* A pool of nthreads for host h (a pl_resource of it); worker VMs get these
+ * module search paths (NULL: Lua's default). *owner points at the pool
+ * until it ends, then is set to NULL. NULL if out of memory. */
+pl_executor *pl_executor_new(pl_host *h, int nthreads, const char *path,
+                             const char *cpath, pl_executor **owner);
+/* Whether it still takes jobs. */
+int pl_executor_is_open(const pl_executor *ex);
+/* Queues the job `payload` (copied); callback_ref, a registry ref in h's
+ * VM, is the executor's from now on (unref'd once called or dropped). Sets
+ * *id; 0, or a libuv error code (threads not started, out of memory), and
+ * then the ref is still the caller's. */
+int pl_executor_submit(pl_executor *ex, const char *payload, size_t len,
+                       int callback_ref, uint64_t *id);
+/* Refuses further jobs; queued ones fail, running ones finish and report. */
+void pl_executor_close(pl_executor *ex);
+/* The owner lets go (its userdata is collected): queued and running jobs
+ * finish and report, then the threads end; *owner is not touched again. */
+void pl_executor_release(pl_executor *ex);
+
+/* Adds to the table on top of L's stack (the pulsar.core module; lexecutor.c):
  *   core.executor([nthreads=5]) -> Executor
  *   core.executor_job(fn, ...)  -> payload: {fn, ...} encoded, nils kept in
  *                                 place; raises the codec's error, naming

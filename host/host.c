@@ -1,10 +1,15 @@
-/* host.c: starts and ends the arbiter: its Lua VM, its loop, its exit status.
+/* host.c: an actor's home (see host.h): its Lua VM, its loop, what it
+ * must close, and how it ends.
  *
- * pl_host_main sets up one Lua 5.4 VM with the pulsar library on its path,
- * hands the command line to lua/pulsar/host.lua (which runs the -e and -l
- * actions and the script in the main coroutine), runs the libuv loop until
- * nothing is left to do or an exit is asked for, then closes every handle and
- * the VM so that nothing leaks. */
+ * pl_host_init makes a VM with the pulsar library on its path (through a
+ * counting allocator that enforces max_memory) and a loop of its own, or
+ * the arbiter's for a monitor; pl_host_run hands a request to an entry
+ * point of lua/pulsar/host.lua and runs the loop until nothing is left to
+ * do or an exit is asked for; pl_host_close closes every tracked resource,
+ * every handle and the VM, so that nothing leaks. pl_host_main is the
+ * arbiter's life: the command line handed to host.lua's main, which runs
+ * the -e and -l actions and the script in the main coroutine. The arbiter,
+ * each thread actor, each process actor and each monitor is one pl_host. */
 #include "host.h"
 
 #include <limits.h>
@@ -152,9 +157,44 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
     lua_setfield(L, -2, "ignore_env");
 }
 
+/* ---- the VM's allocator ------------------------------------------------
+ *
+ * lauxlib's allocator, counting: memory_used is what the VM's blocks hold,
+ * and a block may not grow past memory_limit. Lua answers a refusal with an
+ * emergency collection, then raises "not enough memory" (shrinking and
+ * freeing never fail). A thread actor thus cannot take the memory of the
+ * process it shares with the arbiter. Runs on the VM's own thread only. */
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    pl_host *h = ud;
+    size_t old = ptr ? osize : 0;
+    if (nsize == 0) {
+        free(ptr);
+        h->memory_used -= old;
+        return NULL;
+    }
+    if (h->memory_limit && nsize > old && h->memory_used - old + nsize > h->memory_limit)
+        return NULL;
+    void *block = realloc(ptr, nsize);
+    if (block) h->memory_used = h->memory_used - old + nsize;
+    return block;
+}
+
+void pl_host_set_memory_limit(pl_host *h, size_t limit) { h->memory_limit = limit; }
+
+/* luaL_newstate (its panic and warning functions), then the counting
+ * allocator: both use realloc and free, so blocks made before the switch
+ * are freed the same way, and Lua's own count says what they hold. */
+static lua_State *new_counted_state(pl_host *h) {
+    lua_State *L = luaL_newstate();
+    if (!L) return NULL;
+    h->memory_used = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
+    lua_setallocf(L, counting_alloc, h);
+    return L;
+}
+
 static int setup_vm(pl_host *h) {
     char dir[PATH_MAX];
-    lua_State *L = luaL_newstate();
+    lua_State *L = new_counted_state(h);
     if (!L) {
         fprintf(stderr, "pulsar-lua: cannot create a Lua state: out of memory\n");
         return -1;

@@ -1,10 +1,13 @@
-/* host.h: one actor's home: a libuv loop and a Lua VM driven by it.
+/* host.h: one actor's home: a Lua VM driven by a libuv loop.
  *
- * The arbiter is a pl_host on the main thread; later, every thread and
- * process actor is one too. The Lua side of pulsar (lua/pulsar/) does
- * the scheduling of coroutines; the host gives it the loop through the
- * pulsar.core module (lcore.c) and guarantees that no Lua error ever unwinds
- * through a libuv callback: every entry into Lua from C is a protected call. */
+ * The arbiter is a pl_host on the main thread; every thread actor is one on
+ * its thread, every process actor one in its process, and every monitor one
+ * on the arbiter's loop and thread (a shared loop). The Lua side of pulsar
+ * (lua/pulsar/) does the scheduling of coroutines; the host gives it the
+ * loop through the pulsar.core module (lcore.c and the l*.c bindings),
+ * counts and limits the memory of its VM, tracks what must be closed before
+ * its loop can end, and guarantees that no Lua error ever unwinds through a
+ * libuv callback: every entry into Lua from C is a protected call. */
 #ifndef PULSAR_HOST_H
 #define PULSAR_HOST_H
 
@@ -54,10 +57,16 @@ typedef struct pl_host {
     int lua_depth;
     unsigned lua_runs;
     const char *interrupt_message;
+    const char *terminate_message; /* set for good by pl_host_terminate */
     int interrupt_signal;
     uv_mutex_t interrupt_lock;
     int interrupted_by; /* host's thread: the signal of an interrupt raised */
     struct pl_signal_watch *signal_watch;
+    /* The VM's allocator counts the bytes its blocks hold and refuses to
+     * grow past memory_limit (0: no limit): Lua then raises "not enough
+     * memory" in that VM, and the process's other VMs go on. */
+    size_t memory_used;
+    size_t memory_limit;
 } pl_host;
 
 /* Pushes the one argument of a host.lua entry point. */
@@ -83,6 +92,14 @@ void pl_host_close(pl_host *h);
 
 void pl_host_track(pl_host *h, pl_resource *res, void (*close)(pl_resource *));
 void pl_host_untrack(pl_resource *res);
+
+/* The memory limit of a thread actor's VM unless its cfg sets max_memory:
+ * its threads share the arbiter's address space. */
+#define PL_THREAD_MEMORY_LIMIT ((size_t)1 << 30)
+
+/* Sets h's VM memory limit in bytes (0: none); it applies to what the VM
+ * allocates from now on, so a limit below memory_used only stops growth. */
+void pl_host_set_memory_limit(pl_host *h, size_t limit);
 
 /* The host that owns L (kept in the Lua state's extra space). */
 static inline pl_host *pl_host_of(lua_State *L) {
@@ -117,6 +134,11 @@ lua_State *pl_host_set_running(pl_host *h, lua_State *co);
  * 1 if Lua was running, 0 if there was nothing to interrupt. */
 unsigned pl_host_lua_run(pl_host *h);
 int pl_host_interrupt(pl_host *h, unsigned run, int signum, const char *message);
+/* From any thread, for good: from now on every Lua state of h raises
+ * `message` (static) within a few thousand instructions, under whatever
+ * pcall, so that code which catches one error cannot go on (thread:terminate,
+ * spawn.c). The loop must be stopped too: this only cuts Lua short. */
+void pl_host_terminate(pl_host *h, const char *message);
 /* A thread that interrupts h's Lua code when SIGINT or SIGTERM finds it
  * busy, so that its loop can take the signal (the arbiter's). */
 int pl_signal_watch_start(pl_host *h, char *err, size_t errlen);

@@ -6,7 +6,8 @@
  * and the hook raises an error in the code running then. This file is the
  * one way the runtime does that:
  *   - thread:interrupt (spawn.c), on the arbiter's thread, for a thread
- *     actor that does not stop;
+ *     actor that does not stop, and thread:terminate, which makes the
+ *     hook raise for good (pl_host_terminate) in one that still does not;
  *   - the signal watch (below), for the arbiter and a console: SIGINT or
  *     SIGTERM while their own Lua code is busy, as lua.c does for Ctrl-C.
  *
@@ -67,12 +68,19 @@ static void call_off(pl_host *h) {
     if (!h->interrupt_message) return;
     h->interrupt_message = NULL;
     h->interrupt_signal = 0;
-    set_hooks(h, NULL);
+    if (!h->terminate_message) set_hooks(h, NULL);
 }
 
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
     (void)ar;
     pl_host *h = pl_host_of(L);
+    uv_mutex_lock(&h->interrupt_lock);
+    const char *terminated = h->terminate_message;
+    uv_mutex_unlock(&h->interrupt_lock);
+    if (terminated) { /* the hook stays: every pcall unwinds */
+        lua_pushstring(L, terminated);
+        lua_error(L);
+    }
     uv_mutex_lock(&h->interrupt_lock);
     const char *message = h->interrupt_message;
     int signum = h->interrupt_signal;
@@ -118,7 +126,7 @@ lua_State *pl_host_set_running(pl_host *h, lua_State *co) {
     uv_mutex_lock(&h->interrupt_lock);
     lua_State *previous = h->running;
     h->running = co;
-    if (co && h->interrupt_message)
+    if (co && (h->interrupt_message || h->terminate_message))
         lua_sethook(co, interrupt_hook, LUA_MASKCOUNT, INTERRUPT_COUNT);
     uv_mutex_unlock(&h->interrupt_lock);
     return previous;
@@ -141,6 +149,13 @@ int pl_host_interrupt(pl_host *h, unsigned run, int signum, const char *message)
     }
     uv_mutex_unlock(&h->interrupt_lock);
     return hooked;
+}
+
+void pl_host_terminate(pl_host *h, const char *message) {
+    uv_mutex_lock(&h->interrupt_lock);
+    h->terminate_message = message;
+    set_hooks(h, interrupt_hook);
+    uv_mutex_unlock(&h->interrupt_lock);
 }
 
 /* ---- the signal watch ---------------------------------------------------

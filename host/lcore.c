@@ -7,8 +7,12 @@
  * Ownership: a libuv handle is malloc'd, never embedded in a Lua userdata,
  * because Lua may collect the userdata while the handle is still alive. The
  * handle's close callback frees it and clears the userdata's pointer. */
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -552,20 +556,144 @@ static int core_set_name(lua_State *L) {
     return 0;
 }
 
+/* ---- the private mailbox directory -----------------------------------
+ *
+ * The arbiter's Unix mailbox lives in a directory of its own under $TMPDIR.
+ * Lua removes it when the mailbox closes, but not every way out passes
+ * there (os.exit outside a task, an error before the loop, a listener whose
+ * socket file is still open at that moment), so each directory made here is
+ * also remembered and removed, with what is in it, by an exit handler. Only
+ * the process that made a directory removes it. */
+
+typedef struct private_dir {
+    struct private_dir *next;
+    pid_t owner;
+    char path[]; /* NUL-terminated */
+} private_dir;
+
+static private_dir *private_dirs;
+static pthread_mutex_t private_dirs_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Removes the files in dir (the mailbox socket), then dir itself. */
+static void remove_private_dir(const char *dir) {
+    DIR *d = opendir(dir);
+    if (d) {
+        size_t dlen = strlen(dir);
+        struct dirent *e;
+        while ((e = readdir(d)) != NULL) {
+            if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+            char *file = malloc(dlen + strlen(e->d_name) + 2);
+            if (!file) continue;
+            sprintf(file, "%s/%s", dir, e->d_name);
+            unlink(file);
+            free(file);
+        }
+        closedir(d);
+    }
+    rmdir(dir);
+}
+
+static void remove_private_dirs_at_exit(void) {
+    pthread_mutex_lock(&private_dirs_lock);
+    private_dir *list = private_dirs;
+    private_dirs = NULL;
+    pthread_mutex_unlock(&private_dirs_lock);
+    while (list) {
+        private_dir *next = list->next;
+        if (list->owner == getpid()) remove_private_dir(list->path);
+        free(list);
+        list = next;
+    }
+}
+
+/* Remembers dir for the exit handler; 0 or -1 (out of memory). */
+static int remember_private_dir(const char *dir) {
+    static int handler_set;
+    size_t len = strlen(dir) + 1;
+    private_dir *pd = malloc(sizeof *pd + len);
+    if (!pd) return -1;
+    memcpy(pd->path, dir, len);
+    pd->owner = getpid();
+    pthread_mutex_lock(&private_dirs_lock);
+    int ok = handler_set || atexit(remove_private_dirs_at_exit) == 0;
+    if (ok) {
+        handler_set = 1;
+        pd->next = private_dirs;
+        private_dirs = pd;
+    }
+    pthread_mutex_unlock(&private_dirs_lock);
+    if (!ok) free(pd);
+    return ok ? 0 : -1;
+}
+
+/* Forgets dir; whether core.private_dir had made it (in this process). */
+static int forget_private_dir(const char *dir) {
+    int found = 0;
+    pthread_mutex_lock(&private_dirs_lock);
+    for (private_dir **p = &private_dirs; *p; p = &(*p)->next) {
+        if (strcmp((*p)->path, dir) == 0) {
+            private_dir *gone = *p;
+            *p = gone->next;
+            found = gone->owner == getpid();
+            free(gone);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&private_dirs_lock);
+    return found;
+}
+
 /* core.private_dir() -> a new directory only this user can open (0700),
- * under $TMPDIR or /tmp, for the mailbox's Unix socket. */
+ * under $TMPDIR or /tmp, for the mailbox's Unix socket; it is removed at
+ * exit if core.remove_dir has not removed it before. */
 static int core_private_dir(lua_State *L) {
     const char *tmp = getenv("TMPDIR");
-    char path[512];
-    snprintf(path, sizeof path, "%s/pulsar-lua-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-    if (!mkdtemp(path)) return luaL_error(L, "cannot make a private directory in %s", tmp ? tmp : "/tmp");
-    lua_pushstring(L, path);
+    if (!tmp || !*tmp) tmp = "/tmp";
+    static const char pattern[] = "/pulsar-lua-XXXXXX";
+    char *path = malloc(strlen(tmp) + sizeof pattern);
+    if (!path) return luaL_error(L, "out of memory making a private directory");
+    sprintf(path, "%s%s", tmp, pattern);
+    int made = mkdtemp(path) != NULL, err = errno;
+    if (made && remember_private_dir(path) != 0) {
+        rmdir(path);
+        made = 0, err = ENOMEM;
+    }
+    if (made) lua_pushstring(L, path);
+    free(path);
+    if (!made)
+        return luaL_error(L, "cannot make a private directory in %s: %s", tmp, strerror(err));
     return 1;
 }
 
+/* core.remove_dir(path) -> true if it is gone. A directory that
+ * core.private_dir made loses its files first (the mailbox socket). */
 static int core_remove_dir(lua_State *L) {
-    lua_pushboolean(L, rmdir(luaL_checkstring(L, 1)) == 0);
+    const char *path = luaL_checkstring(L, 1);
+    if (forget_private_dir(path)) remove_private_dir(path);
+    else rmdir(path);
+    lua_pushboolean(L, access(path, F_OK) != 0);
     return 1;
+}
+
+/* core.memory() -> bytes the VM holds, its limit or nil */
+static int core_memory(lua_State *L) {
+    pl_host *h = pl_host_of(L);
+    lua_pushinteger(L, (lua_Integer)h->memory_used);
+    if (h->memory_limit) lua_pushinteger(L, (lua_Integer)h->memory_limit);
+    else lua_pushnil(L);
+    return 2;
+}
+
+/* core.set_memory_limit(bytes | nil): nil or false lifts the limit */
+static int core_set_memory_limit(lua_State *L) {
+    size_t limit = 0;
+    if (lua_toboolean(L, 1)) {
+        lua_Integer n = luaL_checkinteger(L, 1);
+        luaL_argcheck(L, n > 0, 1, "max_memory must be a number of bytes above 0");
+        limit = (size_t)n;
+    }
+    pl_host_set_memory_limit(pl_host_of(L), limit);
+    return 0;
 }
 
 static int core_set_log_level(lua_State *L) {
@@ -601,6 +729,8 @@ static const luaL_Reg core_functions[] = {
     {"set_name", core_set_name},
     {"private_dir", core_private_dir},
     {"remove_dir", core_remove_dir},
+    {"memory", core_memory},
+    {"set_memory_limit", core_set_memory_limit},
     {NULL, NULL},
 };
 

@@ -122,6 +122,7 @@ function Actor:info()
       state = self.state, pid = core.pid(), thread_id = core.thread_id(),
       uptime = now - self._born, age = self._age,
       memory_lua = math.floor(collectgarbage("count") * 1024),
+      memory_limit = select(2, core.memory()), -- nil: none
       mailbox = {
         sent = mailbox().counters.sent, received = mailbox().counters.received,
         pending = mailbox().pending_count(),

@@ -256,7 +256,7 @@ end
 -- Spawning
 
 local PARAMS = {name = true, unique_name = true, concurrency = true, timeout = true,
-                commands = true, module = true, cfg = true}
+                commands = true, module = true, cfg = true, max_memory = true}
 for _, hook in ipairs(actor_mod.HOOKS) do PARAMS[hook] = true end
 
 local function check_params(params)
@@ -295,6 +295,11 @@ local function check_params(params)
   if params.timeout ~= nil and (type(params.timeout) ~= "number" or params.timeout <= 0) then
     error("spawn: timeout must be a number of seconds above 0", 3)
   end
+  local max_memory = params.max_memory
+  if max_memory == nil and type(params.cfg) == "table" then max_memory = params.cfg.max_memory end
+  if max_memory ~= nil and (math.type(max_memory) ~= "integer" or max_memory <= 0) then
+    error("spawn: max_memory must be a whole number of bytes above 0", 3)
+  end
   for key in pairs(params) do
     if type(key) ~= "string" then error("spawn: parameter keys must be strings", 3) end
     if not PARAMS[key] and actor_mod.is_builtin_field(key) then
@@ -310,6 +315,7 @@ local function actor_spec(params, aid, kind, manager)
   for k, v in pairs(arbiter.cfg) do cfg[k] = v end
   for k, v in pairs(params.cfg or {}) do cfg[k] = v end
   if params.timeout then cfg.timeout = params.timeout end
+  if params.max_memory then cfg.max_memory = params.max_memory end
   local spec = {aid = aid, name = params.name or "actor", unique_name = params.unique_name,
                 kind = kind, cfg = cfg,
                 path = package.path, cpath = package.cpath, address = arbiter.address,
@@ -445,7 +451,8 @@ end
 
 --- Ends an actor that did not stop when asked. A process gets SIGTERM,
 -- then SIGKILL if it is still there after `timeout` seconds; a thread stuck
--- in Lua code is interrupted through a count hook on its VM.
+-- in Lua code is interrupted through a count hook on its VM, then ended
+-- hard (thread:terminate) if it is still there after `timeout` seconds.
 function M.force_end(rec, timeout)
   if rec.process then
     rec.process:kill(15)
@@ -454,6 +461,9 @@ function M.force_end(rec, timeout)
     end)
   elseif rec.thread and rec.thread.interrupt then
     rec.thread:interrupt()
+    core.timer(timeout or arbiter.cfg.exit_timeout or 3, function()
+      if not rec.gone:done() and rec.thread then rec.thread:terminate() end
+    end)
   end
 end
 

@@ -79,6 +79,8 @@ local function apply_spec(a, spec, mailbox)
   for k in pairs(pulsar.cfg) do pulsar.cfg[k] = nil end
   for k, v in pairs(spec.cfg or {}) do pulsar.cfg[k] = v end
   a.cfg = pulsar.cfg
+  -- Without max_memory a thread keeps its default limit (1 GiB), others none.
+  if a.cfg.max_memory ~= nil then core.set_memory_limit(a.cfg.max_memory) end
   local mod = spec.module and require(spec.module) or {}
   for _, hook in ipairs(actor.HOOKS) do a.hooks[hook] = spec.hooks[hook] or mod[hook] end
   for name, fn in pairs(mod.commands or {}) do mailbox.command(name, fn) end
