@@ -6,11 +6,21 @@ local mailbox = require "pulsar.mailbox"
 
 local M = {}
 
+-- Settings the runtime keeps outside cfg: setting one applies it too, and a
+-- value it refuses (an unknown level) is refused before cfg changes.
+local APPLY = {
+  log_level = function(value) core.set_log_level(value) end, -- per process
+}
+
 local function config(request, action, name, value)
   local cfg = request.actor.cfg
   if type(name) ~= "string" then error("config: name must be a string", 0) end
   if action == "get" then return cfg[name] end
   if action == "set" then
+    if APPLY[name] then
+      local ok, err = pcall(APPLY[name], value)
+      if not ok then error(("config: cannot set %s: %s"):format(name, err), 0) end
+    end
     cfg[name] = value
     return true
   end

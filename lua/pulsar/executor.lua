@@ -18,6 +18,9 @@
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 
+-- Taken at load: a script may remove the standard globals (debug = nil).
+local getupvalue, pairs, rawequal = debug.getupvalue, pairs, rawequal
+
 local M = {}
 
 local Executor = {}
@@ -53,9 +56,42 @@ local function settle(f, ok, data, traceback)
   end
 end
 
---- Runs fn(...) in a worker thread; returns a Future of its first result.
+-- The name of the pulsar module `value` is ("pulsar", "pulsar.log"...), or nil.
+local function pulsar_module_name(value)
+  if type(value) ~= "table" then return nil end
+  for name, module in pairs(package.loaded) do
+    if rawequal(module, value) and (name == "pulsar" or name:sub(1, 7) == "pulsar.") then
+      return name
+    end
+  end
+  return nil
+end
+
+-- Refuses, at the sender, a function that reaches a pulsar module through an
+-- upvalue (its own or a nested function's): worker VMs have plain Lua
+-- libraries and no pulsar.core (no loop runs there), so such a module would
+-- fail to load in the worker with a long "module not found" error.
+local function check_upvalues(fn, seen)
+  if seen[fn] then return end
+  seen[fn] = true
+  for i = 1, math.huge do
+    local name, value = getupvalue(fn, i)
+    if name == nil then return end
+    local module = pulsar_module_name(value)
+    if module then
+      error(("executor: fn's upvalue '%s' is the %s module, which executor threads "
+             .. "do not have; pass plain values"):format(name, module), 0)
+    end
+    if type(value) == "function" then check_upvalues(value, seen) end
+  end
+end
+
+--- Runs fn(...) in a worker thread; returns a Future of its first result
+-- (one value: further results are dropped, as `run` does).
 function Executor:submit(fn, ...)
   if type(fn) ~= "function" then error("submit needs a function", 2) end
+  local checked, why = pcall(check_upvalues, fn, {})
+  if not checked then error(why, 2) end
   if self._closed then error("the executor is closed", 2) end
   local encoded, payload = pcall(core.executor_job, fn, ...)
   if not encoded then error("executor: cannot submit: " .. payload, 2) end

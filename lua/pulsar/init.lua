@@ -6,7 +6,6 @@ local actor = require "pulsar.actor"
 local pulsar = {
   VERSION = core.versions().pulsar,
   versions = core.versions(),
-  cfg = core.config(),
   log = require "pulsar.log",
 
   Future = future.Future,
@@ -55,8 +54,21 @@ function pulsar.arbiter()
   return nil
 end
 
---- pulsar.apps (lua/pulsar/apps/), the batteries, loaded when first used.
+-- The settings before this VM has an actor (a table of its own, made once).
+local early_cfg
+
+--- pulsar.cfg is the current actor's cfg (the very table `actor.cfg`,
+-- `config get/set` and the runtime read), looked up at each use, so that
+-- there is one table per VM; before the VM has an actor, the command line's
+-- settings. pulsar.apps (lua/pulsar/apps/), the batteries, loaded when first
+-- used.
 setmetatable(pulsar, {__index = function(t, key)
+  if key == "cfg" then
+    local a = actor.current()
+    if a then return a.cfg end
+    early_cfg = early_cfg or core.config()
+    return early_cfg
+  end
   if key ~= "apps" then return nil end
   local apps = require "pulsar.apps"
   rawset(t, "apps", apps)

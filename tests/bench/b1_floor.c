@@ -1,7 +1,8 @@
 /* b1_floor: the B1 baseline (BENCHMARKS.md): two processes ping-ponging
  * 32 bytes over a Unix socketpair, one round trip at a time, each timed.
  *
- *   b1_floor [N]      N timed round trips (default 50000), after N/10 warm-up
+ *   b1_floor [N]      N timed round trips (default 50000), after max(100, N/10)
+ *                   warm-up ones
  *
  * Prints key=value lines: n, rtt_p50_us, rtt_p99_us, rate (round trips/s over
  * the whole run). Built by scripts/bench with cc -O2; no runtime involved. */

@@ -2,7 +2,8 @@
 --
 --   pulsar-lua tests/bench/b4_spawn.lua [THREADS] [PROCS]   (default 200 50)
 --
--- Spawns THREADS thread actors one at a time, timing each spawn to its
+-- After one warm-up spawn of each kind (left alive and idle, untimed),
+-- spawns THREADS thread actors one at a time, timing each spawn to its
 -- handshake (`pulsar.spawn{...}:wait()`), then PROCS process actors the same
 -- way; all stay alive and idle. Memory: the arbiter's RSS (from
 -- /proc/self/smaps_rollup) before and after the thread actors, per thread

@@ -1,6 +1,6 @@
 -- B6 TCP echo (BENCHMARKS.md): the server side in pulsar-lua, a
--- SocketServer with 2 process workers accepting on one socket; the load
--- comes from tests/bench/b6_client.c, as for the C baseline.
+-- SocketServer with WORKERS (default 2) process workers accepting on one
+-- socket; the load comes from tests/bench/b6_client.c, as for the C baseline.
 --
 --   pulsar-lua tests/bench/b6_echo.lua [WORKERS]
 --

@@ -1,7 +1,7 @@
 /* b6_floor.c: the baseline of B6 (BENCHMARKS.md), a TCP echo server in C:
- * one listening socket, bound once, and 2 processes (fork) each running an
- * epoll loop that accepts on it and echoes what it reads. No runtime at
- * all: the floor of this machine for the same job as
+ * one listening socket, bound once, and WORKERS (default 2) processes (fork),
+ * each running an epoll loop that accepts on it and echoes what it reads.
+ * No runtime at all: the floor of this machine for the same job as
  * tests/bench/b6_echo.lua.
  *
  *   b6_floor [WORKERS]     prints "address=127.0.0.1:PORT", serves until
