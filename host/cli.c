@@ -1,4 +1,4 @@
-/* cli.c: parses pulsar-lua's command line (see cli.h and API.md §1).
+/* cli.c: parses pulsar-lua's command line (see cli.h and docs/API.md §1).
  *
  * It follows lua.c: options come first, the first argument that is not an
  * option is the script and everything after it belongs to the script. Long

@@ -1,4 +1,4 @@
-/* cli.h: the command line of pulsar-lua (API.md §1).
+/* cli.h: the command line of pulsar-lua (docs/API.md §1).
  *
  * Parsing is separate from acting: pl_cli_parse checks every option and
  * value and fills a pl_cli; main.c and host.c then act on it. Options a
@@ -45,7 +45,7 @@ typedef struct pl_cli {
 int pl_cli_parse(int argc, char **argv, pl_cli *cli, char *err, size_t errlen);
 void pl_cli_free(pl_cli *cli);
 
-/* Checks an address as API.md §1 takes it: HOST:PORT, :PORT or unix:PATH. */
+/* Checks an address as docs/API.md §1 takes it: HOST:PORT, :PORT or unix:PATH. */
 int pl_cli_check_address(const char *addr, char *err, size_t errlen);
 
 void pl_cli_usage(const char *progname);

@@ -3,7 +3,7 @@
  * A message is one RFC 6455 frame (frame.h) whose payload is an encoded
  * envelope; a pl_conn moves payloads both ways and never looks inside them.
  * Two transports sit under the same interface, so the code above cannot
- * tell them apart (DESIGN.md):
+ * tell them apart (docs/DESIGN.md):
  *   - a stream socket, between processes: Unix, or TCP for actors and
  *     consoles on other machines (the TCP mailbox, authenticated above
  *     this layer: lua/pulsar/auth.lua);

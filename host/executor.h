@@ -1,5 +1,5 @@
 /* executor.h: a pool of worker threads, each with a Lua VM of its own, that
- * runs functions off an actor's loop (API.md: `actor:executor():submit`).
+ * runs functions off an actor's loop (docs/API.md: `actor:executor():submit`).
  *
  * The owner (an actor's pl_host) hands a worker a job: the MessagePack
  * encoding of the array {fn, arg1, ..., argn}, made in the owner's VM. A

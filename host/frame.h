@@ -1,4 +1,4 @@
-/* frame.h: RFC 6455 frames, the envelope of every mailbox message (API.md §3).
+/* frame.h: RFC 6455 frames, the envelope of every mailbox message (docs/API.md §3).
  *
  * A message is one frame: FIN set, opcode 2 (binary), unmasked between actors.
  * The parser works in place on the caller's read buffer, so bytes may arrive

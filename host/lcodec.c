@@ -1,6 +1,6 @@
 /* lcodec.c: the codecs seen from Lua, as part of pulsar.core.
  *
- *   core.encode(v)                  -> MessagePack string (API.md §3)
+ *   core.encode(v)                  -> MessagePack string (docs/API.md §3)
  *   core.decode(s [, functions])    -> v; functions=false refuses bytecode
  *   core.encode_frame(payload [, opcode])  -> one unmasked FIN frame
  *   core.peek_envelope(s)           -> command, target, sender, id, ack

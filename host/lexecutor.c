@@ -10,7 +10,7 @@
 #include "buf.h"
 
 #define EXECUTOR_METATABLE "pulsar.core.Executor"
-#define DEFAULT_THREADS 5 /* API.md: thread_workers */
+#define DEFAULT_THREADS 5 /* docs/API.md: thread_workers */
 #define MAX_THREADS 256
 
 static const char *package_string(lua_State *L, const char *field) {

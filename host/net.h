@@ -1,4 +1,4 @@
-/* net.h: TCP and Unix stream sockets for Lua code (API.md §2 Networking).
+/* net.h: TCP and Unix stream sockets for Lua code (docs/API.md §2 Networking).
  *
  * Three pieces, in the order a server meets them:
  *   - a bound socket: pl_net_bind makes a listening descriptor (socket,

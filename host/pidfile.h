@@ -1,4 +1,4 @@
-/* pidfile.h: the arbiter's --pid-file (API.md §1).
+/* pidfile.h: the arbiter's --pid-file (docs/API.md §1).
  *
  * The file holds the arbiter's pid and a newline. While a live process holds
  * it, a second arbiter refuses to start; a file left by a dead process (or

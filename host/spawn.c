@@ -519,7 +519,7 @@ pl_child *pl_spawn_thread(pl_host *h, const char *aid, int on_exit_ref,
 /* ---- monitors ------------------------------------------------------------ */
 
 /* A monitor is an actor with a VM of its own on the arbiter's loop and
- * thread (DESIGN.md): no thread, no process. It talks to the arbiter through
+ * thread (docs/DESIGN.md): no thread, no process. It talks to the arbiter through
  * a channel whose two ends are on the same loop, so the code above cannot
  * tell it from a thread actor. Its exit cannot stop the shared loop; it
  * schedules its own teardown instead, outside its VM's calls. */

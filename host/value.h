@@ -1,8 +1,8 @@
-/* value.h: Lua values to MessagePack and back (API.md §3).
+/* value.h: Lua values to MessagePack and back (docs/API.md §3).
  *
  * nil, booleans, integers, floats, strings (binary-safe), sequences (arrays)
  * and other tables (maps); functions cross by value as extension type 1
- * (bytecode and upvalues, under API.md's crossing rules), actor proxies as
+ * (bytecode and upvalues, under docs/API.md's crossing rules), actor proxies as
  * extension type 2. Both directions are bounded by depth and size limits, and
  * every error names the offending value by its path from the root.
  *
@@ -50,7 +50,7 @@ ptrdiff_t pl_value_decode(lua_State *L, const char *data, size_t len,
                           const pl_value_limits *lim, char *err,
                           size_t errlen);
 
-/* The routing fields of an envelope (API.md §3), read without decoding its
+/* The routing fields of an envelope (docs/API.md §3), read without decoding its
  * arguments or result: what the arbiter needs to relay a message. Strings
  * point into the input (len 0 and NULL when absent or not a string). */
 typedef struct pl_envelope_head {

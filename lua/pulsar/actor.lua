@@ -1,4 +1,4 @@
---- pulsar.actor: the Actor object of this VM (API.md §2, Actors).
+--- pulsar.actor: the Actor object of this VM (docs/API.md §2, Actors).
 --
 -- Every VM has exactly one Actor: the arbiter in the master process, a
 -- monitor, a process or thread actor, or a console (--attach). An Actor
@@ -113,7 +113,7 @@ function Actor:_fire(name, ...)
   return ok, res
 end
 
---- The info table of API.md §2, then whatever on_info hooks add.
+--- The info table of docs/API.md §2, then whatever on_info hooks add.
 function Actor:info()
   local now = core.hrtime()
   local info = {
@@ -180,7 +180,7 @@ function Actor:stop(exit_code)
   return done
 end
 
---- Sends `command` to `target`; a Future of the reply (API.md §2).
+--- Sends `command` to `target`; a Future of the reply (docs/API.md §2).
 function Actor:send(target, command, ...) return mailbox().send(target, command, ...) end
 
 --- Spawns an actor managed by the arbiter; a Future of its ActorProxy.

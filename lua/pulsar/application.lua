@@ -1,5 +1,5 @@
 --- pulsar.application: Applications, pools of workers kept alive by a
--- monitor (API.md §2 "Applications"; pulsar's Application and Monitor).
+-- monitor (docs/API.md §2 "Applications"; pulsar's Application and Monitor).
 --
 --   pulsar.Application{name = "myapp", workers = 2, concurrency = "process",
 --                      worker_start = function(worker) ... end, ...}:start()

@@ -1,6 +1,6 @@
 --- pulsar.arbiter: the arbiter's side of actors: spawning them, the
 -- mailbox they connect to, routing between them, and learning at once when
--- one ends (API.md §2 "Actors", DESIGN.md "The arbiter routes").
+-- one ends (docs/API.md §2 "Actors", docs/DESIGN.md "The arbiter routes").
 --
 -- Every actor has one link to the arbiter: a Unix socket for process
 -- actors, an in-process channel for thread actors. The arbiter keeps a
@@ -356,7 +356,7 @@ start_deadline = function(rec)
   rec.deadline:unref()
 end
 
---- Spawns an actor (API.md §2); returns a Future of its ActorProxy.
+--- Spawns an actor (docs/API.md §2); returns a Future of its ActorProxy.
 -- `manager` is the aid of the monitor that asked for it (nil: the arbiter);
 -- `as_monitor` makes a monitor: a thread actor of kind "monitor".
 function M.spawn(params, manager, as_monitor)

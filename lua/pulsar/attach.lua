@@ -1,5 +1,5 @@
 --- pulsar.attach: `pulsar-lua --attach ADDR`, a console inside a running
--- arbiter (API.md §1).
+-- arbiter (docs/API.md §1).
 --
 -- This process is no arbiter: it connects to the arbiter's mailbox at ADDR
 -- (a Unix socket, or a TCP mailbox after proving the cookie with
@@ -30,7 +30,7 @@ local function say(fmt, ...)
 end
 
 ---------------------------------------------------------------------------
--- Requests to the arbiter, as API.md §3 frames them, with this console's
+-- Requests to the arbiter, as docs/API.md §3 frames them, with this console's
 -- own ids.
 
 local function new_client(link, sender)

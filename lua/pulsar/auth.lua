@@ -1,5 +1,5 @@
 --- pulsar.auth: the handshake that admits a peer to the arbiter's TCP
--- mailbox (API.md §3: a TCP mailbox admits a connection only after it
+-- mailbox (docs/API.md §3: a TCP mailbox admits a connection only after it
 -- proves it knows the arbiter's cookie).
 --
 -- A mutual challenge-response over HMAC-SHA256 (host/auth.c), carried in

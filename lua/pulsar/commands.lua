@@ -1,4 +1,4 @@
---- pulsar.commands: the built-in commands every actor answers (API.md §2).
+--- pulsar.commands: the built-in commands every actor answers (docs/API.md §2).
 -- The arbiter adds its own (spawn, kill_actor and the spawn handshake) in
 -- pulsar.arbiter.
 local core = require "pulsar.core"

@@ -1,5 +1,5 @@
 --- pulsar.executor: run functions in worker threads, each with a Lua VM of
--- its own (API.md: `actor:executor():submit(fn, ...)`).
+-- its own (docs/API.md: `actor:executor():submit(fn, ...)`).
 --
 --   local ex = Executor.new(3)
 --   local f = ex:submit(function(a, b) return a + b end, 1, 2)

@@ -7,7 +7,7 @@
 --   * `request(raw)`: a parsed request (core.http_parser, host/lhttp.c) made
 --     into what a handler receives: path decoded, query as a table;
 --   * `protocol(handler, opts)`: a protocol factory for pulsar's transports
---     (API.md §2, Networking): one protocol table per connection, which
+--     (docs/API.md §2, Networking): one protocol table per connection, which
 --     parses what arrives, runs the handler of each request in a task of its
 --     own, and writes the responses in request order.
 --
@@ -716,7 +716,7 @@ local function check_opts(opts)
   end
 end
 
---- A protocol factory for pulsar.create_server (API.md §2): each call
+--- A protocol factory for pulsar.create_server (docs/API.md §2): each call
 -- makes the protocol table of one connection. opts:
 --   max_body (16 MiB), max_header (64 KiB), max_headers (100): the parser's
 --     limits, answered 413, 414 or 431 and the connection closed

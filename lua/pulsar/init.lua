@@ -1,4 +1,4 @@
---- pulsar: the module every actor's VM sees as `require "pulsar"` (API.md §2).
+--- pulsar: the module every actor's VM sees as `require "pulsar"` (docs/API.md §2).
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local actor = require "pulsar.actor"
@@ -25,7 +25,7 @@ pulsar.cast = mailbox.cast
 pulsar.command = mailbox.command
 pulsar.is_proxy = mailbox.is_proxy
 
---- Spawns an actor (API.md §2, Actors); returns a Future of its ActorProxy.
+--- Spawns an actor (docs/API.md §2, Actors); returns a Future of its ActorProxy.
 -- From the arbiter it spawns directly; elsewhere it asks the arbiter, which
 -- then manages the new actor.
 function pulsar.spawn(params)

@@ -1,4 +1,4 @@
---- pulsar.mailbox: messages between actors (API.md §2 "Messages and
+--- pulsar.mailbox: messages between actors (docs/API.md §2 "Messages and
 -- commands", §3 "The mailbox protocol").
 --
 -- One mailbox per VM. `send` encodes an envelope

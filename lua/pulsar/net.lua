@@ -1,4 +1,4 @@
---- pulsar.net: TCP and Unix stream sockets for Lua (API.md §2 "Networking").
+--- pulsar.net: TCP and Unix stream sockets for Lua (docs/API.md §2 "Networking").
 --
 --   local server = pulsar.create_server{host = "127.0.0.1", port = 0,
 --                                       protocol = function() return {...} end}:wait()

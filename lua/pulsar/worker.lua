@@ -18,7 +18,7 @@ local M = {}
 local link      -- this VM's link to the arbiter
 local heartbeat -- its timer
 
--- The heartbeat (API.md §2 Hooks; DESIGN.md "Time and supervision"):
+-- The heartbeat (docs/API.md §2 Hooks; docs/DESIGN.md "Time and supervision"):
 -- notify the manager every clamp(0.3 * timeout, floor, 30) seconds, then
 -- run periodic_task.
 local function notify_interval(cfg)

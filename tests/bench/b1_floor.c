@@ -1,4 +1,4 @@
-/* b1_floor: the B1 baseline (BENCHMARKS.md): two processes ping-ponging
+/* b1_floor: the B1 baseline (docs/BENCHMARKS.md): two processes ping-ponging
  * 32 bytes over a Unix socketpair, one round trip at a time, each timed.
  *
  *   b1_floor [N]      N timed round trips (default 50000), after max(100, N/10)

@@ -1,4 +1,4 @@
--- B1 ping-pong (BENCHMARKS.md): actor A calls `echo` on actor B with a small
+-- B1 ping-pong (docs/BENCHMARKS.md): actor A calls `echo` on actor B with a small
 -- table, one call at a time, N round trips, each one timed.
 --
 --   pulsar-lua tests/bench/b1_pingpong.lua [N] [VARIANT...]

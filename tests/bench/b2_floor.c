@@ -1,4 +1,4 @@
-/* b2_floor: the B2 baseline (BENCHMARKS.md): a C writer process streams N
+/* b2_floor: the B2 baseline (docs/BENCHMARKS.md): a C writer process streams N
  * frames (a 2-byte websocket-like header, FIN+binary and a 7-bit length,
  * then a payload the size of a small encoded pulsar message) over a Unix
  * socketpair to a reader process that parses them.

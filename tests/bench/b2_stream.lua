@@ -1,4 +1,4 @@
--- B2 one-way stream (BENCHMARKS.md): actor A casts N no-reply messages
+-- B2 one-way stream (docs/BENCHMARKS.md): actor A casts N no-reply messages
 -- (pulsar.cast, ack = false) to actor B, then one `ping` to learn they have
 -- all arrived; B counts them (checked) and stamps the time of every 10000th.
 --

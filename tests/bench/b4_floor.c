@@ -1,4 +1,4 @@
-/* b4_floor: the B4 baselines (BENCHMARKS.md).
+/* b4_floor: the B4 baselines (docs/BENCHMARKS.md).
  *
  *   b4_floor [THREADS] [PROCS] [LUAS]   (defaults 200 50 5)
  *

@@ -1,4 +1,4 @@
--- B4 spawn and memory (BENCHMARKS.md).
+-- B4 spawn and memory (docs/BENCHMARKS.md).
 --
 --   pulsar-lua tests/bench/b4_spawn.lua [THREADS] [PROCS]   (default 200 50)
 --

@@ -1,4 +1,4 @@
--- B5 HTTP hello world (BENCHMARKS.md): the pulsar-lua side, which
+-- B5 HTTP hello world (docs/BENCHMARKS.md): the pulsar-lua side, which
 -- scripts/bench measures with wrk against nginx+Lua.
 --
 --   pulsar-lua tests/bench/b5_http.lua PORT [WORKERS]

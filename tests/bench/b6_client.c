@@ -1,4 +1,4 @@
-/* b6_client.c: the load of B6 (BENCHMARKS.md), the same for both servers:
+/* b6_client.c: the load of B6 (docs/BENCHMARKS.md), the same for both servers:
  * C connections to an echo server, each sending a SIZE-byte message and
  * waiting for its echo before the next one (one message in flight per
  * connection), from one epoll loop, for SECONDS after a warm-up.

@@ -1,4 +1,4 @@
--- B6 TCP echo (BENCHMARKS.md): the server side in pulsar-lua, a
+-- B6 TCP echo (docs/BENCHMARKS.md): the server side in pulsar-lua, a
 -- SocketServer with WORKERS (default 2) process workers accepting on one
 -- socket; the load comes from tests/bench/b6_client.c, as for the C baseline.
 --

@@ -1,4 +1,4 @@
-/* b6_floor.c: the baseline of B6 (BENCHMARKS.md), a TCP echo server in C:
+/* b6_floor.c: the baseline of B6 (docs/BENCHMARKS.md), a TCP echo server in C:
  * one listening socket, bound once, and WORKERS (default 2) processes (fork),
  * each running an epoll loop that accepts on it and echoes what it reads.
  * No runtime at all: the floor of this machine for the same job as

@@ -1,4 +1,4 @@
--- Actors (API.md §2 "Actors", "Messages and commands", "Info", "Hooks"):
+-- Actors (docs/API.md §2 "Actors", "Messages and commands", "Info", "Hooks"):
 -- each case runs against process actors and against thread actors, real
 -- ones, spawned from this busted process, which is itself an arbiter.
 local support = require "support"

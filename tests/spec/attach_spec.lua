@@ -1,4 +1,4 @@
--- The TCP mailbox and `pulsar-lua --attach` (API.md §1 and §3), seen from
+-- The TCP mailbox and `pulsar-lua --attach` (docs/API.md §1 and §3), seen from
 -- outside: a real arbiter in a process of its own, consoles attached to it
 -- through a pipe as a user or a script would, and peers that break the
 -- handshake's rules on a raw socket. The arbiter admits a TCP peer only

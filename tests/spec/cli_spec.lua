@@ -1,4 +1,4 @@
--- The pulsar-lua command line, as a user types it (API.md §1).
+-- The pulsar-lua command line, as a user types it (docs/API.md §1).
 local support = require "support"
 local run, script, quote = support.run, support.script, support.quote
 

@@ -1,4 +1,4 @@
--- The wire as Lua sees it (API.md §3): values through MessagePack and back,
+-- The wire as Lua sees it (docs/API.md §3): values through MessagePack and back,
 -- functions crossing by value, and RFC 6455 frames. The C unit tests
 -- (tests/c) cover the same codecs byte by byte and across two VMs.
 local core = require "pulsar.core"

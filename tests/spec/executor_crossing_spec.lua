@@ -1,4 +1,4 @@
--- What a function submitted to an executor may reach (API.md "Executor"):
+-- What a function submitted to an executor may reach (docs/API.md "Executor"):
 -- worker threads have plain Lua libraries and no pulsar, so a function whose
 -- upvalue is a pulsar module is refused at submit with a message naming it;
 -- and a job's Future holds its first result only.

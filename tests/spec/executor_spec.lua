@@ -1,4 +1,4 @@
--- The executor (API.md: `actor:executor():submit(fn, ...)`): functions run
+-- The executor (docs/API.md: `actor:executor():submit(fn, ...)`): functions run
 -- in worker threads, each with a Lua VM of its own, and their results come
 -- back as Futures. These specs run inside pulsar-lua, in the main coroutine,
 -- so a wait yields to the loop. Bounds are generous: the machines that run

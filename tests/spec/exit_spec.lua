@@ -1,4 +1,4 @@
--- When the arbiter ends and with which status (API.md §1, "Exit status").
+-- When the arbiter ends and with which status (docs/API.md §1, "Exit status").
 local support = require "support"
 local run, script, quote = support.run, support.script, support.quote
 

@@ -1,4 +1,4 @@
--- Futures, tasks and timing (API.md §2, "Futures and coroutines"). These
+-- Futures, tasks and timing (docs/API.md §2, "Futures and coroutines"). These
 -- specs run inside pulsar-lua, in the main coroutine, so they wait as user
 -- scripts do.
 local support = require "support"

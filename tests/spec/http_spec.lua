@@ -1,4 +1,4 @@
--- HTTP/1.1 (issue 6): the request parser as Lua sees it (core.http_parser,
+-- HTTP/1.1: the request parser as Lua sees it (core.http_parser,
 -- host/lhttp.c) and pulsar.http's pure functions: query parsing, response
 -- serialisation, dates, HEAD. The C unit tests (tests/c/test_http.c) cover
 -- the parser byte by byte and at every split; the fuzz target covers it with

@@ -1,8 +1,8 @@
--- Interrupting a thread actor stuck in Lua (DESIGN.md: "A thread actor
+-- Interrupting a thread actor stuck in Lua (docs/DESIGN.md: "A thread actor
 -- stuck in a Lua loop is interrupted through a count hook on its VM"):
 -- core.resume, which tells the host which coroutine runs; Thread:interrupt,
 -- driven here on a thread actor this spec starts itself through
--- core.spawn_thread and the mailbox protocol (API.md §3); and the arbiter's
+-- core.spawn_thread and the mailbox protocol (docs/API.md §3); and the arbiter's
 -- kill_actor and stop_all, which interrupt a thread actor that does not stop
 -- (arbiter.lua's force_end).
 local core = require "pulsar.core"

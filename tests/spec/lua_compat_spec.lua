@@ -1,4 +1,4 @@
--- pulsar-lua at the command line, side by side with lua5.4 (API.md §1:
+-- pulsar-lua at the command line, side by side with lua5.4 (docs/API.md §1:
 -- "pulsar-lua behaves like lua"): each case runs the same command line
 -- through both and compares exit status, stdout and stderr, so that a
 -- difference fails naming its case. What differs by design is normalised
@@ -211,7 +211,7 @@ describe("pulsar-lua side by side with lua5.4", function()
       results[name] = {code = code, out = h.out(), err = normalise(h.err())}
     end
     -- lua.c exits with 1 after an interrupt; the arbiter exits with the
-    -- signal's number (API.md §1), as it does for every stop signal.
+    -- signal's number (docs/API.md §1), as it does for every stop signal.
     assert.are.same({code = 1, out = "spinning\nclosed\n",
                      err = "PROGRAM: interrupted!\nstack traceback: (frames)\n"}, results.lua)
     results.lua.code = 2

@@ -1,4 +1,4 @@
--- Settings (API.md §4): `pulsar.cfg` is the current actor's cfg, the one
+-- Settings (docs/API.md §4): `pulsar.cfg` is the current actor's cfg, the one
 -- table the runtime and `config get/set` use; `config set log_level` changes
 -- the level logged, not only the table. This busted process is an arbiter.
 local support = require "support"

@@ -1,5 +1,5 @@
 -- Stop signals, --pid-file and --log-level, seen from outside the process
--- (API.md §1): each spec starts a real pulsar-lua, signals it as a shell
+-- (docs/API.md §1): each spec starts a real pulsar-lua, signals it as a shell
 -- would and looks at its output, its exit status and what it leaves behind.
 local support = require "support"
 local run, script, quote = support.run, support.script, support.quote

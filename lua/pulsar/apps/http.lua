@@ -1,5 +1,5 @@
 --- pulsar.apps.http: HttpServer, HTTP/1.1 served by the workers of a
--- SocketServer (pulsar's WSGIServer; API.md §2 "Applications").
+-- SocketServer (pulsar's WSGIServer; docs/API.md §2 "Applications").
 --
 --   local app = pulsar.apps.HttpServer{
 --     name = "hello", bind = "127.0.0.1:8070", workers = 2,
@@ -29,7 +29,7 @@
 --     a graceful stop tells each connection to finish what is in flight
 --     (server_stopping) before the worker ends.
 --
--- The handler crosses into the workers' VMs by value (API.md "Actors"):
+-- The handler crosses into the workers' VMs by value (docs/API.md "Actors"):
 -- its upvalues are copied, modules are required again by name. One that
 -- cannot cross is refused here, by HttpServer{}, with the upvalue's name.
 --

@@ -1,4 +1,4 @@
---- pulsar.apps: the batteries, Applications that serve sockets (API.md §2
+--- pulsar.apps: the batteries, Applications that serve sockets (docs/API.md §2
 -- "Applications"). Each is loaded when first used, from the module its name
 -- says: pulsar.apps.SocketServer from pulsar.apps.socket,
 -- pulsar.apps.HttpServer from pulsar.apps.http. A module returns a table

@@ -1,6 +1,6 @@
 --- pulsar.apps.socket: SocketServer, an Application serving a protocol on
 -- sockets that its monitor binds once and every worker accepts on (pulsar's
--- SocketServer; API.md §2 "Applications").
+-- SocketServer; docs/API.md §2 "Applications").
 --
 --   local app = pulsar.apps.SocketServer{
 --     name = "echo", bind = "127.0.0.1:0", workers = 2,
