@@ -2,7 +2,7 @@
 -- mailbox (docs/API.md §3: a TCP mailbox admits a connection only after it
 -- proves it knows the arbiter's cookie).
 --
--- A mutual challenge-response over HMAC-SHA256 (host/auth.c), carried in
+-- A mutual challenge-response over HMAC-SHA256 (host/transport/auth.c), carried in
 -- the frames and MessagePack of every other message:
 --
 --   arbiter -> peer     {challenge = Ns}
@@ -32,7 +32,7 @@ local M = {}
 
 local NONCE = 32                   -- bytes of each challenge
 local HANDSHAKE_MAX = 1024         -- the largest frame before the proof
-local MESSAGE_MAX = 64 * 1024 * 1024 -- the mailbox's usual limit (host/frame.h)
+local MESSAGE_MAX = 64 * 1024 * 1024 -- the mailbox's usual limit (host/codec/frame.h)
 M.REFUSAL_DELAY = 1                -- seconds before a refused link closes
 M.HANDSHAKE_TIMEOUT = 5            -- seconds for a peer to prove itself
 M.MAX_HANDSHAKES = 64              -- handshakes in progress at once

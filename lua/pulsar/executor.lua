@@ -14,7 +14,7 @@
 --
 -- Worker VMs keep their globals from one job to the next, and which worker
 -- runs a job is unspecified. A job that never returns keeps its worker busy,
--- and the actor's shutdown waits for it. The C side is host/executor.c.
+-- and the actor's shutdown waits for it. The C side is host/spawn/executor.c.
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 

@@ -4,7 +4,7 @@
 -- Three layers, each usable alone:
 --   * pure functions: `unescape`, `parse_query`, `reason`, `date`,
 --     `response` (a whole response as one string);
---   * `request(raw)`: a parsed request (core.http_parser, host/lhttp.c) made
+--   * `request(raw)`: a parsed request (core.http_parser, host/bind/lhttp.c) made
 --     into what a handler receives: path decoded, query as a table;
 --   * `protocol(handler, opts)`: a protocol factory for pulsar's transports
 --     (docs/API.md §2, Networking): one protocol table per connection, which

@@ -15,7 +15,7 @@
 -- that must wait starts a task (pulsar.async). One that raises has its
 -- error logged with the traceback and its connection closed (aborted, for
 -- connection_made; closed after what it wrote, for the others); the server
--- and its other connections go on. The transport (host/lnet.c)
+-- and its other connections go on. The transport (host/bind/lnet.c)
 -- has write, write_eof, close, abort, pause_reading, resume_reading,
 -- get_extra_info("peername" | "sockname"), get_write_buffer_size,
 -- set_write_buffer_limits and set_idle_timeout.

@@ -1,4 +1,4 @@
-/* test_conn.c: the transports (host/conn.c) on real loops, sockets and
+/* test_conn.c: the transports (host/transport/conn.c) on real loops, sockets and
  * threads, without Lua.
  *
  * Each test builds a bare pl_host (a loop, an empty resource list, no VM),

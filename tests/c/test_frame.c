@@ -1,11 +1,11 @@
-/* test_frame.c: unit tests for the frame codec (host/frame.c).
+/* test_frame.c: unit tests for the frame codec (host/codec/frame.c).
  *
  * No framework: CHECK counts passes and failures and prints each failure with
  * its file:line. Prefixes are copied into malloc'd buffers of exactly their
  * length, so under ASan or valgrind any read past `len` is caught.
  *
  *   gcc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
- *       -Ihost host/buf.c host/frame.c tests/c/test_frame.c -o /tmp/test_frame
+ *       -Ihost/codec host/codec/buf.c host/codec/frame.c tests/c/test_frame.c -o /tmp/test_frame
  */
 #include <stdint.h>
 #include <stdio.h>

@@ -1,4 +1,4 @@
-/* test_http.c: unit tests for the HTTP request parser (host/http.c).
+/* test_http.c: unit tests for the HTTP request parser (host/codec/http.c).
  *
  * Each input is fed the way a connection would: whole, split at every
  * position, and byte by byte; every feed is a malloc'd copy of exactly its
@@ -7,7 +7,7 @@
  * whatever the split" is one string comparison.
  *
  *   gcc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
- *       -Ihost host/buf.c host/http.c tests/c/test_http.c -lhttp_parser \
+ *       -Ihost/codec host/codec/buf.c host/codec/http.c tests/c/test_http.c -lhttp_parser \
  *       $(pkg-config --cflags lua5.4) -o /tmp/test_http
  */
 #include <stdio.h>

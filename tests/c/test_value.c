@@ -1,4 +1,4 @@
-/* test_value.c: unit tests for the value codec (host/value.c).
+/* test_value.c: unit tests for the value codec (host/codec/value.c).
  *
  * Values are encoded in one Lua VM and decoded in a second one, as between
  * two actors, then compared there with a deep-equal written in Lua. Also

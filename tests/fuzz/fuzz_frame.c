@@ -1,4 +1,4 @@
-/* fuzz_frame.c: libFuzzer target for the frame parser (host/frame.c).
+/* fuzz_frame.c: libFuzzer target for the frame parser (host/codec/frame.c).
  *
  * The input is a byte stream as a peer might send it; its first byte chooses
  * where the stream is split into two reads. The stream is parsed the way a
@@ -13,8 +13,8 @@
  * Each complete frame is re-encoded with pl_frame_append and must parse back
  * to the same frame. Broken invariants stop with __builtin_trap().
  *
- *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost \
- *       host/buf.c host/frame.c tests/fuzz/fuzz_frame.c -o /tmp/fuzz_frame
+ *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
+ *       host/codec/buf.c host/codec/frame.c tests/fuzz/fuzz_frame.c -o /tmp/fuzz_frame
  */
 #include <stdint.h>
 #include <stdlib.h>

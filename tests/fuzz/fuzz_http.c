@@ -1,4 +1,4 @@
-/* fuzz_http.c: libFuzzer target for the HTTP request parser (host/http.c).
+/* fuzz_http.c: libFuzzer target for the HTTP request parser (host/codec/http.c).
  *
  * The input is a byte stream as a client might send it; its first two bytes
  * choose two split points. The stream is fed:
@@ -17,8 +17,8 @@
  * required in 1.1), never two framings, chunked last when
  * Transfer-Encoding is there. Broken invariants stop with __builtin_trap().
  *
- *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost \
- *       $(pkg-config --cflags lua5.4) host/buf.c host/http.c \
+ *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
+ *       $(pkg-config --cflags lua5.4) host/codec/buf.c host/codec/http.c \
  *       tests/fuzz/fuzz_http.c -lhttp_parser -o /tmp/fuzz_http
  */
 #include <stdint.h>

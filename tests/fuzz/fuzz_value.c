@@ -1,4 +1,4 @@
-/* fuzz_value.c: libFuzzer target for the value decoder (host/value.c).
+/* fuzz_value.c: libFuzzer target for the value decoder (host/codec/value.c).
  *
  * The decoder reads bytes from other processes, so any input must either be
  * refused with the stack left as it was, or decode to a value that encodes to
@@ -12,8 +12,8 @@
  * registered so that extension 2 round-trips with it.
  *
  * Build (from the repository root):
- *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost \
- *     host/buf.c host/value.c tests/fuzz/fuzz_value.c \
+ *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
+ *     host/codec/buf.c host/codec/value.c tests/fuzz/fuzz_value.c \
  *     $(pkg-config --cflags --libs lua5.4 msgpack) -o /tmp/fuzz_value
  * Run: /tmp/fuzz_value CORPUS_COPY tests/fuzz/corpus/value */
 #include <stdint.h>

@@ -1,4 +1,4 @@
--- Connections from Lua (host/conn.h's Lua face, host/lconn.c): listen,
+-- Connections from Lua (host/transport/conn.h's Lua face, host/bind/lconn.c): listen,
 -- connect, send, close and stats over a Unix socket, and in-process channels
 -- through core.channel_pair_for_test. These specs run inside pulsar-lua and
 -- wait on futures, which runs the loop that carries the messages.

@@ -1,5 +1,5 @@
 -- HTTP/1.1: the request parser as Lua sees it (core.http_parser,
--- host/lhttp.c) and pulsar.http's pure functions: query parsing, response
+-- host/bind/lhttp.c) and pulsar.http's pure functions: query parsing, response
 -- serialisation, dates, HEAD. The C unit tests (tests/c/test_http.c) cover
 -- the parser byte by byte and at every split; the fuzz target covers it with
 -- garbage.

@@ -1,5 +1,5 @@
 -- TCP and Unix sockets for Lua (docs/API.md §2 "Networking"; lua/pulsar/net.lua,
--- host/net.c, host/lnet.c): servers with protocols, client streams, flow
+-- host/transport/net.c, host/bind/lnet.c): servers with protocols, client streams, flow
 -- control, addresses and errors, over real sockets on 127.0.0.1 and in a
 -- private directory.
 local core = require "pulsar.core"

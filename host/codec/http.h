@@ -15,7 +15,7 @@
  *
  * The HTTP grammar is Debian's libhttp-parser (http_parser.h); this layer adds
  * the limits, the strict rules, the buffering and the request objects
- * (host/http.c). The Lua face is host/lhttp.c (core.http_parser);
+ * (host/codec/http.c). The Lua face is host/bind/lhttp.c (core.http_parser);
  * lua/pulsar/http.lua turns requests into responses. */
 #ifndef PULSAR_HTTP_H
 #define PULSAR_HTTP_H
