@@ -63,8 +63,10 @@
  * Lingering (pl_conn_close_after, pl_conn_set_linger): a peer that has to be
  * turned away, such as one failing the TCP mailbox's handshake, is not told
  * at once. For the owner the conn closes then and there (on_close runs),
- * but the socket stays open, unread and silent, and only closes after a
- * fixed delay, so that someone guessing learns each answer slowly. */
+ * but the socket stays open, unread, and only closes after a fixed delay,
+ * so that someone guessing learns each answer slowly. Frames sent before
+ * the close still leave (the handshake's "busy" refusal tells its reason
+ * that way); nothing after. */
 #include "conn.h"
 
 #include <errno.h>
@@ -500,7 +502,8 @@ void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason) {
         uv_read_stop(&c->io.stream);
         c->reading = 0;
     }
-    c->out.len = 0; /* nothing more leaves either */
+    /* What was sent before (a refusal's reason) still leaves; nothing
+     * more can be sent (pl_conn_send refuses a lingering conn). */
     uv_timer_start(&c->redeliver, linger_over, ms, 0);
     pl_conn_handler handler = c->handler;
     memset(&c->handler, 0, sizeof c->handler); /* bytes_arrived stops */
