@@ -1,5 +1,7 @@
-/* log.c: see log.h. Lines are written with one fprintf so that lines from
- * several threads do not interleave inside a line. */
+/* log.c: the host's log lines (see log.h), and pl_set_err, the one way its
+ * C functions format an error message for their caller. Lines are written
+ * with one fprintf so that lines from several threads do not interleave
+ * inside a line. */
 #include "log.h"
 
 #include <stdarg.h>
@@ -54,10 +56,15 @@ void pl_log(int level, const char *actor, const char *fmt, ...) {
             actor ? actor : "pulsar", msg);
 }
 
-void pl_set_err(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || errlen == 0) return;
+int pl_vset_err(char *err, size_t errlen, const char *fmt, va_list ap) {
+    if (err && errlen > 0) vsnprintf(err, errlen, fmt, ap);
+    return -1;
+}
+
+int pl_set_err(char *err, size_t errlen, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
+    pl_vset_err(err, errlen, fmt, ap);
     va_end(ap);
+    return -1;
 }

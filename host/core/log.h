@@ -7,6 +7,7 @@
 #ifndef PULSAR_LOG_H
 #define PULSAR_LOG_H
 
+#include <stdarg.h>
 #include <stddef.h>
 
 enum pl_log_level {
@@ -31,12 +32,21 @@ void pl_log(int level, const char *actor, const char *fmt, ...)
 #endif
     ;
 
-/* Writes a one-line error message for a caller's (err, errlen) buffer, the
- * way the host's C functions report failures; a NULL or empty buffer is
- * left alone. */
-void pl_set_err(char *err, size_t errlen, const char *fmt, ...)
+/* The one way the host's C functions format an error for a caller's (err,
+ * errlen) buffer: a one-line message, cut (never overflowing) when longer
+ * than the buffer; a NULL or empty buffer is left alone. Returns -1, so
+ * that a function reporting failure can `return pl_set_err(...)`. */
+int pl_set_err(char *err, size_t errlen, const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+
+/* pl_set_err for a function that takes its own format and arguments (the
+ * "format the reason, then close" helpers of conn.c and net.c). */
+int pl_vset_err(char *err, size_t errlen, const char *fmt, va_list ap)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 0)))
 #endif
     ;
 

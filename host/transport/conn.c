@@ -63,8 +63,10 @@
  * Lingering (pl_conn_close_after, pl_conn_set_linger): a peer that has to be
  * turned away, such as one failing the TCP mailbox's handshake, is not told
  * at once. For the owner the conn closes then and there (on_close runs),
- * but the socket stays open, unread and silent, and only closes after a
- * fixed delay, so that someone guessing learns each answer slowly. */
+ * but the socket stays open, unread, and only closes after a fixed delay,
+ * so that someone guessing learns each answer slowly. Frames sent before
+ * the close still leave (the handshake's "busy" refusal tells its reason
+ * that way); nothing after. */
 #include "conn.h"
 
 #include <errno.h>
@@ -245,10 +247,9 @@ void pl_conn_close(pl_conn *c, const char *reason) {
     if (c->connecting) {
         /* Nobody holds this conn yet: its creator hears through on_connect
          * once the handles are closed (conn_handle_closed). */
-        if (!c->connect_error[0] &&
-            snprintf(c->connect_error, sizeof c->connect_error,
-                     "cannot connect to %s: %s", c->name, reason) < 0)
-            c->connect_error[0] = 0; /* a long text is cut, never lost */
+        if (!c->connect_error[0])
+            pl_set_err(c->connect_error, sizeof c->connect_error,
+                       "cannot connect to %s: %s", c->name, reason);
         return;
     }
     pl_conn_handler handler = c->handler;
@@ -256,6 +257,8 @@ void pl_conn_close(pl_conn *c, const char *reason) {
     if (handler.on_close) handler.on_close(c, reason, handler.ud);
 }
 
+/* Formats the reason (through pl_vset_err, as every error here is
+ * formatted) and closes the conn with it: nothing more. */
 #if defined(__GNUC__)
 __attribute__((format(printf, 2, 3)))
 #endif
@@ -263,7 +266,7 @@ static void conn_fail(pl_conn *c, const char *fmt, ...) {
     char reason[300];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
+    pl_vset_err(reason, sizeof reason, fmt, ap);
     va_end(ap);
     pl_conn_close(c, reason);
 }
@@ -499,7 +502,8 @@ void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason) {
         uv_read_stop(&c->io.stream);
         c->reading = 0;
     }
-    c->out.len = 0; /* nothing more leaves either */
+    /* What was sent before (a refusal's reason) still leaves; nothing
+     * more can be sent (pl_conn_send refuses a lingering conn). */
     uv_timer_start(&c->redeliver, linger_over, ms, 0);
     pl_conn_handler handler = c->handler;
     memset(&c->handler, 0, sizeof c->handler); /* bytes_arrived stops */
@@ -974,8 +978,8 @@ static void connected(uv_connect_t *req, int status) {
     pl_conn *c = req->data;
     if (c->closed) return; /* reported when the handles are closed */
     if (status < 0) {
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect to %s: %s", c->name, uv_strerror(status));
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect to %s: %s", c->name, uv_strerror(status));
         conn_discard(c);
         return;
     }
@@ -991,8 +995,8 @@ static void connect_tcp(pl_conn *c, const stream_address *a) {
     int rc = uv_tcp_connect(&c->connect_req, &c->io.tcp,
                             (const struct sockaddr *)&a->ep.sa, connected);
     if (rc != 0) {
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect to %s: %s", c->name, uv_strerror(rc));
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect to %s: %s", c->name, uv_strerror(rc));
         conn_discard(c);
     }
 }
@@ -1010,9 +1014,9 @@ static void host_resolved(uv_getaddrinfo_t *req, int status,
         return;
     }
     if (!found) {
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect to %s: %s", c->name,
-                 status != 0 ? uv_strerror(status) : "no IPv4 or IPv6 address");
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect to %s: %s", c->name,
+                   status != 0 ? uv_strerror(status) : "no IPv4 or IPv6 address");
         free(a);
         conn_discard(c);
         return;
@@ -1025,8 +1029,8 @@ static void host_resolved(uv_getaddrinfo_t *req, int status,
 static void resolve_then_connect(pl_conn *c, const stream_address *a) {
     stream_address *copy = malloc(sizeof *copy);
     if (!copy) {
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect to %s: out of memory", c->name);
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect to %s: out of memory", c->name);
         conn_discard(c);
         return;
     }
@@ -1037,8 +1041,8 @@ static void resolve_then_connect(pl_conn *c, const stream_address *a) {
                             &pl_sockaddr_stream_hints);
     if (rc != 0) {
         free(copy);
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect to %s: %s", c->name, uv_strerror(rc));
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect to %s: %s", c->name, uv_strerror(rc));
         conn_discard(c);
         return;
     }
@@ -1056,7 +1060,7 @@ void pl_connect(pl_host *h, const char *address,
     pl_conn *c = stream_conn_new(h, address, parsed == 0 && !a.ep.is_unix);
     if (!c) {
         char err[300];
-        snprintf(err, sizeof err, "cannot connect to %.200s: out of memory",
+        pl_set_err(err, sizeof err, "cannot connect to %.200s: out of memory",
                  address);
         on_connect(NULL, err, ud);
         return;
@@ -1065,8 +1069,8 @@ void pl_connect(pl_host *h, const char *address,
     c->on_connect = on_connect;
     c->connect_ud = ud;
     if (parsed != 0) {
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect: %s", why);
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect: %s", why);
         conn_discard(c);
         return;
     }
@@ -1076,8 +1080,8 @@ void pl_connect(pl_host *h, const char *address,
         c->connect_req.data = c;
         uv_pipe_connect(&c->connect_req, &c->io.pipe, a.ep.path, connected);
     } else if (atoi(a.port) == 0) {
-        snprintf(c->connect_error, sizeof c->connect_error,
-                 "cannot connect to %s: port 0 names no listener", c->name);
+        pl_set_err(c->connect_error, sizeof c->connect_error,
+                   "cannot connect to %s: port 0 names no listener", c->name);
         conn_discard(c);
     } else if (resolve_literal(&a) == 0) {
         connect_tcp(c, &a);

@@ -104,8 +104,9 @@ const char *pl_conn_peer(const pl_conn *c);
 
 /* Turning a peer away slowly. pl_conn_close_after is pl_conn_close for the
  * owner (on_close(reason) runs before it returns; do not use the conn
- * after), but the transport keeps the socket open, unread and silent, for
- * ms before closing it: the peer waits that long for its answer. With a
+ * after), but the transport keeps the socket open and unread for ms before
+ * closing it: the peer waits that long for its answer. Frames queued
+ * before the call still leave; nothing can be sent after. With a
  * linger set (0: none, the default), a bad frame from the peer closes the
  * conn that way, with the reason "bad frame: ...", and is left to the owner
  * to log. */

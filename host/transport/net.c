@@ -271,10 +271,12 @@ void pl_stream_abort(pl_stream *s, const char *err) {
 __attribute__((format(printf, 2, 3)))
 #endif
 static void stream_fail(pl_stream *s, const char *fmt, ...) {
+    /* Only formats the reason (as every C error is, through pl_vset_err)
+     * and finishes the stream with it. */
     char reason[300];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(reason, sizeof reason, fmt, ap);
+    pl_vset_err(reason, sizeof reason, fmt, ap);
     va_end(ap);
     stream_finish(s, reason);
 }

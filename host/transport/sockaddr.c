@@ -25,37 +25,34 @@
 
 #include <uv.h>
 
+#include "log.h"
+
 /* ---- endpoints and names -------------------------------------------------- */
 
-/* Messages go to err with snprintf, which writes nothing for errlen 0: a
- * caller that only asks whether (conn.c, for a literal) passes NULL, 0. */
+/* Messages go to err through pl_set_err, which writes nothing for errlen 0:
+ * a caller that only asks whether (conn.c, for a literal) passes NULL, 0. */
 
 int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
                    size_t errlen) {
     memset(ep, 0, sizeof *ep);
     if (port < 0 || port > 65535) {
-        snprintf(err, errlen, "port %d is out of range (0 to 65535)", port);
-        return -1;
+        return pl_set_err(err, errlen, "port %d is out of range (0 to 65535)",
+                          port);
     }
     if (uv_ip4_addr(ip, port, (struct sockaddr_in *)&ep->sa) == 0) return 0;
     if (uv_ip6_addr(ip, port, (struct sockaddr_in6 *)&ep->sa) == 0) return 0;
-    snprintf(err, errlen, "'%s' is not an IP address", ip);
-    return -1;
+    return pl_set_err(err, errlen, "'%s' is not an IP address", ip);
 }
 
 int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
                      size_t errlen) {
     memset(ep, 0, sizeof *ep);
     size_t len = strlen(path);
-    if (len == 0) {
-        snprintf(err, errlen, "empty Unix socket path");
-        return -1;
-    }
-    if (len >= sizeof ep->path) {
-        snprintf(err, errlen, "Unix socket path is too long (%zu bytes, at "
-                 "most %zu): %.60s...", len, sizeof ep->path - 1, path);
-        return -1;
-    }
+    if (len == 0) return pl_set_err(err, errlen, "empty Unix socket path");
+    if (len >= sizeof ep->path)
+        return pl_set_err(err, errlen, "Unix socket path is too long (%zu "
+                          "bytes, at most %zu): %.60s...", len,
+                          sizeof ep->path - 1, path);
     ep->is_unix = 1;
     memcpy(ep->path, path, len + 1);
     return 0;

@@ -16,6 +16,7 @@ local ARBITER = [[
   io.stdout:setvbuf("line")
   local a = pulsar.arbiter()
   a.cfg.handshake_timeout = 0.5
+  require("pulsar.auth").REFUSAL_LOG_INTERVAL = 0 -- every refusal logged, for the specs below
   print("ready", a:info().actor.pid, a.tcp_address or "-", a.address)
   pulsar.call_later(3600, function() end)
 ]]
@@ -39,8 +40,8 @@ end
 
 --- Starts an arbiter with `options`; returns a handle with its pid, its
 -- TCP address (nil without one) and its Unix address.
-local function start_arbiter(options, wrapper)
-  local h = support.start(options .. " " .. quote(script(ARBITER)), wrapper)
+local function start_arbiter(options, wrapper, source)
+  local h = support.start(options .. " " .. quote(script(source or ARBITER)), wrapper)
   assert.is_truthy(h.wait_output("ready\t%d+\t%S+\t%S+\n", WAIT), "no arbiter: " .. h.err())
   local pid, tcp, unix = h.out():match("ready\t(%d+)\t(%S+)\t(%S+)\n")
   h.pid, h.unix = tonumber(pid), unix
@@ -79,8 +80,10 @@ local function raw_peer(address)
   end)
   local p = {conn = connected:wait(WAIT), closed = pulsar.Future("the arbiter closing")}
   local first = pulsar.Future("the challenge")
+  p.messages = {} -- every message, decoded
   p.conn:set_handler(function(payload)
-    if not first:done() then first:set_result(core.decode(payload, false)) end
+    p.messages[#p.messages + 1] = core.decode(payload, false)
+    if not first:done() then first:set_result(p.messages[1]) end
   end, function(reason) p.closed:set_result(core.hrtime()) end)
   function p.challenge() return first:wait(WAIT).challenge end
   --- Seconds from now until the arbiter closes the connection.
@@ -152,7 +155,7 @@ describe("a TCP mailbox", function()
   it("refuses a wrong cookie: nothing runs, status 1, the refusal is logged", function()
     local since = #arbiter.err()
     local mark = dir .. "/written-by-an-intruder"
-    local wrong = write_cookie(dir .. "/wrong", "not the secret")
+    local wrong = write_cookie(dir .. "/wrong", "not the secret, though long enough")
     local r = attach(arbiter.tcp, ("io.open(%q, 'w'):close()\n"):format(mark), wrong)
     assert.are.equal(1, r.code)
     assert.matches("pulsar%-lua: cannot attach to 127%.0%.0%.1:%d+: refused", r.err)
@@ -214,17 +217,24 @@ describe("a TCP mailbox", function()
     still_serves()
   end)
 
-  it("turns a peer away at once past max_handshakes in progress", function()
-    assert.are.equal(0, attach(arbiter.unix, "pulsar.arbiter().cfg.max_handshakes = 2\n").code)
+  it("keeps a share of max_handshakes per address: a newer handshake closes the oldest, saying busy", function()
+    -- 4 slots: a share of 1 per address, so each new peer from 127.0.0.1
+    -- takes the place of the one before
+    assert.are.equal(0, attach(arbiter.unix, "pulsar.arbiter().cfg.max_handshakes = 4\n").code)
     local since = #arbiter.err()
-    local silent = {raw_peer(arbiter.tcp), raw_peer(arbiter.tcp)}
-    for _, peer in ipairs(silent) do assert.is_truthy(peer.challenge()) end
-    local third = raw_peer(arbiter.tcp)
-    assert.is_true(third.closed_after() < 0.9, "the third peer waited out the refusal delay")
-    assert.is_truthy(refusal_logged(since, "2 handshakes already in progress"))
-    for _, peer in ipairs(silent) do peer.closed_after() end -- their handshake timeout
-    assert.are.equal(0, attach(arbiter.unix, "pulsar.arbiter().cfg.max_handshakes = nil\n").code)
+    local first = raw_peer(arbiter.tcp)
+    assert.is_truthy(first.challenge())
+    local second = raw_peer(arbiter.tcp)
+    assert.is_truthy(second.challenge())
+    assert.is_true(first.closed_after() < 0.9, "the oldest waited out the refusal delay")
+    assert.are.same({refused = "busy: too many handshakes in progress"}, first.messages[2])
+    assert.is_truthy(refusal_logged(since, "busy: too many handshakes in progress %(closed as the " ..
+                                           "oldest silent handshake: 127%.0%.0%.1 holds its share, 1 of 4%)"))
+    -- a console from the same address gets in all the same, taking the
+    -- silent peer's place
     still_serves()
+    assert.is_true(second.closed_after() < 0.9)
+    assert.are.equal(0, attach(arbiter.unix, "pulsar.arbiter().cfg.max_handshakes = nil\n").code)
   end)
 
   it("answers completions and cancels a waiting line for a remote session", function()
@@ -252,13 +262,72 @@ describe("a TCP mailbox", function()
   end)
 end)
 
+-- An arbiter as a user runs one: the refusal log at its usual pace (but
+-- lines a second apart, not five, to keep the spec short).
+local FLOODED_ARBITER = ARBITER:gsub("REFUSAL_LOG_INTERVAL = 0", "REFUSAL_LOG_INTERVAL = 1")
+                               :gsub("a%.cfg%.handshake_timeout = 0%.5", "")
+
+-- A peer that keeps 100 silent connections open to the TCP mailbox at %s,
+-- opening another whenever one is closed; says how many it opened and how
+-- many were told "busy".
+local FLOODER = [[
+  io.stdout:setvbuf("line")
+  local core = require "pulsar.core"
+  local opened, busy = 0, 0
+  local function open()
+    core.connect(%q, function(conn)
+      if not conn then return core.timer(0.05, open) end
+      opened = opened + 1
+      conn:set_handler(function(payload)
+        if core.decode(payload, false).refused then busy = busy + 1 end
+      end, open)
+    end)
+  end
+  for _ = 1, 100 do open() end
+  local function report() print("flood", core.pid(), opened, busy); core.timer(0.2, report) end
+  report()
+]]
+
+describe("a TCP mailbox flooded with silent connections from the console's own address", function()
+  it("lets the console in, tells the flood why it is closed, and logs a few lines a second", function()
+    local dir = temp_dir()
+    local cookie = write_cookie(dir .. "/cookie", ("k"):rep(32))
+    local arbiter = start_arbiter(("--mailbox 127.0.0.1:0 --cookie-file %s"):format(quote(cookie)),
+                                  nil, FLOODED_ARBITER)
+    local flooder = support.start(quote(script(FLOODER:format(arbiter.tcp))))
+    finally(function()
+      local pid = flooder.out():match("flood\t(%d+)")
+      if pid then flooder.kill("KILL", tonumber(pid)) end
+      arbiter.stop()
+      os.execute("rm -rf " .. quote(dir))
+    end)
+    local function count(which)
+      local opened, busy = flooder.out():match(".*flood\t%d+\t(%d+)\t(%d+)\n")
+      return tonumber(which == "busy" and busy or opened) or 0
+    end
+    local function told_busy() return count("busy") end
+    assert.is_truthy(support.wait_for(function() return count("opened") >= 300 end, WAIT),
+                     "no flood: " .. flooder.err())
+    local since = #arbiter.err()
+    local r = attach(arbiter.tcp, "6 * 7\n", cookie)
+    assert.are.same({0, "42\n"}, {r.code, r.out}, r.err)
+    local busy_before = told_busy()
+    pulsar.sleep(3)
+    assert.is_true(told_busy() > busy_before + 100, "the flood stopped")
+    local log = arbiter.err():sub(since + 1)
+    local _, lines = log:gsub("\n", "")
+    assert.is_true(lines <= 20, ("%d log lines in about 3 s:\n%s"):format(lines, log:sub(1, 3000)))
+    assert.matches("mailbox: refused %d+ more connections in the last 1 s %(busy: %d+", log)
+  end)
+end)
+
 describe("pulsar-lua --attach", function()
   it("says why it cannot attach to an address where nothing listens", function()
     local dir = temp_dir()
     local r = attach("unix:" .. dir .. "/nobody.sock", "1\n")
     assert.are.same({1, ""}, {r.code, r.out})
     assert.matches("^pulsar%-lua: cannot attach to unix:[^\n]*nobody%.sock: no such file or directory\n$", r.err)
-    local cookie = write_cookie(dir .. "/cookie", "secret")
+    local cookie = write_cookie(dir .. "/cookie", ("s"):rep(32))
     r = attach("127.0.0.1:1", "1\n", cookie)
     assert.are.same({1, "pulsar-lua: cannot attach to 127.0.0.1:1: connection refused\n"}, {r.code, r.err})
     os.execute("rm -rf " .. quote(dir))
@@ -328,7 +397,30 @@ describe("the cookie", function()
     local empty = write_cookie(dir .. "/empty", "")
     r = support.run(("--mailbox 127.0.0.1:0 --cookie-file %s -e ''"):format(quote(empty)))
     assert.are.equal(1, r.code)
-    assert.matches("cookie file " .. empty .. " is empty", r.err, 1, true)
+    assert.matches("cookie file " .. empty .. " is 0 bytes: at least 16", r.err, 1, true)
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
+  it("is refused when shorter than 16 bytes, by an arbiter and by a console, saying how to make one", function()
+    local dir = temp_dir()
+    local short = write_cookie(dir .. "/short", "x")
+    local how = ("cookie file %s is 1 bytes: at least 16 are needed; remove it to have one made, " ..
+                 "or write 32 random bytes: head -c 32 /dev/urandom > %s; chmod 600 %s"):format(
+                 short, short, short)
+    local r = support.run(("--mailbox 127.0.0.1:0 --cookie-file %s -e 'print(1)'"):format(quote(short)))
+    assert.are.same({1, "", "pulsar-lua: cannot open the mailbox at 127.0.0.1:0: " .. how .. "\n"},
+                    {r.code, r.out, r.err})
+    r = attach("127.0.0.1:1", "1\n", short)
+    assert.are.same({1, "pulsar-lua: cannot attach to 127.0.0.1:1: " .. how .. "\n"}, {r.code, r.err})
+    -- a trailing newline is part of the secret as written; 15 bytes are too few, 16 enough
+    local fifteen = write_cookie(dir .. "/fifteen", ("f"):rep(14) .. "\n")
+    r = support.run(("--mailbox 127.0.0.1:0 --cookie-file %s -e ''"):format(quote(fifteen)))
+    assert.are.equal(1, r.code)
+    assert.matches("is 15 bytes: at least 16", r.err, 1, true)
+    local sixteen = write_cookie(dir .. "/sixteen", ("f"):rep(15) .. "\n")
+    r = support.run(("--mailbox 127.0.0.1:0 --cookie-file %s -e ''"):format(quote(sixteen)))
+    assert.are.equal(0, r.code, r.err)
+    assert.matches("mailbox listening on 127%.0%.0%.1:", r.err)
     os.execute("rm -rf " .. quote(dir))
   end)
 end)
