@@ -8,7 +8,11 @@
  *                                    | nil, "incomplete", size-if-known
  *                                    | raises on an invalid frame
  *
- * The mailbox uses the C codecs directly; these bindings let tests and users
+ * Who calls them: the mailbox (lua/pulsar/mailbox.lua) encodes and decodes
+ * every envelope with core.encode and core.decode, and the arbiter reads a
+ * relayed envelope's head with core.peek_envelope without decoding the
+ * rest. Frames are made and parsed in C by the links (conn.c on frame.c),
+ * so encode_frame and decode_frame are for tests and tools that want to
  * see exactly what goes on the wire. */
 #include <string.h>
 
