@@ -21,6 +21,7 @@
 #include <lualib.h>
 
 #include "host.h"
+#include "inbox.h"
 #include "log.h"
 #include "conn.h"
 #include "executor.h"
@@ -757,5 +758,6 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lnet_register(L);
     pl_lhttp_register(L);
     pl_llineedit_register(L);
+    pl_linbox_register(L);
     return 1;
 }

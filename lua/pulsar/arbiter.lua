@@ -123,6 +123,13 @@ local function lookup(target)
   return named[1]
 end
 
+-- Every VM of this process resolves names through the inbox directory
+-- (core.route): it is told what a name reaches whenever that may change.
+local function publish(name)
+  local rec = lookup(name)
+  core.publish_name(name, rec and rec.aid or nil)
+end
+
 local function index_record(rec)
   local named = by_name[rec.name]
   if not named then
@@ -131,6 +138,8 @@ local function index_record(rec)
   end
   named[#named + 1] = rec
   if rec.unique_name then by_unique[rec.unique_name] = rec end
+  publish(rec.name)
+  if rec.unique_name then publish(rec.unique_name) end
 end
 
 local function unindex_record(rec)
@@ -143,6 +152,8 @@ local function unindex_record(rec)
   end
   if #named == 0 then by_name[rec.name] = nil end
   if rec.unique_name and by_unique[rec.unique_name] == rec then by_unique[rec.unique_name] = nil end
+  publish(rec.name)
+  if rec.unique_name then publish(rec.unique_name) end
 end
 
 local function route(aid)
@@ -163,6 +174,7 @@ end
 -- Relays an envelope that is not for the arbiter itself, from the fields
 -- mailbox.receive read off its head; the payload goes on unchanged.
 local function relay(link, payload, command, target, sender, id, ack)
+  mailbox.counters.relayed = mailbox.counters.relayed + 1
   local rec = lookup(target)
   if command == "callback" then
     local replier = by_link[link]
@@ -542,7 +554,7 @@ local function install_commands()
   mailbox.command("pulsar:hello", function(request)
     local rec = records[request.caller]
     if not rec or rec.state ~= "starting" then
-      request.link:close("unknown actor")
+      if request.link then request.link:close("unknown actor") end
       error("unknown actor " .. tostring(request.caller), 0)
     end
     if not rec.link then attach(request.link, rec) end
@@ -553,6 +565,7 @@ local function install_commands()
     if not rec or rec.spawn:done() then return false end -- past its start deadline
     if rec.deadline then rec.deadline:cancel() rec.deadline = nil end
     rec.state, rec.info = "running", info
+    publish(rec.name) -- a running actor takes its name over from one still starting
     rec.pid = rec.pid or (info and info.actor and info.actor.pid)
     rec.proxy = mailbox.proxy(rec.aid, rec.name, arbiter.address)
     rec.spawn:set_result(rec.proxy)
@@ -592,6 +605,8 @@ end
 function M.setup(the_arbiter)
   arbiter = the_arbiter
   mailbox.setup(arbiter, route, relay)
+  core.publish_name("arbiter", arbiter.aid)
+  mailbox.set_name("arbiter")
   install_commands()
   start_listener()
 end

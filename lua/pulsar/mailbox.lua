@@ -1,17 +1,25 @@
 --- pulsar.mailbox: messages between actors (docs/API.md §2 "Messages and
--- commands", §3 "The mailbox protocol").
+-- commands", §3 "The mailbox protocol"; docs/DESIGN.md "Direct routes").
 --
 -- One mailbox per VM. `send` encodes an envelope
 --   {command=, id=, sender=, target=, args={...}, ack=}
--- and hands it to the link the router chooses (an actor has one link, to the
--- arbiter; the arbiter has one per actor). `receive` decodes what a link
--- delivers: a reply settles the Future waiting for it; a request runs its
+-- and hands it over on a route:
+--   - to an actor of this process (the arbiter, a monitor, a thread actor),
+--     straight into that VM's inbox (core.route, inbox.c): encoded once, in
+--     place, and handed over by pointer; no other VM's Lua runs;
+--   - else on the link the router chooses (an actor has one link, to the
+--     arbiter; the arbiter has one per actor), which relays it.
+-- `receive` decodes what a link delivers, and the inbox delivers envelopes
+-- decoded: a reply settles the Future waiting for it; a request runs its
 -- command in a task of its own and, when `ack` is set, answers
 --   {command="callback", ack=<id>, target=<caller>, sender=<us>, result= | error=}
 -- whatever the command did: an error value that cannot be shown, or a
 -- reply that cannot be made, still gets an error reply naming the command.
+-- A reply goes back the way its request came: on its link, or into the
+-- caller's inbox. When an actor this VM has a direct route to ends, its
+-- inbox's down notice fails every call waiting on it at once.
 -- The arbiter installs a `forward` function that relays envelopes addressed
--- to other actors without re-encoding them.
+-- to other actors without re-encoding them (counted: counters.relayed).
 local core = require "pulsar.core"
 local future = require "pulsar.future"
 local log = require "pulsar.log"
@@ -43,12 +51,46 @@ local pending, npending = {}, 0 -- id -> Future waiting for its reply
 local next_id = 0
 local commands = {} -- name -> {fn = function(request, ...), ack = boolean}
 local noack = {stop = true} -- commands this VM sends without waiting
-M.counters = {sent = 0, received = 0}
+local inbox         -- this VM's inbox, in a VM that messages in its process
+local routes = {}   -- target (aid or name) -> route into an inbox of this process
+M.counters = {sent = 0, received = 0, relayed = 0}
+
+local receive_envelope, actor_down -- defined below, called by the inbox
 
 --- Installs the mailbox for `actor`; `route(aid)` picks the link to send
--- on; `relay` (arbiter only) forwards envelopes for other actors.
+-- on; `relay` (arbiter only) forwards envelopes for other actors. A VM
+-- that shares its process with other actors (every kind but "process")
+-- opens its inbox, so that they reach it directly.
 function M.setup(actor, route, relay)
   me, router, forward = actor, route, relay
+  if actor.kind ~= "process" and not inbox then
+    inbox = core.inbox_open(actor.aid, receive_envelope, actor_down)
+  end
+end
+
+--- The actor's name, for the notices its inbox gives when it ends.
+function M.set_name(name)
+  if inbox then inbox:set_name(name) end
+end
+
+function M.close()
+  if inbox then inbox:close() end
+  inbox = nil
+end
+
+-- The direct route to `target` when it lives in this process; a route
+-- whose actor has ended is dropped and looked up again, so a name reaches
+-- the actor that has it now.
+local function direct_route(target)
+  local r = routes[target]
+  if r then
+    if r:alive() then return r end
+    routes[target] = nil
+  end
+  if not inbox then return nil end
+  r = core.route(target)
+  if r then routes[target] = r end
+  return r
 end
 
 function M.pending_count() return npending end
@@ -99,8 +141,11 @@ local function encode_reply(env, result, err)
   return core.encode(reply)
 end
 
---- Sends the reply to request `env` back on `link`.
+--- Sends the reply to request `env` back on `link`; without one (the
+-- request came by a direct route) into the caller's inbox.
 function M.reply(link, env, result, err)
+  link = link or direct_route(env.sender) or router(env.sender)
+  if not link then return end -- the caller has gone
   local sent, why = link:send(encode_reply(env, result, err))
   if not sent and err == nil then
     link:send(encode_reply(env, nil, ("%s: cannot send the result of '%s': %s"):format(
@@ -157,6 +202,24 @@ end
 M.is_me = is_me
 
 local peek_envelope = core.peek_envelope
+
+-- An envelope an inbox delivered, decoded already.
+receive_envelope = function(env)
+  if type(env) ~= "table" or type(env.command) ~= "string" then
+    log.warning("dropping a message that is not an envelope from a direct route")
+    return
+  end
+  if env.command == "callback" then return settle(env) end
+  return dispatch(nil, env)
+end
+
+-- An actor this VM had a direct route to has ended: its calls fail now.
+actor_down = function(aid, name)
+  for target, r in pairs(routes) do
+    if not r:alive() then routes[target] = nil end
+  end
+  M.fail_pending(aid, ("actor '%s' (%s) ended before replying"):format(name ~= "" and name or "?", aid))
+end
 
 --- Handles one payload delivered by `link`.
 function M.receive(link, payload)
@@ -221,10 +284,32 @@ local function call_local(command, ...)
   return f
 end
 
+local function encode_error(why, level)
+  error((error_text(why):gsub("value%.args", "args")), level + 1)
+end
+
 local function encode_request(env)
   local ok, payload = pcall(core.encode, env)
   if ok then return payload end
-  error((error_text(payload):gsub("value%.args", "args")), 3)
+  encode_error(payload, 3)
+end
+
+-- Posts env on the direct route to aid, if there is one: true, or nil and
+-- why, and the aid it reached; nothing when aid is not in this process. A
+-- route whose actor ended since is looked up once more (a name may have a
+-- new holder).
+local function post_direct(aid, env)
+  local r = direct_route(aid)
+  if not r then return end
+  local ok, why, unencodable = r:post(env)
+  if unencodable then encode_error(why, 3) end
+  if not ok then
+    routes[aid] = nil
+    r = direct_route(aid)
+    if not r then return nil, why end
+    ok, why = r:post(env)
+  end
+  return ok, why, r.aid
 end
 
 --- Sends `command` with its arguments to `target`; returns a Future of
@@ -236,13 +321,17 @@ function M.send(target, command, ...)
   local ack = not noack[command]
   next_id = next_id + 1
   local id = next_id
-  local payload = encode_request {command = command, id = id, sender = me.aid, target = aid,
-                                  args = pack_args(...), ack = ack}
+  local env = {command = command, id = id, sender = me.aid, target = aid,
+               args = pack_args(...), ack = ack}
   local f = future.Future(("the reply to '%s' from %s"):format(command, aid))
-  -- The router may name the actor behind a name ("worker" -> its aid), so
+  -- The route may name the actor behind a name ("worker" -> its aid), so
   -- that fail_pending finds this call when that actor ends.
-  local link, why, resolved = router(aid)
-  if link then link, why = link:send(payload) end
+  local link, why, resolved = post_direct(aid, env)
+  if link == nil and why == nil then
+    local payload = encode_request(env)
+    link, why, resolved = router(aid)
+    if link then link, why = link:send(payload) end
+  end
   if not link then
     f:set_exception(("cannot send '%s' to %s: %s"):format(command, aid, why))
     return f
@@ -264,10 +353,14 @@ function M.cast(target, command, ...)
   local aid = target_aid(target)
   if is_me(aid) then call_local(command, ...) return true end
   next_id = next_id + 1
-  local payload = encode_request {command = command, id = next_id, sender = me.aid,
-                                  target = aid, args = pack_args(...), ack = false}
-  local link, why = router(aid)
-  if link then link, why = link:send(payload) end
+  local env = {command = command, id = next_id, sender = me.aid, target = aid,
+               args = pack_args(...), ack = false}
+  local link, why = post_direct(aid, env)
+  if link == nil and why == nil then
+    local payload = encode_request(env)
+    link, why = router(aid)
+    if link then link, why = link:send(payload) end
+  end
   if not link then return nil, why end
   M.counters.sent = M.counters.sent + 1
   return true

@@ -75,6 +75,7 @@ local function apply_spec(a, spec, mailbox)
   a.manager, a.kind = spec.manager or "arbiter", spec.kind
   log.set_actor_name(spec.unique_name or spec.name)
   core.set_name(spec.unique_name or spec.name)
+  mailbox.set_name(spec.name)
   package.path, package.cpath = spec.path or package.path, spec.cpath or package.cpath
   for k in pairs(pulsar.cfg) do pulsar.cfg[k] = nil end
   for k, v in pairs(spec.cfg or {}) do pulsar.cfg[k] = v end
@@ -121,6 +122,7 @@ end
 
 function M.role.close()
   if heartbeat then heartbeat:cancel() end
+  require("pulsar.mailbox").close() -- its direct routes end with it
   if link then link:close("actor stopped") end
 end
 

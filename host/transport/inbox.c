@@ -1,0 +1,335 @@
+/* inbox.c: one VM's queue of messages and the process's directory of them
+ * (inbox.h).
+ *
+ * Locks: `directory_lock` guards the two hash tables (aids, names), every
+ * inbox's reference count and watcher list; each inbox's own `lock` guards
+ * its queue and `closed`. An inbox is in the directory exactly while it is
+ * open, so finding one and taking a reference is one step under the
+ * directory lock. A poster signals the owner's uv_async_t while holding the
+ * inbox's lock, and close sets `closed` under that lock before closing the
+ * handle: no signal can reach a handle being closed.
+ *
+ * References: the owner holds one until the handle's close callback; each
+ * pl_inbox_find holder one; each entry in another inbox's watcher list one.
+ * The last release frees the memory. */
+#include "inbox.h"
+
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define AID_MAX 64
+#define AID_BUCKETS 1024
+#define NAME_BUCKETS 256
+
+typedef struct inbox_msg {
+    struct inbox_msg *next;
+    size_t len;
+    int down;   /* a down notice: data is the aid of the inbox that closed */
+    char data[];
+} inbox_msg;
+
+#define MSG_HEAD offsetof(inbox_msg, data)
+
+struct pl_inbox {
+    char aid[AID_MAX];
+    char name[AID_MAX];       /* for the down notices; under lock */
+    uv_loop_t *loop;
+    uv_async_t wake;
+    pl_inbox_handler handler;
+    uv_mutex_t lock;          /* head, tail, closed */
+    inbox_msg *head, *tail;
+    int closed;
+    /* under directory_lock */
+    int refs;
+    pl_inbox *next_in_bucket;
+    pl_inbox **watchers;
+    size_t nwatchers, capwatchers;
+};
+
+typedef struct name_entry {
+    struct name_entry *next;
+    char *name;
+    char aid[AID_MAX];
+} name_entry;
+
+static uv_once_t directory_once = UV_ONCE_INIT;
+static uv_mutex_t directory_lock;
+static pl_inbox *aids[AID_BUCKETS];
+static name_entry *names[NAME_BUCKETS];
+static atomic_ullong delivered;
+
+static void directory_init(void) {
+    if (uv_mutex_init(&directory_lock) != 0) abort(); /* no way to go on */
+}
+
+static void lock_directory(void) {
+    uv_once(&directory_once, directory_init);
+    uv_mutex_lock(&directory_lock);
+}
+
+static uint32_t hash(const char *s) { /* FNV-1a */
+    uint32_t h = 2166136261u;
+    for (; *s; s++) h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+/* ---- the directory (callers hold directory_lock) ------------------------ */
+
+static pl_inbox **aid_slot(const char *aid) {
+    pl_inbox **p = &aids[hash(aid) % AID_BUCKETS];
+    while (*p && strcmp((*p)->aid, aid) != 0) p = &(*p)->next_in_bucket;
+    return p;
+}
+
+static name_entry **name_slot(const char *name) {
+    name_entry **p = &names[hash(name) % NAME_BUCKETS];
+    while (*p && strcmp((*p)->name, name) != 0) p = &(*p)->next;
+    return p;
+}
+
+static pl_inbox *lookup(const char *key) {
+    pl_inbox *ib = *aid_slot(key);
+    if (ib) return ib;
+    name_entry *e = *name_slot(key);
+    return e ? *aid_slot(e->aid) : NULL;
+}
+
+static int add_watcher(pl_inbox *ib, pl_inbox *watcher) {
+    if (ib->nwatchers == ib->capwatchers) {
+        size_t cap = ib->capwatchers ? 2 * ib->capwatchers : 4;
+        pl_inbox **w = realloc(ib->watchers, cap * sizeof *w);
+        if (!w) return -1;
+        ib->watchers = w;
+        ib->capwatchers = cap;
+    }
+    ib->watchers[ib->nwatchers++] = watcher;
+    watcher->refs++;
+    return 0;
+}
+
+static void free_inbox(pl_inbox *ib) {
+    uv_mutex_destroy(&ib->lock);
+    free(ib->watchers);
+    free(ib);
+}
+
+/* Drops one reference; the caller holds directory_lock. Returns the inbox
+ * to free (outside the lock) or NULL. */
+static pl_inbox *unref_locked(pl_inbox *ib) {
+    return --ib->refs == 0 ? ib : NULL;
+}
+
+void pl_inbox_release(pl_inbox *ib) {
+    if (!ib) return;
+    lock_directory();
+    pl_inbox *dead = unref_locked(ib);
+    uv_mutex_unlock(&directory_lock);
+    if (dead) free_inbox(dead);
+}
+
+/* ---- queueing ------------------------------------------------------------ */
+
+static void free_queue(inbox_msg *m) {
+    while (m) {
+        inbox_msg *next = m->next;
+        free(m);
+        m = next;
+    }
+}
+
+/* Appends m and wakes the owner if the queue was empty (a wake is pending
+ * otherwise). Takes m over. */
+static int enqueue(pl_inbox *to, inbox_msg *m) {
+    m->next = NULL;
+    uv_mutex_lock(&to->lock);
+    if (to->closed) {
+        uv_mutex_unlock(&to->lock);
+        free(m);
+        return -1;
+    }
+    int was_empty = to->head == NULL;
+    if (to->tail) to->tail->next = m; else to->head = m;
+    to->tail = m;
+    if (was_empty) uv_async_send(&to->wake);
+    uv_mutex_unlock(&to->lock);
+    return 0;
+}
+
+int pl_inbox_post(pl_inbox *to, const char *payload, size_t len) {
+    inbox_msg *m = malloc(MSG_HEAD + len);
+    if (!m) return -1;
+    m->len = len;
+    m->down = 0;
+    memcpy(m->data, payload, len);
+    return enqueue(to, m);
+}
+
+int pl_inbox_message_start(pl_buf *msg, size_t limit) {
+    static const char zero[MSG_HEAD];
+    pl_buf_init(msg, limit ? limit + MSG_HEAD : 0);
+    return pl_buf_append(msg, zero, MSG_HEAD);
+}
+
+int pl_inbox_post_buf(pl_inbox *to, pl_buf *msg) {
+    inbox_msg *m = (inbox_msg *)(void *)msg->data; /* realloc'd: max-aligned */
+    m->len = msg->len - MSG_HEAD;
+    m->down = 0;
+    pl_buf_init(msg, 0); /* the block is the inbox's now */
+    return enqueue(to, m);
+}
+
+/* The notice is "AID\0NAME\0". */
+static void post_down(pl_inbox *to, const char *aid, const char *name) {
+    size_t alen = strlen(aid) + 1, nlen = strlen(name) + 1;
+    inbox_msg *m = malloc(MSG_HEAD + alen + nlen);
+    if (!m) return; /* the watcher's calls then wait for the arbiter's notice */
+    m->len = alen + nlen;
+    m->down = 1;
+    memcpy(m->data, aid, alen);
+    memcpy(m->data + alen, name, nlen);
+    enqueue(to, m);
+}
+
+/* The owner's loop: everything queued, in order. A handler that closes the
+ * inbox stops the delivery; the rest is dropped. */
+static void on_wake(uv_async_t *handle) {
+    pl_inbox *ib = handle->data;
+    uv_mutex_lock(&ib->lock);
+    inbox_msg *m = ib->head;
+    ib->head = ib->tail = NULL;
+    uv_mutex_unlock(&ib->lock);
+    while (m && !ib->closed) {
+        inbox_msg *next = m->next;
+        if (m->down) {
+            if (ib->handler.on_down)
+                ib->handler.on_down(ib, m->data, m->data + strlen(m->data) + 1, ib->handler.ud);
+        } else if (ib->handler.on_message) {
+            atomic_fetch_add_explicit(&delivered, 1, memory_order_relaxed);
+            ib->handler.on_message(ib, m->data, m->len, ib->handler.ud);
+        }
+        free(m);
+        m = next;
+    }
+    free_queue(m);
+}
+
+/* ---- opening and closing --------------------------------------------------- */
+
+pl_inbox *pl_inbox_open(uv_loop_t *loop, const char *aid,
+                        const pl_inbox_handler *handler, char *err,
+                        size_t errlen) {
+    if (strlen(aid) >= AID_MAX) {
+        snprintf(err, errlen, "aid '%.20s...' is too long", aid);
+        return NULL;
+    }
+    pl_inbox *ib = calloc(1, sizeof *ib);
+    if (!ib || uv_mutex_init(&ib->lock) != 0) {
+        free(ib);
+        snprintf(err, errlen, "no memory for an inbox");
+        return NULL;
+    }
+    strcpy(ib->aid, aid);
+    ib->loop = loop;
+    ib->handler = *handler;
+    ib->refs = 1;
+    lock_directory();
+    pl_inbox **slot = aid_slot(aid);
+    int taken = *slot != NULL;
+    if (!taken) *slot = ib;
+    uv_mutex_unlock(&directory_lock);
+    if (taken) {
+        snprintf(err, errlen, "aid '%s' already has an inbox in this process", aid);
+        free_inbox(ib);
+        return NULL;
+    }
+    uv_async_init(loop, &ib->wake, on_wake); /* only fails on a bad loop */
+    ib->wake.data = ib;
+    uv_unref((uv_handle_t *)&ib->wake);
+    return ib;
+}
+
+static void on_handle_closed(uv_handle_t *handle) {
+    pl_inbox_release(handle->data);
+}
+
+void pl_inbox_close(pl_inbox *ib) {
+    lock_directory();
+    pl_inbox **slot = aid_slot(ib->aid);
+    if (*slot == ib) *slot = ib->next_in_bucket;
+    pl_inbox **watchers = ib->watchers;
+    size_t n = ib->nwatchers;
+    ib->watchers = NULL;
+    ib->nwatchers = ib->capwatchers = 0;
+    uv_mutex_unlock(&directory_lock);
+    uv_mutex_lock(&ib->lock);
+    ib->closed = 1;
+    inbox_msg *queued = ib->head;
+    ib->head = ib->tail = NULL;
+    uv_mutex_unlock(&ib->lock);
+    free_queue(queued);
+    for (size_t i = 0; i < n; i++) {
+        post_down(watchers[i], ib->aid, ib->name);
+        pl_inbox_release(watchers[i]);
+    }
+    free(watchers);
+    uv_close((uv_handle_t *)&ib->wake, on_handle_closed);
+}
+
+/* ---- finding ---------------------------------------------------------------- */
+
+pl_inbox *pl_inbox_find(const char *key, pl_inbox *watcher) {
+    lock_directory();
+    pl_inbox *ib = lookup(key);
+    if (ib) {
+        ib->refs++;
+        /* without memory for the entry the caller still gets the inbox;
+         * the arbiter's notice of the end then fails its calls */
+        if (watcher && watcher != ib) (void)add_watcher(ib, watcher);
+    }
+    uv_mutex_unlock(&directory_lock);
+    return ib;
+}
+
+const char *pl_inbox_aid(const pl_inbox *ib) { return ib->aid; }
+
+void pl_inbox_set_name(pl_inbox *ib, const char *name) {
+    snprintf(ib->name, sizeof ib->name, "%s", name); /* the owner's thread only */
+}
+
+int pl_inbox_alive(pl_inbox *ib) {
+    uv_mutex_lock(&ib->lock);
+    int alive = !ib->closed;
+    uv_mutex_unlock(&ib->lock);
+    return alive;
+}
+
+int pl_inbox_publish(const char *name, const char *aid) {
+    if (aid && strlen(aid) >= AID_MAX) return -1;
+    lock_directory();
+    name_entry **slot = name_slot(name), *e = *slot;
+    int rc = 0;
+    if (!aid) {
+        if (e) {
+            *slot = e->next;
+            free(e->name);
+            free(e);
+        }
+    } else if (e) {
+        strcpy(e->aid, aid);
+    } else if ((e = calloc(1, sizeof *e)) && (e->name = strdup(name))) {
+        strcpy(e->aid, aid);
+        *slot = e;
+    } else {
+        free(e);
+        rc = -1;
+    }
+    uv_mutex_unlock(&directory_lock);
+    return rc;
+}
+
+unsigned long long pl_inbox_delivered(void) {
+    return atomic_load_explicit(&delivered, memory_order_relaxed);
+}

@@ -1,0 +1,85 @@
+/* inbox.h: the queue of messages of one VM, and the process's directory of
+ * them: the direct route between actors of one process (docs/DESIGN.md
+ * "Direct routes").
+ *
+ * Every VM of a process that takes part in messaging (the arbiter, its
+ * monitors and its thread actors) opens one inbox under its aid. Another VM
+ * of the same process finds it by aid, or by a name the arbiter publishes
+ * (pl_inbox_publish), and posts encoded envelopes to it: a message is one
+ * malloc'd block handed over by pointer, never copied again. The owner's
+ * loop is woken once per batch (a uv_async_t, which libuv coalesces) and
+ * drains everything waiting at each wake-up, in the order it was posted.
+ *
+ * Finding an inbox watches it, as an Erlang monitor does: when it closes
+ * (its VM ends, however), every inbox that found it is told with a "down"
+ * notice carrying its aid, queued behind the messages that inbox already
+ * has, so that calls waiting on the gone actor fail at once.
+ *
+ * Threads: pl_inbox_find, pl_inbox_post*, pl_inbox_release, pl_inbox_aid,
+ * pl_inbox_alive and pl_inbox_publish may be called from any thread; open,
+ * set_handler and close only from the owner's loop thread. */
+#ifndef PULSAR_INBOX_H
+#define PULSAR_INBOX_H
+
+#include <stddef.h>
+
+#include <uv.h>
+
+#include "buf.h"
+
+typedef struct pl_inbox pl_inbox;
+
+typedef struct pl_inbox_handler {
+    /* One message; the payload is valid only during the call. */
+    void (*on_message)(pl_inbox *ib, const char *payload, size_t len, void *ud);
+    /* An inbox this one found has closed: the actor `aid` (named `name`,
+     * "" if it never said) is gone. */
+    void (*on_down)(pl_inbox *ib, const char *aid, const char *name, void *ud);
+    void *ud;
+} pl_inbox_handler;
+
+/* Opens the inbox of `aid` on `loop` and enters it in the directory; NULL
+ * with err when the aid is taken or memory runs out. It does not keep the
+ * loop alive. */
+pl_inbox *pl_inbox_open(uv_loop_t *loop, const char *aid,
+                        const pl_inbox_handler *handler, char *err,
+                        size_t errlen);
+/* Leaves the directory, drops whatever is queued, tells every watcher,
+ * and frees the inbox once its handle is closed and no one holds it. The
+ * handler is not called again. */
+void pl_inbox_close(pl_inbox *ib);
+
+/* The live inbox of `key` (an aid, else a published name), held for the
+ * caller (pl_inbox_release), with `watcher` told when it closes; NULL if
+ * there is none in this process. */
+pl_inbox *pl_inbox_find(const char *key, pl_inbox *watcher);
+void pl_inbox_release(pl_inbox *ib);
+const char *pl_inbox_aid(const pl_inbox *ib);
+/* The actor's name, for the down notices (truncated to 63 bytes). */
+void pl_inbox_set_name(pl_inbox *ib, const char *name);
+int pl_inbox_alive(pl_inbox *ib);
+
+/* Queues `len` bytes (copied). 0, or -1 when the inbox has closed or
+ * memory runs out. */
+int pl_inbox_post(pl_inbox *to, const char *payload, size_t len);
+/* The same for a message encoded in place: `msg` was made with
+ * pl_inbox_message_start, then its payload appended. The inbox takes it
+ * over whether or not the post succeeds. */
+int pl_inbox_post_buf(pl_inbox *to, pl_buf *msg);
+/* Starts a buffer that pl_inbox_post_buf can hand over without a copy. 0
+ * or -1 (no memory). */
+int pl_inbox_message_start(pl_buf *msg, size_t limit);
+
+/* The arbiter publishes which aid a name reaches now (aid NULL: none), so
+ * that every VM of its process resolves names without asking it. 0 or -1
+ * (no memory). */
+int pl_inbox_publish(const char *name, const char *aid);
+
+/* Messages delivered by this process's inboxes since it started. */
+unsigned long long pl_inbox_delivered(void);
+
+/* The Lua face (linbox.c): core.inbox_open, core.route, ... */
+struct lua_State;
+void pl_linbox_register(struct lua_State *L);
+
+#endif
