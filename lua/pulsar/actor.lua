@@ -125,7 +125,6 @@ function Actor:info()
       memory_limit = select(2, core.memory()), -- nil: none
       mailbox = {
         sent = mailbox().counters.sent, received = mailbox().counters.received,
-        relayed = mailbox().counters.relayed,
         pending = mailbox().pending_count(),
       },
     },

@@ -222,6 +222,14 @@ local function describe_exit(status, signal)
   return ("exited with status %d"):format(status)
 end
 
+-- A process ended by force leaves its direct socket behind.
+local function remove_direct_socket(rec)
+  local path = rec.direct and rec.direct:match("^unix:(.*)/direct%.sock$")
+  if not path then return end
+  os.remove(path .. "/direct.sock")
+  core.remove_dir(path)
+end
+
 local function actor_ended(rec, status, signal)
   records[rec.aid] = nil
   unindex_record(rec)
@@ -235,6 +243,7 @@ local function actor_ended(rec, status, signal)
     link:close("actor ended")
   end
   fail_calls(rec, how)
+  remove_direct_socket(rec)
   if not rec.spawn:done() then
     rec.spawn:set_exception(("%s %s before it started"):format(label(rec), how))
   end
@@ -551,14 +560,24 @@ end
 -- Handshake and arbiter commands
 
 local function install_commands()
-  mailbox.command("pulsar:hello", function(request)
+  mailbox.command("pulsar:hello", function(request, direct)
     local rec = records[request.caller]
     if not rec or rec.state ~= "starting" then
       if request.link then request.link:close("unknown actor") end
       error("unknown actor " .. tostring(request.caller), 0)
     end
     if not rec.link then attach(request.link, rec) end
+    if rec.kind == "process" and type(direct) == "string" and direct:match("^unix:/") then
+      rec.direct = direct
+    end
     return rec.spec
+  end)
+  -- The directory (pulsar.links): where an actor's own process listens for
+  -- direct links; none for the actors of this process.
+  mailbox.command("pulsar:where", function(_, target)
+    local rec = type(target) == "string" and lookup(target)
+    if not rec then error(("unknown target '%s'"):format(tostring(target)), 0) end
+    return {aid = rec.aid, name = rec.name, address = rec.direct}
   end)
   mailbox.command("pulsar:started", function(request, info)
     local rec = records[request.caller]
@@ -605,8 +624,6 @@ end
 function M.setup(the_arbiter)
   arbiter = the_arbiter
   mailbox.setup(arbiter, route, relay)
-  core.publish_name("arbiter", arbiter.aid)
-  mailbox.set_name("arbiter")
   install_commands()
   start_listener()
 end
@@ -620,6 +637,7 @@ M.role = {
   on_closed = function(a) core.exit_loop(a.exit_code) end,
   extra_info = function(a, info)
     info.workers, info.monitors = M.workers_info(), M.monitors_info()
+    info.actor.mailbox.relayed = mailbox.counters.relayed -- what did not go direct
     info.actor.tcp_address = a.tcp_address
   end,
   on_notify = function(_, aid, info)

@@ -4,9 +4,11 @@
 -- One mailbox per VM. `send` encodes an envelope
 --   {command=, id=, sender=, target=, args={...}, ack=}
 -- and hands it over on a route:
---   - to an actor of this process (the arbiter, a monitor, a thread actor),
+--   - from an actor to another of its process (a monitor, a thread actor),
 --     straight into that VM's inbox (core.route, inbox.c): encoded once, in
 --     place, and handed over by pointer; no other VM's Lua runs;
+--   - to a process actor, on a direct link to its process (pulsar.links),
+--     made on first use;
 --   - else on the link the router chooses (an actor has one link, to the
 --     arbiter; the arbiter has one per actor), which relays it.
 -- `receive` decodes what a link delivers, and the inbox delivers envelopes
@@ -53,18 +55,34 @@ local commands = {} -- name -> {fn = function(request, ...), ack = boolean}
 local noack = {stop = true} -- commands this VM sends without waiting
 local inbox         -- this VM's inbox, in a VM that messages in its process
 local routes = {}   -- target (aid or name) -> route into an inbox of this process
+local links         -- pulsar.links, in an actor's VM (not the arbiter's)
 M.counters = {sent = 0, received = 0, relayed = 0}
 
 local receive_envelope, actor_down -- defined below, called by the inbox
 
 --- Installs the mailbox for `actor`; `route(aid)` picks the link to send
--- on; `relay` (arbiter only) forwards envelopes for other actors. A VM
--- that shares its process with other actors (every kind but "process")
--- opens its inbox, so that they reach it directly.
+-- on; `relay` (arbiter only) forwards envelopes for other actors. A
+-- thread actor or a monitor opens its inbox, so that the actors of its
+-- process reach it directly. The arbiter has none: it has a link to each
+-- of its actors already (the channel of a thread, the socket of a
+-- process), and its own messages to and from them stay on it, in order
+-- with the handshake.
 function M.setup(actor, route, relay)
   me, router, forward = actor, route, relay
-  if actor.kind ~= "process" and not inbox then
+  if actor.kind ~= "process" and actor.kind ~= "arbiter" and not inbox then
     inbox = core.inbox_open(actor.aid, receive_envelope, actor_down)
+  end
+  if actor.kind ~= "arbiter" and not links then
+    links = require "pulsar.links"
+    links.setup {
+      receive = M.receive,
+      fail = M.fail_pending,
+      where = function(target) return M.send("arbiter", "pulsar:where", target):wait(10) end,
+      relay = function(target, payload)
+        local link = router(target)
+        if link then link:send(payload) end
+      end,
+    }
   end
 end
 
@@ -75,6 +93,7 @@ end
 
 function M.close()
   if inbox then inbox:close() end
+  if links then links.close() end
   inbox = nil
 end
 
@@ -284,6 +303,16 @@ local function call_local(command, ...)
   return f
 end
 
+-- Sends payload to aid on a direct link between processes (an actor's
+-- VM, not the arbiter's, which is linked to every actor already); nil and
+-- nil when aid is reached through the router.
+local function send_linked(aid, payload)
+  if not links or aid == "arbiter" then return end
+  local ok, why, resolved = links.send(aid, payload)
+  if ok == false then return end
+  return ok, why, resolved
+end
+
 local function encode_error(why, level)
   error((error_text(why):gsub("value%.args", "args")), level + 1)
 end
@@ -329,8 +358,11 @@ function M.send(target, command, ...)
   local link, why, resolved = post_direct(aid, env)
   if link == nil and why == nil then
     local payload = encode_request(env)
-    link, why, resolved = router(aid)
-    if link then link, why = link:send(payload) end
+    link, why, resolved = send_linked(aid, payload)
+    if link == nil and why == nil then
+      link, why, resolved = router(aid)
+      if link then link, why = link:send(payload) end
+    end
   end
   if not link then
     f:set_exception(("cannot send '%s' to %s: %s"):format(command, aid, why))
@@ -358,8 +390,11 @@ function M.cast(target, command, ...)
   local link, why = post_direct(aid, env)
   if link == nil and why == nil then
     local payload = encode_request(env)
-    link, why = router(aid)
-    if link then link, why = link:send(payload) end
+    link, why = send_linked(aid, payload)
+    if link == nil and why == nil then
+      link, why = router(aid)
+      if link then link, why = link:send(payload) end
+    end
   end
   if not link then return nil, why end
   M.counters.sent = M.counters.sent + 1

@@ -90,7 +90,9 @@ local function apply_spec(a, spec, mailbox)
 end
 
 local function start_actor(a, mailbox)
-  local spec = mailbox.send("arbiter", "pulsar:hello"):wait()
+  -- A process actor says where other actors reach it directly.
+  local direct = a.kind == "process" and require("pulsar.links").listen() or nil
+  local spec = mailbox.send("arbiter", "pulsar:hello", direct):wait()
   apply_spec(a, spec, mailbox)
   local ok, err = a:_fire("start")
   if not ok then
