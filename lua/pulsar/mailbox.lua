@@ -200,7 +200,10 @@ end
 local function dispatch(link, env)
   M.counters.received = M.counters.received + 1
   local cmd = commands[env.command]
-  if cmd then return future.async(run_command, link, env, cmd) end
+  if cmd then
+    future.run(run_command, link, env, cmd) -- a command that does not wait makes no Future
+    return
+  end
   if env.ack then
     M.reply(link, env, nil, ("%s: unknown command '%s'"):format(actor_label(me), env.command))
   end
