@@ -9,9 +9,9 @@
 -- dies every caller waiting on it fails at once.
 --
 -- The spawn handshake (as pulsar's): the new actor sends `pulsar:hello`
--- and gets its parameters back; it runs its `start` hook; then it sends its
--- first heartbeat and `pulsar:started` (or `pulsar:start_failed`), which
--- resolves the Future that `spawn` returned. One that has not started
+-- and gets its parameters back; it runs its `start` hook; then it casts
+-- `pulsar:started` with its info, its first heartbeat (or calls
+-- `pulsar:start_failed`), which resolves the Future that `spawn` returned. One that has not started
 -- within its `timeout` is stopped, then ended by force, and its spawn fails.
 --
 -- Names: an aid names one actor, and so does a unique name (a worker's
@@ -584,6 +584,7 @@ local function install_commands()
     if not rec or rec.spawn:done() then return false end -- past its start deadline
     if rec.deadline then rec.deadline:cancel() rec.deadline = nil end
     rec.state, rec.info = "running", info
+    if not rec.manager then rec.notified = core.now() end -- its first heartbeat
     publish(rec.name) -- a running actor takes its name over from one still starting
     rec.pid = rec.pid or (info and info.actor and info.actor.pid)
     rec.proxy = mailbox.proxy(rec.aid, rec.name, arbiter.address)

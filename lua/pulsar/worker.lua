@@ -3,7 +3,7 @@
 -- A process, thread or monitor actor starts here (host.lua's actor_main):
 -- it reaches the arbiter (a Unix socket for a process, a channel it is
 -- handed otherwise), says hello and receives its parameters, runs its start
--- hook, sends its first heartbeat at once, reports itself started, then
+-- hook, reports itself started (with its first heartbeat), then
 -- sends a heartbeat every interval until it stops, by a `stop` command, a
 -- signal, os.exit, a failed heartbeat or periodic_task, or the loss of its
 -- link to the arbiter. M.role is what such an actor is made with (see the
@@ -102,13 +102,15 @@ local function start_actor(a, mailbox)
   end
   if a.state ~= "starting" then return end -- stopped while its start hook ran
   a.state = "running"
-  -- The first notify goes before `pulsar:started`, so that the manager
-  -- knows this actor's info (its pid) by the time its spawn resolves.
+  -- The manager knows this actor's info (its pid) by the time its spawn
+  -- resolves: a monitor from a first notify, the arbiter from
+  -- `pulsar:started` itself, which is its first heartbeat too; so an
+  -- actor of the arbiter's starts in one round trip (hello) and a cast.
   local beat = {answered = core.now(), failing = false, busy = true}
   local every = start_heartbeat(a, mailbox, beat)
-  notify(a, mailbox, beat, math.min(every, 5))
+  if a.manager ~= "arbiter" then notify(a, mailbox, beat, math.min(every, 5)) end
   beat.busy = false
-  mailbox.send("arbiter", "pulsar:started", a:info()):wait()
+  mailbox.cast("arbiter", "pulsar:started", a:info())
 end
 
 ---------------------------------------------------------------------------
