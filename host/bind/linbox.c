@@ -25,6 +25,7 @@
 
 #include "host.h"
 #include "inbox.h"
+#include "log.h"
 #include "value.h"
 
 #define INBOX_METATABLE "pulsar.core.Inbox"
@@ -45,9 +46,9 @@ static const char *const OWN_INBOX = "pulsar.core.own_inbox"; /* registry key */
 
 /* ---- receiving ------------------------------------------------------------ */
 
-/* Protected: decoding may run out of memory. Arguments: the linbox, the
- * payload as light userdata, its length. */
-static int deliver(lua_State *L) {
+/* One envelope: decoded straight from the sender's block, then handed to
+ * the Lua handler. Protected; errors are the batch loop's to log. */
+static int deliver_one(lua_State *L) {
     linbox *u = lua_touserdata(L, 1);
     const char *payload = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
@@ -59,25 +60,48 @@ static int deliver(lua_State *L) {
     return 0;
 }
 
-static void on_message(pl_inbox *ib, const char *payload, size_t len, void *ud) {
-    (void)ib;
-    linbox *u = ud;
-    lua_State *L = u->host->L;
-    lua_pushcfunction(L, deliver);
-    lua_pushlightuserdata(L, u);
-    lua_pushlightuserdata(L, (void *)payload);
-    lua_pushinteger(L, (lua_Integer)len);
-    pl_host_pcall(u->host, 3, 0, "direct route message handler");
+static void notice_down(lua_State *L, linbox *u, const char *payload) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, u->down_ref);
+    lua_pushstring(L, payload);
+    lua_pushstring(L, payload + strlen(payload) + 1);
+    lua_call(L, 2, 0);
 }
 
-static void on_down(pl_inbox *ib, const char *aid, const char *name, void *ud) {
+/* The whole batch in one entry into Lua; each message in a protected call
+ * of its own, so that one that fails does not take the rest with it.
+ * Arguments: the linbox and the batch, as light userdata. */
+static int deliver_batch(lua_State *L) {
+    linbox *u = lua_touserdata(L, 1);
+    pl_inbox_batch *batch = lua_touserdata(L, 2);
+    const char *payload;
+    size_t len;
+    int is_down;
+    while (u->inbox && pl_inbox_batch_next(batch, &payload, &len, &is_down)) {
+        if (is_down) {
+            notice_down(L, u, payload);
+            continue;
+        }
+        lua_pushcfunction(L, deliver_one);
+        lua_pushlightuserdata(L, u);
+        lua_pushlightuserdata(L, (void *)payload);
+        lua_pushinteger(L, (lua_Integer)len);
+        if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+            pl_log(PL_LOG_ERROR, u->host->name, "direct route message handler: %s",
+                   lua_isstring(L, -1) ? lua_tostring(L, -1) : "(no message)");
+            lua_pop(L, 1);
+        }
+    }
+    return 0;
+}
+
+static void on_batch(pl_inbox *ib, pl_inbox_batch *batch, void *ud) {
     (void)ib;
     linbox *u = ud;
     lua_State *L = u->host->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, u->down_ref);
-    lua_pushstring(L, aid);
-    lua_pushstring(L, name);
-    pl_host_pcall(u->host, 2, 0, "direct route down handler");
+    lua_pushcfunction(L, deliver_batch);
+    lua_pushlightuserdata(L, u);
+    lua_pushlightuserdata(L, batch);
+    pl_host_pcall(u->host, 2, 0, "direct route delivery");
 }
 
 /* ---- the inbox ------------------------------------------------------------------ */
@@ -113,7 +137,7 @@ static int core_inbox_open(lua_State *L) {
     u->envelope_ref = u->down_ref = u->self_ref = LUA_NOREF;
     luaL_setmetatable(L, INBOX_METATABLE);
     char err[128];
-    pl_inbox_handler handler = {on_message, on_down, u};
+    pl_inbox_handler handler = {on_batch, u};
     u->inbox = pl_inbox_open(h->loop, aid, &handler, err, sizeof err);
     if (!u->inbox) return luaL_error(L, "cannot open the inbox: %s", err);
     lua_pushvalue(L, 2);
@@ -148,11 +172,17 @@ static lroute *check_route(lua_State *L) {
     return r;
 }
 
-static int core_route(lua_State *L) {
-    const char *target = luaL_checkstring(L, 1);
+/* This VM's inbox, or NULL. */
+static pl_inbox *own_inbox(lua_State *L) {
     lua_getfield(L, LUA_REGISTRYINDEX, OWN_INBOX);
     pl_inbox *own = lua_touserdata(L, -1);
     lua_pop(L, 1);
+    return own;
+}
+
+static int core_route(lua_State *L) {
+    const char *target = luaL_checkstring(L, 1);
+    pl_inbox *own = own_inbox(L);
     lroute *r = lua_newuserdatauv(L, sizeof *r, 0);
     r->inbox = NULL;
     luaL_setmetatable(L, ROUTE_METATABLE);
@@ -185,14 +215,14 @@ static int route_post(lua_State *L) {
         lua_pushboolean(L, 1);
         return 3;
     }
-    return post_result(L, pl_inbox_post_buf(r->inbox, &msg));
+    return post_result(L, pl_inbox_post_buf(r->inbox, &msg, own_inbox(L)));
 }
 
 static int route_send(lua_State *L) {
     lroute *r = check_route(L);
     size_t len;
     const char *payload = luaL_checklstring(L, 2, &len);
-    return post_result(L, pl_inbox_post(r->inbox, payload, len));
+    return post_result(L, pl_inbox_post(r->inbox, payload, len, own_inbox(L)));
 }
 
 static int route_alive(lua_State *L) {

@@ -5,9 +5,15 @@
  * inbox's reference count and watcher list; each inbox's own `lock` guards
  * its queue and `closed`. An inbox is in the directory exactly while it is
  * open, so finding one and taking a reference is one step under the
- * directory lock. A poster signals the owner's uv_async_t while holding the
+ * directory lock. A poster writes the owner's eventfd while holding the
  * inbox's lock, and close sets `closed` under that lock before closing the
- * handle: no signal can reach a handle being closed.
+ * handles and the eventfd: no wake-up can reach a closed one.
+ *
+ * A sender does not wake a receiver per message: it notes the inbox and
+ * writes its eventfd once when its own loop turns (a uv_prepare_t, as
+ * conn.c batches writes), and not at all while an earlier wake-up is
+ * still unread (`signalled`). So a burst of casts costs the receiver one
+ * wake-up, and it drains the whole burst at once.
  *
  * The wake-up is an eventfd watched by a uv_poll_t rather than a
  * uv_async_t: libuv's async handle makes the woken loop spin, then
@@ -49,10 +55,18 @@ struct pl_inbox {
     uv_loop_t *loop;
     int wake_fd;              /* an eventfd, written when the queue fills */
     uv_poll_t wake;
+    /* As a sender (owner's thread only): the inboxes posted to since this
+     * loop last turned, each held, woken once by `flush` before the loop
+     * blocks: one wake-up per batch, not per message. */
+    uv_prepare_t flush;
+    pl_inbox **to_wake;
+    size_t nto_wake, capto_wake;
+    int open_handles;
     pl_inbox_handler handler;
     uv_mutex_t lock;          /* head, tail, closed */
     inbox_msg *head, *tail;
     int closed;
+    int signalled;            /* wake_fd written and not yet read */
     /* under directory_lock */
     int refs;
     pl_inbox *next_in_bucket;
@@ -151,9 +165,40 @@ static void free_queue(inbox_msg *m) {
     }
 }
 
-/* Appends m and wakes the owner if the queue was empty (a wake is pending
- * otherwise). Takes m over. */
-static int enqueue(pl_inbox *to, inbox_msg *m) {
+/* Writes the owner's eventfd unless it is written already; under to->lock. */
+static void signal_locked(pl_inbox *to) {
+    if (to->signalled || to->closed || !to->head) return;
+    uint64_t one = 1;
+    ssize_t rc;
+    do rc = write(to->wake_fd, &one, sizeof one); while (rc < 0 && errno == EINTR);
+    to->signalled = 1;
+}
+
+static void on_flush(uv_prepare_t *handle);
+
+/* Remembers to wake `to` when from's loop turns; 0, or -1 (no memory:
+ * the caller wakes it at once). */
+static int defer_wake(pl_inbox *from, pl_inbox *to) {
+    for (size_t i = 0; i < from->nto_wake; i++)
+        if (from->to_wake[i] == to) return 0;
+    if (from->nto_wake == from->capto_wake) {
+        size_t cap = from->capto_wake ? 2 * from->capto_wake : 8;
+        pl_inbox **w = realloc(from->to_wake, cap * sizeof *w);
+        if (!w) return -1;
+        from->to_wake = w;
+        from->capto_wake = cap;
+    }
+    lock_directory();
+    to->refs++;
+    uv_mutex_unlock(&directory_lock);
+    from->to_wake[from->nto_wake++] = to;
+    if (from->nto_wake == 1) uv_prepare_start(&from->flush, on_flush);
+    return 0;
+}
+
+/* Appends m; wakes the owner now, or (from not NULL) when from's loop
+ * turns. Takes m over. */
+static int enqueue(pl_inbox *to, inbox_msg *m, pl_inbox *from) {
     m->next = NULL;
     uv_mutex_lock(&to->lock);
     if (to->closed) {
@@ -161,26 +206,44 @@ static int enqueue(pl_inbox *to, inbox_msg *m) {
         free(m);
         return -1;
     }
-    int was_empty = to->head == NULL;
     if (to->tail) to->tail->next = m; else to->head = m;
     to->tail = m;
-    if (was_empty) {
-        uint64_t one = 1;
-        /* fails only when the counter is full: a wake-up is pending then */
-        ssize_t rc;
-        do rc = write(to->wake_fd, &one, sizeof one); while (rc < 0 && errno == EINTR);
-    }
+    int now = from == NULL || from->closed || to->signalled;
+    if (from == NULL || from->closed) signal_locked(to);
     uv_mutex_unlock(&to->lock);
+    if (!now && defer_wake(from, to) != 0) {
+        uv_mutex_lock(&to->lock);
+        signal_locked(to);
+        uv_mutex_unlock(&to->lock);
+    }
     return 0;
 }
 
-int pl_inbox_post(pl_inbox *to, const char *payload, size_t len) {
+static void wake_all(pl_inbox *from) {
+    size_t n = from->nto_wake;
+    from->nto_wake = 0;
+    for (size_t i = 0; i < n; i++) {
+        pl_inbox *to = from->to_wake[i];
+        uv_mutex_lock(&to->lock);
+        signal_locked(to);
+        uv_mutex_unlock(&to->lock);
+        pl_inbox_release(to);
+    }
+}
+
+static void on_flush(uv_prepare_t *handle) {
+    pl_inbox *from = handle->data;
+    uv_prepare_stop(handle);
+    wake_all(from);
+}
+
+int pl_inbox_post(pl_inbox *to, const char *payload, size_t len, pl_inbox *from) {
     inbox_msg *m = malloc(MSG_HEAD + len);
     if (!m) return -1;
     m->len = len;
     m->down = 0;
     memcpy(m->data, payload, len);
-    return enqueue(to, m);
+    return enqueue(to, m, from);
 }
 
 int pl_inbox_message_start(pl_buf *msg, size_t limit) {
@@ -189,12 +252,12 @@ int pl_inbox_message_start(pl_buf *msg, size_t limit) {
     return pl_buf_append(msg, zero, MSG_HEAD);
 }
 
-int pl_inbox_post_buf(pl_inbox *to, pl_buf *msg) {
+int pl_inbox_post_buf(pl_inbox *to, pl_buf *msg, pl_inbox *from) {
     inbox_msg *m = (inbox_msg *)(void *)msg->data; /* realloc'd: max-aligned */
     m->len = msg->len - MSG_HEAD;
     m->down = 0;
     pl_buf_init(msg, 0); /* the block is the inbox's now */
-    return enqueue(to, m);
+    return enqueue(to, m, from);
 }
 
 /* The notice is "AID\0NAME\0". */
@@ -206,11 +269,28 @@ static void post_down(pl_inbox *to, const char *aid, const char *name) {
     m->down = 1;
     memcpy(m->data, aid, alen);
     memcpy(m->data + alen, name, nlen);
-    enqueue(to, m);
+    enqueue(to, m, NULL);
 }
 
-/* The owner's loop: everything queued, in order. A handler that closes the
- * inbox stops the delivery; the rest is dropped. */
+struct pl_inbox_batch {
+    pl_inbox *inbox;
+    inbox_msg *next;
+};
+
+int pl_inbox_batch_next(pl_inbox_batch *batch, const char **payload,
+                        size_t *len, int *is_down) {
+    inbox_msg *m = batch->next;
+    if (!m || batch->inbox->closed) return 0;
+    batch->next = m->next;
+    *payload = m->data;
+    *len = m->len;
+    *is_down = m->down;
+    if (!m->down) atomic_fetch_add_explicit(&delivered, 1, memory_order_relaxed);
+    return 1;
+}
+
+/* The owner's loop: everything queued, as one batch. A handler that
+ * closes the inbox ends the batch; the rest is dropped. */
 static void on_wake(uv_poll_t *handle, int status, int events) {
     (void)status;
     (void)events;
@@ -219,27 +299,19 @@ static void on_wake(uv_poll_t *handle, int status, int events) {
     ssize_t rc;
     do rc = read(ib->wake_fd, &count, sizeof count); while (rc < 0 && errno == EINTR);
     uv_mutex_lock(&ib->lock);
-    inbox_msg *m = ib->head;
+    inbox_msg *taken = ib->head;
     ib->head = ib->tail = NULL;
+    ib->signalled = 0;
     uv_mutex_unlock(&ib->lock);
-    while (m && !ib->closed) {
-        inbox_msg *next = m->next;
-        if (m->down) {
-            if (ib->handler.on_down)
-                ib->handler.on_down(ib, m->data, m->data + strlen(m->data) + 1, ib->handler.ud);
-        } else if (ib->handler.on_message) {
-            atomic_fetch_add_explicit(&delivered, 1, memory_order_relaxed);
-            ib->handler.on_message(ib, m->data, m->len, ib->handler.ud);
-        }
-        free(m);
-        m = next;
-    }
-    free_queue(m);
+    pl_inbox_batch batch = {ib, taken};
+    if (taken && ib->handler.on_batch) ib->handler.on_batch(ib, &batch, ib->handler.ud);
+    free_queue(taken);
 }
 
 /* ---- opening and closing --------------------------------------------------- */
 
 static void on_handle_closed(uv_handle_t *handle);
+static void close_handles(pl_inbox *ib);
 
 /* The eventfd and its watcher; 0 or -1 with err. */
 static int open_wake(pl_inbox *ib, uv_loop_t *loop, char *err, size_t errlen) {
@@ -257,6 +329,10 @@ static int open_wake(pl_inbox *ib, uv_loop_t *loop, char *err, size_t errlen) {
     ib->wake.data = ib;
     uv_poll_start(&ib->wake, UV_READABLE, on_wake);
     uv_unref((uv_handle_t *)&ib->wake);
+    uv_prepare_init(loop, &ib->flush);
+    ib->flush.data = ib;
+    uv_unref((uv_handle_t *)&ib->flush);
+    ib->open_handles = 2;
     return 0;
 }
 
@@ -289,7 +365,7 @@ pl_inbox *pl_inbox_open(uv_loop_t *loop, const char *aid,
     if (taken) {
         snprintf(err, errlen, "aid '%s' already has an inbox in this process", aid);
         ib->closed = 1;
-        uv_close((uv_handle_t *)&ib->wake, on_handle_closed);
+        close_handles(ib);
         return NULL;
     }
     return ib;
@@ -297,8 +373,14 @@ pl_inbox *pl_inbox_open(uv_loop_t *loop, const char *aid,
 
 static void on_handle_closed(uv_handle_t *handle) {
     pl_inbox *ib = handle->data;
+    if (--ib->open_handles > 0) return;
     close(ib->wake_fd);
     pl_inbox_release(ib);
+}
+
+static void close_handles(pl_inbox *ib) {
+    uv_close((uv_handle_t *)&ib->wake, on_handle_closed);
+    uv_close((uv_handle_t *)&ib->flush, on_handle_closed);
 }
 
 void pl_inbox_close(pl_inbox *ib) {
@@ -321,7 +403,11 @@ void pl_inbox_close(pl_inbox *ib) {
         pl_inbox_release(watchers[i]);
     }
     free(watchers);
-    uv_close((uv_handle_t *)&ib->wake, on_handle_closed);
+    wake_all(ib); /* what this inbox's actor posted last still goes */
+    free(ib->to_wake);
+    ib->to_wake = NULL;
+    ib->capto_wake = 0;
+    close_handles(ib);
 }
 
 /* ---- finding ---------------------------------------------------------------- */

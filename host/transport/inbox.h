@@ -7,8 +7,9 @@
  * of the same process finds it by aid, or by a name the arbiter publishes
  * (pl_inbox_publish), and posts encoded envelopes to it: a message is one
  * malloc'd block handed over by pointer, never copied again. The owner's
- * loop is woken once per batch (a uv_async_t, which libuv coalesces) and
- * drains everything waiting at each wake-up, in the order it was posted.
+ * loop is woken once per batch (an eventfd, written when the sender's loop
+ * turns) and drains everything waiting at each wake-up, in the order it
+ * was posted.
  *
  * Finding an inbox watches it, as an Erlang monitor does: when it closes
  * (its VM ends, however), every inbox that found it is told with a "down"
@@ -29,14 +30,22 @@
 
 typedef struct pl_inbox pl_inbox;
 
+/* The messages taken at one wake-up, in the order they were posted. */
+typedef struct pl_inbox_batch pl_inbox_batch;
+
 typedef struct pl_inbox_handler {
-    /* One message; the payload is valid only during the call. */
-    void (*on_message)(pl_inbox *ib, const char *payload, size_t len, void *ud);
-    /* An inbox this one found has closed: the actor `aid` (named `name`,
-     * "" if it never said) is gone. */
-    void (*on_down)(pl_inbox *ib, const char *aid, const char *name, void *ud);
+    /* Everything that waited, handed over at once: read it with
+     * pl_inbox_batch_next. Payloads stay valid until the call returns. */
+    void (*on_batch)(pl_inbox *ib, pl_inbox_batch *batch, void *ud);
     void *ud;
 } pl_inbox_handler;
+
+/* The next message of a batch: 1 with its payload, or 0 at the end (or
+ * once the inbox has closed). A down notice (*is_down set) says that an
+ * inbox this one found has closed: its payload is "AID\0NAME\0", NAME ""
+ * if the actor never said. */
+int pl_inbox_batch_next(pl_inbox_batch *batch, const char **payload,
+                        size_t *len, int *is_down);
 
 /* Opens the inbox of `aid` on `loop` and enters it in the directory; NULL
  * with err when the aid is taken or memory runs out. It does not keep the
@@ -60,12 +69,14 @@ void pl_inbox_set_name(pl_inbox *ib, const char *name);
 int pl_inbox_alive(pl_inbox *ib);
 
 /* Queues `len` bytes (copied). 0, or -1 when the inbox has closed or
- * memory runs out. */
-int pl_inbox_post(pl_inbox *to, const char *payload, size_t len);
+ * memory runs out. `from` as for pl_inbox_post_buf. */
+int pl_inbox_post(pl_inbox *to, const char *payload, size_t len, pl_inbox *from);
 /* The same for a message encoded in place: `msg` was made with
  * pl_inbox_message_start, then its payload appended. The inbox takes it
- * over whether or not the post succeeds. */
-int pl_inbox_post_buf(pl_inbox *to, pl_buf *msg);
+ * over whether or not the post succeeds. With `from` (the sender's own
+ * inbox, on the calling thread) the receiver is woken when the sender's
+ * loop next turns, once for everything posted to it meanwhile. */
+int pl_inbox_post_buf(pl_inbox *to, pl_buf *msg, pl_inbox *from);
 /* Starts a buffer that pl_inbox_post_buf can hand over without a copy. 0
  * or -1 (no memory). */
 int pl_inbox_message_start(pl_buf *msg, size_t limit);
