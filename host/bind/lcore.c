@@ -22,6 +22,7 @@
 
 #include "host.h"
 #include "inbox.h"
+#include "lenvelope.h"
 #include "log.h"
 #include "conn.h"
 #include "executor.h"
@@ -759,5 +760,6 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lhttp_register(L);
     pl_llineedit_register(L);
     pl_linbox_register(L);
+    pl_lenvelope_register(L);
     return 1;
 }

@@ -1,17 +1,19 @@
 /* linbox.c: direct routes between the VMs of one process, seen from Lua,
  * as part of pulsar.core (inbox.h; docs/DESIGN.md "Direct routes").
  *
- *   core.inbox_open(aid, on_envelope(env), on_down(aid, name)) -> inbox
- *       this VM's inbox (one per VM): each message arrives decoded, straight
- *       from the sender's buffer; on_down(aid) when an actor this VM found
+ *   core.inbox_open(aid, on_envelope(...), on_down(aid, name)) -> inbox
+ *       this VM's inbox (one per VM): each message arrives as the values of
+ *       core.decode_envelope (lenvelope.h), read straight from the sender's
+ *       block; on_down(aid) when an actor this VM found
  *       a route to has ended. inbox:set_name(name) (for those notices);
  *       inbox:close(); it closes with the VM too.
  *   core.route(target) -> route | nil   the inbox of an actor of this
  *       process, by aid or by a name the arbiter published; nil if none.
- *   route:post(envelope) -> true | nil, err [, true]   encodes into the
- *       message itself and hands it over; a third result true says the
- *       envelope could not be encoded (err names the value)
- *   route:send(payload) -> true | nil, err    an envelope encoded already
+ *   route:post_request(command, id, sender, target, ack, ...)
+ *   route:post_reply(ack, target, sender, is_error, value)
+ *       -> true | nil, err [, true]: encoded (lenvelope.h) into the message
+ *       block itself and handed over; a third result true says a value
+ *       could not be encoded (err names it)
  *   route:alive() -> boolean;  route.aid
  *   core.publish_name(name, aid | nil)  (the arbiter) which aid a name
  *       reaches now, for every VM of the process
@@ -24,7 +26,9 @@
 #include <lauxlib.h>
 
 #include "host.h"
+#include "envelope.h"
 #include "inbox.h"
+#include "lenvelope.h"
 #include "log.h"
 #include "value.h"
 
@@ -46,17 +50,17 @@ static const char *const OWN_INBOX = "pulsar.core.own_inbox"; /* registry key */
 
 /* ---- receiving ------------------------------------------------------------ */
 
-/* One envelope: decoded straight from the sender's block, then handed to
- * the Lua handler. Protected; errors are the batch loop's to log. */
+/* One envelope: read straight from the sender's block into the handler's
+ * arguments (envelope.h). Protected; errors are the batch loop's to log. */
 static int deliver_one(lua_State *L) {
     linbox *u = lua_touserdata(L, 1);
     const char *payload = lua_touserdata(L, 2);
     size_t len = (size_t)lua_tointeger(L, 3);
     char err[256];
     lua_rawgeti(L, LUA_REGISTRYINDEX, u->envelope_ref);
-    if (pl_value_decode(L, payload, len, &pl_value_default_limits, err, sizeof err) < 0)
-        return luaL_error(L, "an undecodable message on a direct route: %s", err);
-    lua_call(L, 1, 0);
+    int n = pl_envelope_push(L, payload, len, NULL, err, sizeof err);
+    if (n < 0) return luaL_error(L, "an undecodable message on a direct route: %s", err);
+    lua_call(L, n, 0);
     return 0;
 }
 
@@ -201,14 +205,14 @@ static int post_result(lua_State *L, int rc) {
     return 2;
 }
 
-static int route_post(lua_State *L) {
+/* Encodes with `encode` into a message block and hands it over. */
+static int post(lua_State *L, int (*encode)(lua_State *, int, pl_buf *, char *, size_t)) {
     lroute *r = check_route(L);
-    luaL_checkany(L, 2);
     char err[512];
     pl_buf msg;
     if (pl_inbox_message_start(&msg, pl_value_default_limits.max_size) != 0)
         return luaL_error(L, "not enough memory");
-    if (pl_value_encode(L, 2, &msg, &pl_value_default_limits, "value", err, sizeof err) != 0) {
+    if (encode(L, 2, &msg, err, sizeof err) != 0) {
         pl_buf_free(&msg);
         lua_pushnil(L);
         lua_pushstring(L, err);
@@ -218,12 +222,8 @@ static int route_post(lua_State *L) {
     return post_result(L, pl_inbox_post_buf(r->inbox, &msg, own_inbox(L)));
 }
 
-static int route_send(lua_State *L) {
-    lroute *r = check_route(L);
-    size_t len;
-    const char *payload = luaL_checklstring(L, 2, &len);
-    return post_result(L, pl_inbox_post(r->inbox, payload, len, own_inbox(L)));
-}
+static int route_post_request(lua_State *L) { return post(L, pl_lenvelope_request); }
+static int route_post_reply(lua_State *L) { return post(L, pl_lenvelope_reply); }
 
 static int route_alive(lua_State *L) {
     lua_pushboolean(L, pl_inbox_alive(check_route(L)->inbox));
@@ -277,8 +277,8 @@ static const luaL_Reg functions[] = {
 };
 
 static const luaL_Reg route_methods[] = {
-    {"post", route_post},
-    {"send", route_send},
+    {"post_request", route_post_request},
+    {"post_reply", route_post_reply},
     {"alive", route_alive},
     {"__index", route_index},
     {"__gc", route_gc},

@@ -1457,6 +1457,18 @@ static int peek_field(peek_reader *r, const char *k, size_t klen, int depth,
         *s = NULL;
         return peek_skip(r, depth);
     }
+    const char **body = NULL;
+    size_t *body_len = NULL;
+    if (peek_key_is(k, klen, "args")) body = &out->args, body_len = &out->args_len;
+    else if (peek_key_is(k, klen, "result")) body = &out->result, body_len = &out->result_len;
+    else if (peek_key_is(k, klen, "error")) body = &out->error, body_len = &out->error_len;
+    if (body) {
+        const unsigned char *at = r->p;
+        if (peek_skip(r, depth) != 0) return -1;
+        *body = (const char *)at;
+        *body_len = (size_t)(r->p - at);
+        return 0;
+    }
     int kind;
     long long v;
     if (peek_key_is(k, klen, "id")) {

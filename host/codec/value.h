@@ -61,6 +61,9 @@ typedef struct pl_envelope_head {
     int ack_kind; /* 0 absent, 1 boolean (ack_bool), 2 integer (ack_int) */
     int ack_bool;
     long long ack_int;
+    /* The encoded values of `args`, `result` and `error` (NULL: absent). */
+    const char *args, *result, *error;
+    size_t args_len, result_len, error_len;
 } pl_envelope_head;
 
 /* Reads the head of the envelope in data[0..len): 0, or -1 if the input is

@@ -3,7 +3,8 @@
 --
 -- One mailbox per VM. `send` encodes an envelope
 --   {command=, id=, sender=, target=, args={...}, ack=}
--- and hands it over on a route:
+-- straight from its arguments (core.encode_request, codec/envelope.c: no
+-- Lua table is made for it) and hands it over on a route:
 --   - from an actor to another of its process (a monitor, a thread actor),
 --     straight into that VM's inbox (core.route, inbox.c): encoded once, in
 --     place, and handed over by pointer; no other VM's Lua runs;
@@ -11,9 +12,11 @@
 --     made on first use;
 --   - else on the link the router chooses (an actor has one link, to the
 --     arbiter; the arbiter has one per actor), which relays it.
--- `receive` decodes what a link delivers, and the inbox delivers envelopes
--- decoded: a reply settles the Future waiting for it; a request runs its
--- command in a task of its own and, when `ack` is set, answers
+-- `receive` reads what a link delivers (core.decode_envelope), and the
+-- inbox delivers envelopes read the same way, straight into the values a
+-- handler takes: a reply settles the Future waiting for it; a request runs
+-- its command in a task of its own (one that makes no Future unless the
+-- command waits) and, when `ack` is set, answers
 --   {command="callback", ack=<id>, target=<caller>, sender=<us>, result= | error=}
 -- whatever the command did: an error value that cannot be shown, or a
 -- reply that cannot be made, still gets an error reply naming the command.
@@ -97,15 +100,13 @@ function M.close()
   inbox = nil
 end
 
--- The direct route to `target` when it lives in this process; a route
--- whose actor has ended is dropped and looked up again, so a name reaches
+-- The direct route to `target` when it lives in this process. A route
+-- whose actor has ended is dropped when its down notice comes, or when a
+-- post on it fails (send_request), and looked up again, so a name reaches
 -- the actor that has it now.
 local function direct_route(target)
   local r = routes[target]
-  if r then
-    if r:alive() then return r end
-    routes[target] = nil
-  end
+  if r then return r end
   if not inbox then return nil end
   r = core.route(target)
   if r then routes[target] = r end
@@ -133,10 +134,6 @@ local Request = {}
 Request.__index = Request
 Request.__name = "pulsar.Request"
 
--- How many arguments a request carries: `n` when the sender had nils among
--- them (pack_args), else the length of the list.
-local function arg_count(args) return args.n or #args end
-
 local function actor_label(actor)
   return ("actor '%s' (%s)"):format(actor.name, actor.aid)
 end
@@ -149,72 +146,88 @@ local function error_text(err)
   return ("an error value (%s) that cannot be shown"):format(type(err))
 end
 
-local function encode_reply(env, result, err)
-  local reply = {command = "callback", ack = env.id, target = env.sender, sender = me.aid}
-  if err ~= nil then reply.error = err else reply.result = result end
-  local ok, payload = pcall(core.encode, reply)
-  if ok then return payload end
-  reply.result = nil
-  reply.error = ("%s: cannot send the result of '%s': %s"):format(
-    actor_label(me), env.command, error_text(payload))
-  return core.encode(reply)
+local encode_reply, decode_envelope = core.encode_reply, core.decode_envelope
+
+-- Sends one reply on `link` (a conn, or a route into an inbox): true, or
+-- nil, why and whether the value could not be encoded.
+local function send_reply(link, id, caller, is_error, value)
+  if link.post_reply then return link:post_reply(id, caller, me.aid, is_error, value) end
+  local ok, payload = pcall(encode_reply, id, caller, me.aid, is_error, value)
+  if not ok then return nil, payload, true end
+  return link:send(payload)
 end
 
---- Sends the reply to request `env` back on `link`; without one (the
--- request came by a direct route) into the caller's inbox.
-function M.reply(link, env, result, err)
-  link = link or direct_route(env.sender) or router(env.sender)
+-- Sends the reply to request `id` of `caller`, back on `link`; without one
+-- (the request came by a direct route) into the caller's inbox. A result
+-- that cannot be encoded or sent becomes an error reply naming `command`.
+local function reply_to(link, command, id, caller, result, err)
+  link = link or direct_route(caller) or router(caller)
   if not link then return end -- the caller has gone
-  local sent, why = link:send(encode_reply(env, result, err))
-  if not sent and err == nil then
-    link:send(encode_reply(env, nil, ("%s: cannot send the result of '%s': %s"):format(
-      actor_label(me), env.command, why)))
+  local is_error = err ~= nil
+  local sent, why, unencodable = send_reply(link, id, caller, is_error, is_error and err or result)
+  if sent then return end
+  if unencodable or not is_error then
+    send_reply(link, id, caller, true, ("%s: cannot send the result of '%s': %s"):format(
+      actor_label(me), command, error_text(why)))
   end
+end
+
+--- Sends the reply to request `env` ({command=, id=, sender=}) back on
+-- `link` (nil: the caller's inbox).
+function M.reply(link, env, result, err)
+  return reply_to(link, env.command, env.id, env.sender, result, err)
 end
 
 -- Every request with `ack` gets a reply, whatever its handler did: when
 -- even building the reply fails, a fixed one naming the command goes.
-local function run_command(link, env, cmd)
-  local args = env.args or {}
-  local request = setmetatable({actor = me, caller = env.sender, command = env.command,
-                                link = link}, Request)
-  if env.ack and not cmd.ack then M.reply(link, env, nil) end
-  local ok, res = pcall(cmd.fn, request, table.unpack(args, 1, arg_count(args)))
-  if env.ack and cmd.ack then
+local function run_command(link, cmd, command, id, caller, ack, ...)
+  local request = setmetatable({actor = me, caller = caller, command = command, link = link}, Request)
+  if ack and not cmd.ack then reply_to(link, command, id, caller, nil) end
+  local ok, res = pcall(cmd.fn, request, ...)
+  if ack and cmd.ack then
     local replied = pcall(function()
       if ok then
-        M.reply(link, env, res)
+        reply_to(link, command, id, caller, res)
       else
-        M.reply(link, env, nil, ("%s: %s"):format(actor_label(me), error_text(res)))
+        reply_to(link, command, id, caller, nil, ("%s: %s"):format(actor_label(me), error_text(res)))
       end
     end)
     if not replied then
-      pcall(M.reply, link, env, nil, ("%s: command '%s' failed and its reply could not be made"):format(
-        actor_label(me), tostring(env.command)))
+      pcall(reply_to, link, command, id, caller, nil, ("%s: command '%s' failed and its reply could not be made"):format(
+        actor_label(me), tostring(command)))
     end
   elseif not ok then
-    log.error("command '%s' failed: %s", env.command, error_text(res))
+    log.error("command '%s' failed: %s", command, error_text(res))
   end
 end
 
-local function dispatch(link, env)
+-- A request, as decode_envelope gives it: its command runs in a task that
+-- makes no Future unless it waits (future.run).
+local function dispatch(link, command, id, caller, _, ack, ...)
   M.counters.received = M.counters.received + 1
-  local cmd = commands[env.command]
+  local cmd = commands[command]
   if cmd then
-    future.run(run_command, link, env, cmd) -- a command that does not wait makes no Future
+    future.run(run_command, link, cmd, command, id, caller, ack, ...)
     return
   end
-  if env.ack then
-    M.reply(link, env, nil, ("%s: unknown command '%s'"):format(actor_label(me), env.command))
+  if ack then
+    reply_to(link, command, id, caller, nil, ("%s: unknown command '%s'"):format(actor_label(me), command))
   end
 end
 
-local function settle(env)
-  local f = pending[env.ack]
+-- A reply, as decode_envelope gives it: settles its Future, if anyone
+-- still waits for it.
+local function settle(id, _, _, is_error, value)
+  local f = pending[id]
   if not f then return end -- its caller gave up and the target has gone
-  pending[env.ack], npending = nil, npending - 1
+  pending[id], npending = nil, npending - 1
   if f:done() then return end
-  if env.error ~= nil then f:set_exception(env.error) else f:set_result(env.result) end
+  if is_error then f:set_exception(value) else f:set_result(value) end
+end
+
+local function handle(link, command, ...)
+  if command == "callback" then return settle(...) end
+  return dispatch(link, command, ...)
 end
 
 --- Whether an envelope's target is this VM's actor.
@@ -225,15 +238,8 @@ M.is_me = is_me
 
 local peek_envelope = core.peek_envelope
 
--- An envelope an inbox delivered, decoded already.
-receive_envelope = function(env)
-  if type(env) ~= "table" or type(env.command) ~= "string" then
-    log.warning("dropping a message that is not an envelope from a direct route")
-    return
-  end
-  if env.command == "callback" then return settle(env) end
-  return dispatch(nil, env)
-end
+-- An envelope an inbox delivered, as its values.
+receive_envelope = function(command, ...) return handle(nil, command, ...) end
 
 -- An actor this VM had a direct route to has ended: its calls fail now.
 actor_down = function(aid, name)
@@ -241,6 +247,16 @@ actor_down = function(aid, name)
     if not r:alive() then routes[target] = nil end
   end
   M.fail_pending(aid, ("actor '%s' (%s) ended before replying"):format(name ~= "" and name or "?", aid))
+end
+
+local function undecodable(link, why)
+  log.warning("closing a connection after an undecodable message: %s", error_text(why))
+  link:close("undecodable message")
+end
+
+local function receive_decoded(link, ok, ...)
+  if not ok then return undecodable(link, (...)) end
+  return handle(link, ...)
 end
 
 --- Handles one payload delivered by `link`.
@@ -251,15 +267,7 @@ function M.receive(link, payload)
       return forward(link, payload, command, target, sender, id, ack)
     end
   end
-  local ok, env = pcall(core.decode, payload, true)
-  if not ok or type(env) ~= "table" or type(env.command) ~= "string" then
-    log.warning("closing a connection after an undecodable message: %s",
-                ok and "not an envelope" or error_text(env))
-    link:close("undecodable message")
-    return
-  end
-  if env.command == "callback" then return settle(env) end
-  return dispatch(link, env)
+  return receive_decoded(link, pcall(decode_envelope, payload))
 end
 
 ---------------------------------------------------------------------------
@@ -272,22 +280,6 @@ local function target_aid(target)
     return target
   end
   error("send: target must be an aid, an ActorProxy, 'arbiter' or 'monitor'", 3)
-end
-
--- The argument list of a request. With a nil among the arguments it is not
--- a sequence, so it carries its count as `n` and every nil, trailing ones
--- included, arrives in place.
-local function pack_args(...)
-  local n = select("#", ...)
-  if n == 0 then return nil end
-  local args = {...}
-  for i = 1, n do
-    if args[i] == nil then
-      args.n = n
-      break
-    end
-  end
-  return args
 end
 
 -- A command sent to this very actor runs here, without the wire.
@@ -316,32 +308,31 @@ local function send_linked(aid, payload)
   return ok, why, resolved
 end
 
-local function encode_error(why, level)
-  error((error_text(why):gsub("value%.args", "args")), level + 1)
-end
+local encode_request = core.encode_request
 
-local function encode_request(env)
-  local ok, payload = pcall(core.encode, env)
-  if ok then return payload end
-  encode_error(payload, 3)
-end
-
--- Posts env on the direct route to aid, if there is one: true, or nil and
--- why, and the aid it reached; nothing when aid is not in this process. A
--- route whose actor ended since is looked up once more (a name may have a
--- new holder).
-local function post_direct(aid, env)
+-- Sends a request on the best route to aid (see the head of this file):
+-- true, or nil and why; and the aid the route reaches, when known. A value
+-- that cannot be encoded raises, naming it, at the caller of send or cast.
+local function send_request(aid, command, id, ack, ...)
   local r = direct_route(aid)
-  if not r then return end
-  local ok, why, unencodable = r:post(env)
-  if unencodable then encode_error(why, 3) end
-  if not ok then
-    routes[aid] = nil
+  if r then
+    local ok, why, unencodable = r:post_request(command, id, me.aid, aid, ack, ...)
+    if unencodable then error(why, 3) end
+    if ok then return ok, nil, r.aid end
+    routes[aid] = nil -- its actor ended: a name may have a new holder
     r = direct_route(aid)
     if not r then return nil, why end
-    ok, why = r:post(env)
+    ok, why = r:post_request(command, id, me.aid, aid, ack, ...)
+    return ok, why, r.aid
   end
-  return ok, why, r.aid
+  local encoded, payload = pcall(encode_request, command, id, me.aid, aid, ack, ...)
+  if not encoded then error(error_text(payload), 3) end
+  local link, why, resolved = send_linked(aid, payload)
+  if link == nil and why == nil then
+    link, why, resolved = router(aid)
+    if link then link, why = link:send(payload) end
+  end
+  return link, why, resolved
 end
 
 --- Sends `command` with its arguments to `target`; returns a Future of
@@ -353,20 +344,10 @@ function M.send(target, command, ...)
   local ack = not noack[command]
   next_id = next_id + 1
   local id = next_id
-  local env = {command = command, id = id, sender = me.aid, target = aid,
-               args = pack_args(...), ack = ack}
   local f = future.Future(("the reply to '%s' from %s"):format(command, aid))
   -- The route may name the actor behind a name ("worker" -> its aid), so
   -- that fail_pending finds this call when that actor ends.
-  local link, why, resolved = post_direct(aid, env)
-  if link == nil and why == nil then
-    local payload = encode_request(env)
-    link, why, resolved = send_linked(aid, payload)
-    if link == nil and why == nil then
-      link, why, resolved = router(aid)
-      if link then link, why = link:send(payload) end
-    end
-  end
+  local link, why, resolved = send_request(aid, command, id, ack, ...)
   if not link then
     f:set_exception(("cannot send '%s' to %s: %s"):format(command, aid, why))
     return f
@@ -388,17 +369,7 @@ function M.cast(target, command, ...)
   local aid = target_aid(target)
   if is_me(aid) then call_local(command, ...) return true end
   next_id = next_id + 1
-  local env = {command = command, id = next_id, sender = me.aid, target = aid,
-               args = pack_args(...), ack = false}
-  local link, why = post_direct(aid, env)
-  if link == nil and why == nil then
-    local payload = encode_request(env)
-    link, why = send_linked(aid, payload)
-    if link == nil and why == nil then
-      link, why = router(aid)
-      if link then link, why = link:send(payload) end
-    end
-  end
+  local link, why = send_request(aid, command, next_id, false, ...)
   if not link then return nil, why end
   M.counters.sent = M.counters.sent + 1
   return true
