@@ -140,3 +140,61 @@ describe("frame codec", function()
     assert.error_matches(function() core.decode_frame("\xc2\x00") end, "reserved")
   end)
 end)
+
+-- Envelopes (codec/envelope.c): the mailbox writes and reads them without a
+-- Lua table of the envelope, in the same wire form as the table would have.
+describe("envelope codec", function()
+  local function values(...) return {n = select("#", ...), ...} end
+
+  it("writes a request as the table form would encode it", function()
+    local payload = core.encode_request("echo", 7, "me", "you", true, 1, "two", {3})
+    assert.are.same({command = "echo", id = 7, sender = "me", target = "you", ack = true,
+                     args = {1, "two", {3}}}, core.decode(payload))
+    assert.are.same({command = "ping", id = 8, sender = "me", target = "you", ack = false},
+                    core.decode(core.encode_request("ping", 8, "me", "you", false)))
+  end)
+
+  it("keeps nils among the arguments in place, and counts them", function()
+    local payload = core.encode_request("run", 9, "me", "you", true, nil, 2, nil)
+    assert.are.same({[2] = 2, n = 3}, core.decode(payload).args)
+    assert.are.same(values("run", 9, "me", "you", true, nil, 2, nil), values(core.decode_envelope(payload)))
+  end)
+
+  it("reads a request straight into its command's arguments", function()
+    local payload = core.encode{command = "echo", id = 1, sender = "s", target = "t", ack = true,
+                                args = {"a", {b = 1}}}
+    assert.are.same(values("echo", 1, "s", "t", true, "a", {b = 1}), values(core.decode_envelope(payload)))
+    assert.are.same(values("stop", nil, nil, nil, false),
+                    values(core.decode_envelope(core.encode{command = "stop"})))
+  end)
+
+  it("writes and reads replies, a nil result as no field", function()
+    assert.are.same({command = "callback", ack = 7, target = "me", sender = "you", result = {x = 1}},
+                    core.decode(core.encode_reply(7, "me", "you", false, {x = 1})))
+    assert.are.same({command = "callback", ack = 8, target = "me", sender = "you"},
+                    core.decode(core.encode_reply(8, "me", "you", false, nil)))
+    assert.are.same(values("callback", 9, "you", "me", true, "boom"),
+                    values(core.decode_envelope(core.encode_reply(9, "me", "you", true, "boom"))))
+    assert.are.same(values("callback", 10, "you", "me", false, nil),
+                    values(core.decode_envelope(core.encode_reply(10, "me", "you", false, nil))))
+  end)
+
+  it("names an argument or a result that cannot cross by its path", function()
+    local co = coroutine.create(function() end)
+    local ok, err = pcall(core.encode_request, "echo", 1, "me", "you", true, 1, {inner = co})
+    assert.is_false(ok)
+    assert.matches("args%[2%]%.inner: cannot encode a thread", err)
+    ok, err = pcall(core.encode_reply, 1, "me", "you", false, {co})
+    assert.is_false(ok)
+    assert.matches("result%[1%]: cannot encode a thread", err)
+  end)
+
+  it("refuses what is not an envelope, naming why", function()
+    for _, bad in ipairs {core.encode(42), core.encode{id = 1}, core.encode{command = 1},
+                          "\x81", core.encode{command = "x", args = 5}} do
+      local ok, err = pcall(core.decode_envelope, bad)
+      assert.is_false(ok)
+      assert.matches("cannot decode: ", err)
+    end
+  end)
+end)
