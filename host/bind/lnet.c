@@ -11,6 +11,9 @@
  *   core.net_connect({ip=, port=} | {path=}, fn(transport | nil, err))
  *   core.net_getaddrinfo(host, fn({ip, ...} | nil, err))
  *   core.net_ip_family(text) -> "inet" | "inet6" | nil
+ *   core.parse_address(text) -> {path=} | {host=, port=} | nil, err
+ *       sockaddr.h's parser, the one the mailbox and the command line use
+ *       (host is nil for every interface)
  *
  * A Transport (asyncio's names) carries one connection:
  *   t:set_protocol(p)   reading starts; p's methods are called from now on
@@ -793,7 +796,32 @@ static int core_net_ip_family(lua_State *L) {
     return 1;
 }
 
+/* core.parse_address(text) -> {path=} | {host=, port=} | nil, err */
+static int core_parse_address(lua_State *L) {
+    pl_address a;
+    char err[400];
+    if (pl_address_parse(luaL_checkstring(L, 1), &a, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_createtable(L, 0, 2);
+    if (a.is_unix) {
+        lua_pushstring(L, a.path);
+        lua_setfield(L, -2, "path");
+        return 1;
+    }
+    if (a.host[0]) {
+        lua_pushstring(L, a.host);
+        lua_setfield(L, -2, "host");
+    }
+    lua_pushinteger(L, a.port);
+    lua_setfield(L, -2, "port");
+    return 1;
+}
+
 static const luaL_Reg net_functions[] = {
+    {"parse_address", core_parse_address},
     {"net_bind", core_net_bind},
     {"net_listen_fd", core_net_listen_fd},
     {"net_connect", core_net_connect},

@@ -107,6 +107,7 @@ typedef union stream_io {
 
 /* An address taken apart (parse_address). */
 typedef struct stream_address {
+    pl_address addr;
     pl_endpoint ep;       /* Unix: is_unix and path; TCP: sa, once resolved */
     char host[HOST_SIZE]; /* TCP, without brackets; "" = every interface */
     char port[8];
@@ -726,88 +727,21 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
 
 /* ---- streams: addresses ------------------------------------------------- */
 
-#define ADDRESS_FORMS "unix:PATH, HOST:PORT, [IPv6]:PORT or :PORT"
-
-static int unix_path_of(const char *address, pl_endpoint *ep, char *err,
-                        size_t errlen) {
-    const char *p = strncmp(address, "unix:", 5) == 0 ? address + 5 : address;
-    if (*p == '\0') {
-        pl_set_err(err, errlen, "address '%s' has an empty socket path", address);
-        return -1;
-    }
-    return pl_endpoint_unix(ep, p, err, errlen);
-}
-
-static int valid_port(const char *s) {
-    size_t n = strlen(s);
-    if (n == 0 || n > 5 || strspn(s, "0123456789") != n) return 0;
-    return atoi(s) <= 65535;
-}
-
-/* "HOST:PORT", "[IPv6]:PORT" or ":PORT" into host and port. A bare IPv6
- * address would make the port ambiguous: it must come in brackets. */
-static int split_host_port(const char *address, stream_address *a, char *err,
-                           size_t errlen) {
-    const char *host = address, *host_end, *port;
-    if (address[0] == '[') {
-        host_end = strchr(address, ']');
-        if (!host_end || host_end[1] != ':') {
-            pl_set_err(err, errlen, "address '%s' lacks ']:PORT' after its IPv6 "
-                    "host", address);
-            return -1;
-        }
-        host = address + 1;
-        port = host_end + 2;
-    } else {
-        host_end = strrchr(address, ':');
-        port = host_end + 1;
-        if (memchr(address, ':', (size_t)(host_end - address))) {
-            pl_set_err(err, errlen, "address '%s': write an IPv6 host in "
-                    "brackets, as [::1]:PORT", address);
-            return -1;
-        }
-    }
-    size_t len = (size_t)(host_end - host);
-    if (len >= sizeof a->host) {
-        pl_set_err(err, errlen, "host name too long in '%.60s...'", address);
-        return -1;
-    }
-    memcpy(a->host, host, len);
-    a->host[len] = 0;
-    if (!valid_port(port)) {
-        pl_set_err(err, errlen, "address '%s' has no valid port (0 to 65535)",
-                address);
-        return -1;
-    }
-    snprintf(a->port, sizeof a->port, "%s", port);
-    return 0;
-}
-
-/* Takes an address apart. A colon before the first slash marks a TCP
- * address; "scheme://..." is neither kind and is refused rather than taken
- * for a file name; anything else is a socket path. */
+/* Takes an address apart with the one parser (sockaddr.h). */
 static int parse_address(const char *address, stream_address *a, char *err,
                          size_t errlen) {
     memset(a, 0, sizeof *a);
-    const char *colon = strchr(address, ':');
-    const char *slash = strchr(address, '/');
-    if (strncmp(address, "unix:", 5) == 0 || !colon || (slash && slash < colon))
-        return unix_path_of(address, &a->ep, err, errlen);
-    if (strstr(address, "://")) {
-        pl_set_err(err, errlen, "address '%s' is not a mailbox address (use "
-                ADDRESS_FORMS ")", address);
-        return -1;
-    }
-    return split_host_port(address, a, err, errlen);
+    if (pl_address_parse(address, &a->addr, err, errlen) != 0) return -1;
+    if (a->addr.is_unix) return pl_endpoint_unix(&a->ep, a->addr.path, err, errlen);
+    snprintf(a->host, sizeof a->host, "%s", a->addr.host);
+    snprintf(a->port, sizeof a->port, "%d", a->addr.port);
+    return 0;
 }
 
 /* Fills a->ep for a literal address, "localhost" or "" (every interface):
- * 0; 1 when the host is a name to look up (the port is already checked). */
+ * 0; 1 when the host is a name to look up. */
 static int resolve_literal(stream_address *a) {
-    const char *host = a->host;
-    if (host[0] == 0) host = "0.0.0.0";
-    else if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
-    return pl_endpoint_ip(&a->ep, host, atoi(a->port), NULL, 0) == 0 ? 0 : 1;
+    return pl_address_endpoint(&a->addr, &a->ep);
 }
 
 /* The first address of a looked-up host, with the port put in. */

@@ -41,6 +41,15 @@ static void path_in_tmp(char *out, size_t outlen, const char *name) {
     snprintf(out, outlen, "%s/%s", tmpdir, name);
 }
 
+/* "unix:PATH", in one of two buffers used in turn (a call may take two). */
+static const char *unix_addr(const char *path) {
+    static char bufs[2][400];
+    static int next;
+    char *b = bufs[next++ % 2];
+    snprintf(b, sizeof bufs[0], "unix:%s", path);
+    return b;
+}
+
 static int file_exists(const char *path) {
     struct stat st;
     return lstat(path, &st) == 0;
@@ -330,28 +339,35 @@ static void test_addresses(void) {
 
     CHECK(pl_listen(&t.h, "tcp://127.0.0.1:8000", server_accept, NULL, err,
                     sizeof err) == NULL);
-    CHECK(strstr(err, "tcp://127.0.0.1:8000") != NULL);
-    CHECK(strstr(err, "not a mailbox address") != NULL);
+    CHECK(strstr(err, "'tcp://127.0.0.1:8000' is not an address") != NULL);
     CHECK(pl_listen(&t.h, "unix:", server_accept, NULL, err, sizeof err) == NULL);
-    CHECK(strstr(err, "empty socket path") != NULL);
+    CHECK(strstr(err, "'unix:' names no socket path") != NULL);
+    /* A bare path is refused, and the message says how to write it. */
+    path_in_tmp(path, sizeof path, "bare.sock");
+    CHECK(pl_listen(&t.h, path, server_accept, NULL, err, sizeof err) == NULL);
+    snprintf(address, sizeof address, "write unix:%s for a Unix socket", path);
+    CHECK(strstr(err, address) != NULL && !file_exists(path));
     char long_path[300];
     memset(long_path, 'x', sizeof long_path - 1);
     long_path[0] = '/';
     long_path[sizeof long_path - 1] = 0;
-    CHECK(pl_listen(&t.h, long_path, server_accept, NULL, err, sizeof err) == NULL);
+    CHECK(pl_listen(&t.h, unix_addr(long_path), server_accept, NULL, err, sizeof err) == NULL);
     CHECK(strstr(err, "too long") != NULL);
 
     /* Connecting fails from the loop, naming the address. */
-    client bad, missing;
+    client bad, bare, missing;
     memset(&bad, 0, sizeof bad);
+    memset(&bare, 0, sizeof bare);
     memset(&missing, 0, sizeof missing);
     pl_connect(&t.h, "tcp://example.org:1", client_connected, &bad);
+    pl_connect(&t.h, path, client_connected, &bare);
     path_in_tmp(path, sizeof path, "nobody-here.sock");
     snprintf(address, sizeof address, "unix:%s", path);
     pl_connect(&t.h, address, client_connected, &missing);
-    CHECK(bad.done == 0 && missing.done == 0);
-    RUN_UNTIL(&t, bad.done && missing.done);
+    CHECK(bad.done == 0 && bare.done == 0 && missing.done == 0);
+    RUN_UNTIL(&t, bad.done && bare.done && missing.done);
     CHECK(bad.rec.conn == NULL && strstr(bad.err, "tcp://example.org:1") != NULL);
+    CHECK(bare.rec.conn == NULL && strstr(bare.err, "write unix:") != NULL);
     CHECK(missing.rec.conn == NULL && strstr(missing.err, path) != NULL);
 
     /* A stale socket file (its process died) is replaced. */
@@ -362,22 +378,22 @@ static void test_addresses(void) {
     CHECK(file_exists(path));
     client refused;
     memset(&refused, 0, sizeof refused);
-    pl_connect(&t.h, path, client_connected, &refused); /* a bare path */
+    pl_connect(&t.h, unix_addr(path), client_connected, &refused);
     RUN_UNTIL(&t, refused.done);
     CHECK(strstr(refused.err, "refused") != NULL);
     server s;
     memset(&s, 0, sizeof s);
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
 
     /* A live listener is not taken over; it keeps working. (It sees the
      * probe that found it alive as a conn closed at once.) */
-    CHECK(pl_listen(&t.h, path, server_accept, &s, err, sizeof err) == NULL);
+    CHECK(pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err) == NULL);
     CHECK(strstr(err, "address already in use") != NULL);
     client ok;
     memset(&ok, 0, sizeof ok);
     s.conns[1].echo = 1;
-    pl_connect(&t.h, path, client_connected, &ok);
+    pl_connect(&t.h, unix_addr(path), client_connected, &ok);
     RUN_UNTIL(&t, ok.done && s.accepted == 2);
     CHECK(ok.rec.conn != NULL);
     RUN_UNTIL(&t, s.conns[0].closes == 1);
@@ -389,7 +405,7 @@ static void test_addresses(void) {
     path_in_tmp(path, sizeof path, "plain-file");
     FILE *f = fopen(path, "w");
     if (f) fclose(f);
-    CHECK(pl_listen(&t.h, path, server_accept, &s, err, sizeof err) == NULL);
+    CHECK(pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err) == NULL);
     CHECK(file_exists(path));
     unlink(path);
 
@@ -445,7 +461,7 @@ static void test_batching(void) {
     CHECK(uv_listen((uv_stream_t *)&r->server, 8, raw_accept) == 0);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && r->accepted);
 
     size_t total = 0;
@@ -520,7 +536,7 @@ static void test_split_reads(void) {
     server s;
     memset(&s, 0, sizeof s);
     s.conns[0].clock = &trickle.written;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     int fd = raw_connect(path);
     CHECK(fd >= 0);
@@ -582,7 +598,7 @@ static void test_bad_frames(void) {
     memset(&s, 0, sizeof s);
     s.max_message = 1024;
     s.conns[2].echo = 1;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     /* One at a time, so s.conns[i] is the i-th client. */
     int garbage = raw_connect(path);
@@ -591,7 +607,7 @@ static void test_bad_frames(void) {
     RUN_UNTIL(&t, s.accepted == 2);
     client good;
     memset(&good, 0, sizeof good);
-    pl_connect(&t.h, path, client_connected, &good);
+    pl_connect(&t.h, unix_addr(path), client_connected, &good);
     RUN_UNTIL(&t, s.accepted == 3 && good.done);
     int closer = raw_connect(path);
     RUN_UNTIL(&t, s.accepted == 4);
@@ -637,14 +653,14 @@ static void test_listener_unref(void) {
     path_in_tmp(path, sizeof path, "unref.sock");
     server s;
     memset(&s, 0, sizeof s);
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     CHECK(uv_loop_alive(t.h.loop));
     pl_listener_unref(l);
     CHECK(!uv_loop_alive(t.h.loop));
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     CHECK(host_finish(&t) == 0); /* closes the listener at shutdown */
     CHECK(!file_exists(path));
@@ -659,10 +675,10 @@ static void test_close_in_handler(void) {
     server s;
     memset(&s, 0, sizeof s);
     s.conns[0].close_after = 1;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     send_sequence(c.rec.conn, 0, 3); /* one write: all three in one read */
     RUN_UNTIL(&t, c.rec.closes == 1);
@@ -684,10 +700,10 @@ static void test_pause_and_resume(void) {
     memset(&s, 0, sizeof s);
     s.conns[0].pause_after = 2;
     s.conns[0].sequence = 1;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     send_sequence(c.rec.conn, 0, 5); /* one write */
     RUN_UNTIL(&t, s.conns[0].messages == 2);
@@ -731,7 +747,7 @@ static void test_queued_when_peer_is_slow(void) {
     CHECK(lfd >= 0);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done);
     CHECK(c.rec.conn != NULL);
     static char chunk[65536];
@@ -762,15 +778,15 @@ static void test_shutdown(void) {
     path_in_tmp(path, sizeof path, "shutdown.sock");
     server s;
     memset(&s, 0, sizeof s);
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     client c, pending;
     memset(&c, 0, sizeof c);
     memset(&pending, 0, sizeof pending);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     send_str(c.rec.conn, "unsent at exit");
-    pl_connect(&t.h, path, client_connected, &pending);
+    pl_connect(&t.h, unix_addr(path), client_connected, &pending);
     CHECK(host_finish(&t) == 0);
     CHECK(c.rec.closes == 1 && strcmp(c.rec.reason, "shutting down") == 0);
     CHECK(s.conns[0].closes == 1 && strcmp(s.conns[0].reason, "shutting down") == 0);

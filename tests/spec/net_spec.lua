@@ -401,6 +401,8 @@ describe("errors", function()
     fails("'127.0.0.1:99999' has no valid port", function() pulsar.create_server{bind = "127.0.0.1:99999", protocol = p} end)
     fails("'host:http' has no valid port", function() pulsar.create_server{bind = "host:http", protocol = p} end)
     fails("'unix:' names no socket path", function() pulsar.create_server{bind = "unix:", protocol = p} end)
+    fails("'/tmp/x.sock' is not an address %(HOST:PORT, :PORT or unix:PATH%): write unix:/tmp/x.sock for a Unix socket",
+          function() pulsar.create_server{bind = "/tmp/x.sock", protocol = p} end)
     fails("port must be a whole number from 0 to 65535", function() pulsar.create_server{port = -1, protocol = p} end)
     fails("protocol must be a function", function() pulsar.create_server{port = 0, protocol = {}} end)
     fails("keep_alive must be a number", function() pulsar.create_server{port = 0, protocol = p, keep_alive = "x"} end)
