@@ -35,6 +35,11 @@
  * only answers what it reads cannot buffer without bound for a peer that
  * does not read. resume_writing follows the drain.
  *
+ * connection_lost keeps net.h's close rule, as a mailbox conn's on_close
+ * does: it runs once, inside t:abort() (before it returns) and the host's
+ * shutdown, and from the loop for every other end, t:close() included
+ * (once what was written has gone out).
+ *
  * Lifetime: a transport is anchored in the registry from its creation to
  * its connection_lost, so dropping every Lua reference never closes it; a
  * server while it accepts; a socket is closed when collected. Callbacks
@@ -285,7 +290,7 @@ static int transport_close(lua_State *L) {
 }
 
 /* t:abort([err]): closes now, dropping what is queued; connection_lost
- * gets err (nil by default). */
+ * gets err (nil by default), before abort returns. */
 static int transport_abort(lua_State *L) {
     ltransport *t = check_transport(L, 1);
     const char *err = luaL_optstring(L, 2, NULL);

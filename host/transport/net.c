@@ -1,11 +1,12 @@
-/* net.c: TCP and Unix stream sockets on a host's loop (see net.h).
+/* net.c: TCP and Unix stream sockets on a host's loop (see net.h): the one
+ * code that reads, writes, connects, accepts and closes them.
  *
  * How it fits: lnet.c turns these objects into Lua transports and servers;
  * lua/pulsar/net.lua turns those into pulsar.create_server, protocols and
- * streams. The mailbox has its own transport (conn.c): it moves whole
- * frames; this one moves bytes for user protocols, with flow control.
- * Addresses and the making of listening sockets are sockaddr.c's, which
- * both transports share; here they are only put into words.
+ * streams. The mailbox's stream conns (conn.c) are frames over these
+ * streams, its listeners these servers. Addresses, their parsing and the
+ * making of listening sockets are sockaddr.c's; here they are only put
+ * into words.
  *
  * Writing. pl_stream_write first tries the socket directly (uv_try_write):
  * a small answer on a healthy connection costs one system call and no copy.
@@ -38,17 +39,23 @@
  * Ownership and lifetime:
  *   - a stream or server is malloc'd with its libuv handles inside and is a
  *     pl_resource of its host until its owner has heard of its end;
- *   - closing starts with uv_close; the owner hears of it (on_lost) from the
- *     last close callback, never inside the call that closed it, so a Lua
- *     callback that closes its own stream is not re-entered; the memory is
- *     freed when both the handles and the queued write requests are done;
- *   - at host shutdown the resource's close reports the end at once,
+ *   - closing starts with uv_close; the owner hears of it (on_lost) by
+ *     net.h's close rule: inside the owner's abort or close_after, else
+ *     from the last close callback; the memory is freed when the handles,
+ *     the queued write requests and a host name lookup are all done;
+ *   - a stream stays a resource until its owner has heard of its end and
+ *     its handles are closing (a lingering socket still needs closing);
+ *     at host shutdown the resource's close reports the end at once,
  *     before the VM goes (a monitor's VM is closed before its loop turns
  *     again), and later callbacks only free memory.
  *
+ * Lingering (pl_stream_close_after): the owner is done at once; the socket
+ * stays open, unread, writing what was queued, and the idle timer (which
+ * has nothing else to measure) closes it after the delay.
+ *
  * Writing to a socket whose peer has gone raises SIGPIPE; the first stream
- * sets it to "ignore" (pl_sockaddr_ignore_sigpipe, as conn.c does), so that
- * the write fails with EPIPE and only that stream ends. */
+ * sets it to "ignore" (pl_sockaddr_ignore_sigpipe), so that the write fails
+ * with EPIPE and only that stream ends. */
 #include "net.h"
 
 #include <errno.h>

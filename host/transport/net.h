@@ -1,4 +1,6 @@
-/* net.h: TCP and Unix stream sockets for Lua code (docs/API.md §2 Networking).
+/* net.h: TCP and Unix stream sockets: the one layer that owns them, for
+ * Lua code (docs/API.md §2 Networking) and for the mailbox, whose conns
+ * (conn.h) are framing over these streams.
  *
  * Three pieces, in the order a server meets them:
  *   - a bound socket: pl_net_bind makes a listening descriptor (socket,
@@ -12,11 +14,24 @@
  *     with the transport rules of asyncio: writes queue and are never
  *     dropped; past a high-water mark the writer is told to pause and, once
  *     the queue drains below a low-water mark, to resume; close() flushes
- *     what is queued first; the owner hears of the end exactly once.
+ *     what is queued first.
+ *
+ * The close rule, which conn.h keeps too: the owner hears of the end
+ * exactly once (a stream's on_lost, a server's on_close, a conn's
+ * on_close), for every way it ends: the peer, an error, a timeout, the
+ * owner, the host's shutdown. An end the owner makes (pl_stream_abort,
+ * pl_stream_close_after, pl_server_close, pl_conn_close,
+ * pl_conn_close_after) and the host's shutdown are told before that call
+ * returns, so the owner never waits for news of what it did; every other
+ * end is told from the loop, never inside a call of the owner's.
+ * pl_stream_close asks for an end rather than making one: it is told from
+ * the loop once what was queued is written. After the callback the object
+ * is the transport's: the owner must not use it again.
  *
  * Nothing here knows Lua: lnet.c gives these objects their Lua faces
  * (pulsar.core.net_*), and lua/pulsar/net.lua builds servers, protocols and
- * streams on top. Everything runs on the thread of the host's loop. */
+ * streams on top; conn.c gives them frames. Everything runs on the thread
+ * of the host's loop. */
 #ifndef PULSAR_NET_H
 #define PULSAR_NET_H
 
@@ -89,9 +104,9 @@ typedef struct pl_stream_handler {
     /* The write queue went back below the low-water mark after
      * pl_stream_write reported it above the high one. */
     void (*on_drain)(pl_stream *s, void *ud);
-    /* Once, from the loop (synchronously at host shutdown), when the stream
-     * has closed: err is NULL after a clean close, else what went wrong.
-     * The stream is freed afterwards. */
+    /* Once, when the stream has ended for its owner, by the close rule
+     * above: err is NULL after a clean close, else what went wrong. The
+     * stream is freed afterwards. */
     void (*on_lost)(pl_stream *s, const char *err, void *ud);
     void *ud;
 } pl_stream_handler;

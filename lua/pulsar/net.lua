@@ -9,7 +9,9 @@
 --   connection_made(self, transport)   data_received(self, data)
 --   eof_received(self)                 (return true to stay half-open)
 --   pause_writing(self)                resume_writing(self)
---   connection_lost(self, err)         (err is nil after a clean close)
+--   connection_lost(self, err)         (err is nil after a clean close; once,
+--                                       inside transport:abort(), else from
+--                                       the loop: host/transport/net.h)
 --   server_stopping(self)              (the server stops: finish and close)
 -- each only if it has it. These are plain calls, not coroutines: a protocol
 -- that must wait starts a task (pulsar.async). One that raises has its

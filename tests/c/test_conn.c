@@ -1,5 +1,5 @@
-/* test_conn.c: the transports (host/transport/conn.c) on real loops, sockets and
- * threads, without Lua.
+/* test_conn.c: the transports (host/transport/conn.c, and the net.c streams
+ * under it) on real loops, sockets and threads, without Lua.
  *
  * Each test builds a bare pl_host (a loop, an empty resource list, no VM),
  * which is all conn.c needs, and finishes it as pl_host_main does: close
@@ -29,6 +29,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "host.h"
+#include "net.h"
 
 #include "check.h"
 
@@ -796,6 +797,155 @@ static void test_shutdown(void) {
     CHECK(!file_exists(path));
 }
 
+/* ---- the close rule (net.h), for both layers ------------------------------ */
+
+/* A net stream's owner: counts its ends and the bytes it read. */
+typedef struct owner {
+    pl_stream *s; /* NULL once ended */
+    int ends, connects;
+    char err[300];
+    int clean;    /* the end came with err NULL */
+    size_t got;
+} owner;
+
+static void owner_data(pl_stream *s, const char *d, size_t n, void *ud) {
+    (void)s, (void)d;
+    ((owner *)ud)->got += n;
+}
+
+static void owner_lost(pl_stream *s, const char *err, void *ud) {
+    (void)s;
+    owner *o = ud;
+    o->ends++;
+    o->clean = err == NULL;
+    snprintf(o->err, sizeof o->err, "%s", err ? err : "");
+    o->s = NULL;
+}
+
+static void owner_take(owner *o, pl_stream *s) {
+    o->s = s;
+    pl_stream_handler h = {owner_data, NULL, NULL, owner_lost, o};
+    pl_stream_set_handler(s, &h);
+}
+
+static void owner_connected(pl_stream *s, const char *err, void *ud) {
+    owner *o = ud;
+    o->connects++;
+    if (s) owner_take(o, s);
+    else snprintf(o->err, sizeof o->err, "%s", err);
+}
+
+typedef struct owners {
+    owner accepted[8];
+    int n;
+} owners;
+
+static void owners_accept(pl_server *srv, pl_stream *s, void *ud) {
+    (void)srv;
+    owners *a = ud;
+    owner_take(&a->accepted[a->n++], s);
+}
+
+/* A client and its accepted peer, both owned by recorders. */
+static void stream_pair(test_host *t, pl_server *srv, owners *a, owner *c) {
+    memset(c, 0, sizeof *c);
+    int before = a->n;
+    pl_stream_connect_to(&t->h, pl_server_address(srv), 0, owner_connected, c);
+    CHECK(c->connects == 0); /* from the loop */
+    RUN_UNTIL(t, c->s && a->n == before + 1);
+}
+
+/* Every way a net stream ends tells its owner once: an end its owner makes
+ * before that call returns, any other from the loop. */
+static void test_stream_ends_once(void) {
+    test_host t;
+    host_init(&t);
+    char path[128], err[256], name[PL_SOCKADDR_NAME_MAX];
+    path_in_tmp(path, sizeof path, "ends.sock");
+    pl_endpoint ep;
+    CHECK(pl_endpoint_unix(&ep, path, err, sizeof err) == 0);
+    int fd = pl_net_bind(&ep, 8, name, sizeof name, err, sizeof err);
+    CHECK(fd >= 0);
+    owners a;
+    memset(&a, 0, sizeof a);
+    pl_server_handler sh = {owners_accept, NULL, &a};
+    pl_server *srv = pl_server_open(&t.h, fd, 1, 8, &sh, err, sizeof err);
+    CHECK(srv != NULL);
+    owner c;
+
+    /* abort: at once, with its reason; the peer hears from the loop */
+    stream_pair(&t, srv, &a, &c);
+    pl_stream_abort(c.s, "enough");
+    CHECK(c.ends == 1 && strcmp(c.err, "enough") == 0);
+    RUN_UNTIL(&t, a.accepted[0].ends == 1);
+    run_turns(&t, 3);
+    CHECK(c.ends == 1 && a.accepted[0].ends == 1);
+
+    /* close: a request; the end comes from the loop once written */
+    stream_pair(&t, srv, &a, &c);
+    uv_buf_t b = uv_buf_init("bye", 3);
+    CHECK(pl_stream_write(c.s, &b, 1, err, sizeof err) == 0);
+    pl_stream_close(c.s);
+    CHECK(c.ends == 0);
+    RUN_UNTIL(&t, c.ends == 1 && a.accepted[1].ends == 1);
+    CHECK(c.clean && a.accepted[1].got == 3);
+
+    /* close_after: the owner is done at once; the peer still reads what
+     * was queued, and sees the end after the delay */
+    stream_pair(&t, srv, &a, &c);
+    CHECK(pl_stream_write(c.s, &b, 1, err, sizeof err) == 0);
+    uint64_t t0 = uv_now(t.h.loop);
+    pl_stream_close_after(c.s, 50);
+    CHECK(c.ends == 1 && c.clean);
+    RUN_UNTIL(&t, a.accepted[2].ends == 1);
+    CHECK(a.accepted[2].got == 3 && uv_now(t.h.loop) - t0 >= 50);
+    CHECK(c.ends == 1);
+
+    /* shutdown: at once, for a stream and a connect still pending */
+    stream_pair(&t, srv, &a, &c);
+    owner pending;
+    memset(&pending, 0, sizeof pending);
+    pl_stream_connect_to(&t.h, pl_server_address(srv), 0, owner_connected, &pending);
+    owner *peer = &a.accepted[3];
+    CHECK(host_finish(&t) == 0);
+    CHECK(c.ends == 1 && strcmp(c.err, "shutting down") == 0);
+    CHECK(peer->ends == 1);
+    CHECK(pending.connects == 1 && pending.s == NULL && pending.ends == 0);
+    CHECK(strstr(pending.err, "shutting down") != NULL);
+    unlink(path); /* a pl_server leaves its socket file to whoever bound it */
+}
+
+/* The same rule for a mailbox conn: close and close_after are the owner's
+ * ends (on_close before they return), the peer's is reported from the loop,
+ * and nothing is reported twice, even after the linger. */
+static void test_conn_ends_once(void) {
+    test_host t;
+    host_init(&t);
+    char path[128], err[256];
+    path_in_tmp(path, sizeof path, "conn-ends.sock");
+    server s;
+    memset(&s, 0, sizeof s);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err,
+                               sizeof err);
+    CHECK(l != NULL);
+    client c;
+    memset(&c, 0, sizeof c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
+    RUN_UNTIL(&t, c.done && s.accepted == 1);
+    CHECK(send_str(c.rec.conn, "refused: busy") == 0);
+    uint64_t t0 = uv_now(t.h.loop);
+    pl_conn_close_after(c.rec.conn, 50, "turned away");
+    CHECK(c.rec.closes == 1 && strcmp(c.rec.reason, "turned away") == 0);
+    RUN_UNTIL(&t, s.conns[0].closes == 1);
+    CHECK(s.conns[0].messages == 1 && strcmp(s.conns[0].last, "refused: busy") == 0);
+    CHECK(uv_now(t.h.loop) - t0 >= 50);
+    CHECK(strcmp(s.conns[0].reason, "peer closed the connection") == 0);
+    run_turns(&t, 3);
+    CHECK(c.rec.closes == 1 && s.conns[0].closes == 1);
+    pl_listener_close(l);
+    CHECK(host_finish(&t) == 0);
+}
+
 /* ---- channels ----------------------------------------------------------------- */
 
 static void test_channel_same_loop(void) {
@@ -1033,6 +1183,8 @@ int main(void) {
     test_pause_and_resume();
     test_queued_when_peer_is_slow();
     test_shutdown();
+    test_stream_ends_once();
+    test_conn_ends_once();
     test_channel_same_loop();
     test_channel_threads_ping_pong();
     test_channel_close_during_flood();
