@@ -388,9 +388,13 @@ void pl_conn_set_linger(pl_conn *c, uint64_t ms) {
  * which lingers (net.h), and the conn closes as pl_conn_close does. */
 void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason) {
     if (!c || c->closed) return;
+    if (ms == 0) {
+        pl_conn_close(c, reason);
+        return;
+    }
     pl_stream *s = c->stream;
     if (c->out.len > 0) flush_queued(&c->flush);
-    if (ms > 0 && s && c->stream == s) {
+    if (s && c->stream == s) { /* the flush did not end it */
         c->stream = NULL;
         pl_stream_set_handler(s, NULL);
         pl_stream_close_after(s, ms);
@@ -634,13 +638,14 @@ int pl_conn_wait_message(pl_conn *c, double timeout, pl_buf *out, char *err,
     if (!c || c->closed) return pl_set_err(err, errlen, "connection closed");
     if (!c->stream)
         return pl_set_err(err, errlen, "only a stream socket can be waited on");
+    /* the stream still holds bytes to write: ours would overtake them */
+    if (pl_stream_write_queue(c->stream) > 0)
+        return pl_set_err(err, errlen, "a write is still in progress");
     uint64_t deadline = uv_hrtime() + (uint64_t)(timeout * 1e9);
     if (c->out.len > 0 &&
         pl_stream_write_now(c->stream, c->out.data, c->out.len, deadline, why,
                             sizeof why) != 0) {
         /* cut short, the stream may stop in the middle of a frame */
-        int busy = strcmp(why, "a write is still in progress") == 0;
-        if (busy) return pl_set_err(err, errlen, "%s", why);
         conn_fail(c, "%s", why);
         return pl_set_err(err, errlen, "connection closed (%s)", why);
     }

@@ -57,7 +57,9 @@ typedef struct pl_conn_stats {
 pl_listener *pl_listen(pl_host *h, const char *address,
                        void (*on_accept)(pl_listener *l, pl_conn *c, void *ud),
                        void *ud, char *err, size_t errlen);
-void pl_listener_close(pl_listener *l); /* and unlinks a Unix socket path */
+/* Closes and frees l, unlinking a Unix socket's file. Once: the host's
+ * shutdown closes a listener still open, after which l is gone. */
+void pl_listener_close(pl_listener *l);
 /* "unix:PATH" or "HOST:PORT" as bound: the port the system chose when 0
  * was asked for ("127.0.0.1:41234", "[::1]:41234", "0.0.0.0:41234"). */
 const char *pl_listener_address(const pl_listener *l);

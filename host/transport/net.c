@@ -674,7 +674,7 @@ static int blocking_fd(const pl_stream *s, char *err, size_t errlen) {
         return pl_set_err(err, errlen, "the transport is closed");
     if (uv_fileno(&s->io.handle, &fd) != 0)
         return pl_set_err(err, errlen, "the transport has no socket");
-    if (s->pending_writes > 0)
+    if (pl_stream_write_queue(s) > 0)
         return pl_set_err(err, errlen, "a write is still in progress");
     return fd;
 }

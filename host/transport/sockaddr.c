@@ -5,10 +5,10 @@
  *
  * Listening sockets are made with plain system calls rather than libuv's
  * bind: the result is a descriptor that net.c can share between actors
- * (dup'd for thread workers, inherited by process workers) and that
- * either transport then hands to a libuv handle (uv_tcp_open,
- * uv_pipe_open) to accept on. Errors come back as libuv error codes, so
- * that each transport words them as it words every other network error.
+ * (dup'd for thread workers, inherited by process workers) and then hands
+ * to a libuv handle (uv_tcp_open, uv_pipe_open) to accept on, for a Lua
+ * server or a mailbox listener alike. Errors come back as libuv error
+ * codes, so that net.c words them as it words every other network error.
  *
  * A Unix socket's file outlives a process that dies without unlinking it,
  * and binding the path again then fails with EADDRINUSE although nobody

@@ -79,7 +79,7 @@ int pl_sockaddr_of_fd(int fd, char *out, size_t outlen);
 int pl_endpoint_listen(const pl_endpoint *ep, int backlog, const char **step);
 
 /* Writing to a socket whose peer is gone raises SIGPIPE, which would kill
- * the process: the first socket of either transport calls this, which
+ * the process: the first stream (net.c) calls this, which
  * sets SIGPIPE to "ignore" (unless the program installed a handler of its
  * own) so that the write fails with EPIPE and only that connection ends. */
 void pl_sockaddr_ignore_sigpipe(void);
