@@ -126,6 +126,8 @@ struct pl_conn {
     int side;
 
     int closed;
+    int stream_busy;    /* the stream's queue is not written yet: `out`
+                           gathers until it is (stream_drained) */
     int open_handles;   /* initialised handles whose close has not run */
     uint64_t linger_ms; /* pl_conn_set_linger: how a bad frame closes */
     uint64_t sent, received;
@@ -304,14 +306,19 @@ static void channel_flush(pl_conn *c);
 static void channel_woken(uv_async_t *async);
 
 /* Everything queued goes to the stream in one write: it tries the socket
- * at once and queues what the kernel does not take, in order. */
+ * at once and copies what the kernel does not take into its queue. While
+ * that queue waits for a slow peer, `out` gathers everything sent since,
+ * for one write once it is written (the stream's high-water mark is one
+ * byte, so pl_stream_write says so, and on_drain when it is empty). */
 static void stream_flush(pl_conn *c) {
     char err[300];
+    if (c->stream_busy) return;
     uv_buf_t b = uv_buf_init(c->out.data, (unsigned)c->out.len);
     int rc = pl_stream_write(c->stream, &b, 1, err, sizeof err);
     c->out.len = 0;
     trim_if_idle(&c->out);
     if (rc < 0) pl_conn_close(c, err);
+    else if (rc == 1) c->stream_busy = 1;
 }
 
 /* Runs once per loop iteration, just before the loop blocks, while anything
@@ -393,6 +400,7 @@ void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason) {
         return;
     }
     pl_stream *s = c->stream;
+    c->stream_busy = 0; /* all that was sent goes, behind the stream's queue */
     if (c->out.len > 0) flush_queued(&c->flush);
     if (s && c->stream == s) { /* the flush did not end it */
         c->stream = NULL;
@@ -426,6 +434,13 @@ static int stream_eof(pl_stream *s, void *ud) {
     return 1; /* closed already */
 }
 
+static void stream_drained(pl_stream *s, void *ud) {
+    (void)s;
+    pl_conn *c = ud;
+    c->stream_busy = 0;
+    if (c->out.len > 0) start_flush(c);
+}
+
 static void stream_lost(pl_stream *s, const char *err, void *ud) {
     (void)s;
     pl_conn *c = ud;
@@ -444,9 +459,10 @@ static pl_conn *stream_conn_new(pl_host *h, pl_stream *s, const char *name,
     }
     snprintf(c->peer, sizeof c->peer, "%s", peer);
     c->stream = s;
-    pl_stream_set_write_limits(s, SIZE_MAX / 2, 0); /* no flow control: */
-    pl_stream_pause_reading(s); /* a mailbox's producers are its peers */
-    pl_stream_handler sh = {stream_data, stream_eof, NULL, stream_lost, c};
+    pl_stream_set_write_limits(s, 1, 0); /* see stream_flush */
+    pl_stream_pause_reading(s);
+    pl_stream_handler sh = {stream_data, stream_eof, stream_drained,
+                            stream_lost, c};
     pl_stream_set_handler(s, &sh);
     return c;
 }
