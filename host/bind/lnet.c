@@ -565,6 +565,22 @@ static void server_closed(pl_server *srv, void *ud) {
     u->accept_ref = u->lost_ref = u->self_ref = LUA_NOREF;
 }
 
+/* Copies the transport on top (the callback's argument) below the callback,
+ * so that it outlives the call: an abort inside it runs connection_lost,
+ * which drops the transport's own anchor (net.h's close rule). */
+static void keep_below_call(lua_State *L) {
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);
+}
+
+/* After the callback: a transport it left without a protocol is closed
+ * (nobody would ever read it); then the copy kept below goes. */
+static void abort_unprotocolled(lua_State *L, ltransport *t) {
+    if (t->stream && t->protocol_ref == LUA_NOREF)
+        pl_stream_abort(t->stream, "no protocol for the connection");
+    lua_pop(L, 1);
+}
+
 /* A connection: on_accept(transport). A transport left without a protocol
  * (on_accept failed, or forgot) is closed: nobody would ever read it. */
 static void server_accepted(pl_server *srv, pl_stream *s, void *ud) {
@@ -577,9 +593,9 @@ static void server_accepted(pl_server *srv, pl_stream *s, void *ud) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, u->lost_ref);
         t->lost_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    keep_below_call(L);
     pl_host_pcall(u->host, 1, 0, "server accept handler");
-    if (t->stream && t->protocol_ref == LUA_NOREF)
-        pl_stream_abort(t->stream, "no protocol for the connection");
+    abort_unprotocolled(L, t);
 }
 
 static int server_close(lua_State *L) {
@@ -676,9 +692,9 @@ static void lua_connected(pl_stream *s, const char *err, void *ud) {
     lua_State *L = h->L;
     if (s) {
         ltransport *t = push_transport(L, s);
+        keep_below_call(L);
         pl_host_pcall(h, 1, 0, "connect callback");
-        if (t->stream && t->protocol_ref == LUA_NOREF)
-            pl_stream_abort(t->stream, "no protocol for the connection");
+        abort_unprotocolled(L, t);
         return;
     }
     lua_pushnil(L);
