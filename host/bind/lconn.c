@@ -28,9 +28,10 @@
  *     nothing, so when its Lua object is collected it is closed;
  *   - a listener is anchored while open (it always has on_accept); it ends
  *     with listener:close() or at shutdown;
- *   - on_close runs synchronously inside conn:close() (and inside whatever
- *     else closes the conn), so conn:close() in on_message runs on_close
- *     before returning; the message handler gets no further messages.
+ *   - on_close keeps net.h's close rule: it runs once, synchronously inside
+ *     conn:close() (with or without a delay), so conn:close() in on_message
+ *     runs on_close before returning, and from the loop for an end that
+ *     comes from the peer; the message handler gets no further messages.
  *
  * Every Lua callback runs through pl_host_pcall: an error is logged with a
  * traceback and never unwinds through libuv. */

@@ -11,6 +11,9 @@
  *   core.net_connect({ip=, port=} | {path=}, fn(transport | nil, err))
  *   core.net_getaddrinfo(host, fn({ip, ...} | nil, err))
  *   core.net_ip_family(text) -> "inet" | "inet6" | nil
+ *   core.parse_address(text) -> {path=} | {host=, port=} | nil, err
+ *       sockaddr.h's parser, the one the mailbox and the command line use
+ *       (host is nil for every interface)
  *
  * A Transport (asyncio's names) carries one connection:
  *   t:set_protocol(p)   reading starts; p's methods are called from now on
@@ -31,6 +34,11 @@
  * until the queue drains below the low-water mark, so that a protocol that
  * only answers what it reads cannot buffer without bound for a peer that
  * does not read. resume_writing follows the drain.
+ *
+ * connection_lost keeps net.h's close rule, as a mailbox conn's on_close
+ * does: it runs once, inside t:abort() (before it returns) and the host's
+ * shutdown, and from the loop for every other end, t:close() included
+ * (once what was written has gone out).
  *
  * Lifetime: a transport is anchored in the registry from its creation to
  * its connection_lost, so dropping every Lua reference never closes it; a
@@ -282,7 +290,7 @@ static int transport_close(lua_State *L) {
 }
 
 /* t:abort([err]): closes now, dropping what is queued; connection_lost
- * gets err (nil by default). */
+ * gets err (nil by default), before abort returns. */
 static int transport_abort(lua_State *L) {
     ltransport *t = check_transport(L, 1);
     const char *err = luaL_optstring(L, 2, NULL);
@@ -557,6 +565,22 @@ static void server_closed(pl_server *srv, void *ud) {
     u->accept_ref = u->lost_ref = u->self_ref = LUA_NOREF;
 }
 
+/* Copies the transport on top (the callback's argument) below the callback,
+ * so that it outlives the call: an abort inside it runs connection_lost,
+ * which drops the transport's own anchor (net.h's close rule). */
+static void keep_below_call(lua_State *L) {
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);
+}
+
+/* After the callback: a transport it left without a protocol is closed
+ * (nobody would ever read it); then the copy kept below goes. */
+static void abort_unprotocolled(lua_State *L, ltransport *t) {
+    if (t->stream && t->protocol_ref == LUA_NOREF)
+        pl_stream_abort(t->stream, "no protocol for the connection");
+    lua_pop(L, 1);
+}
+
 /* A connection: on_accept(transport). A transport left without a protocol
  * (on_accept failed, or forgot) is closed: nobody would ever read it. */
 static void server_accepted(pl_server *srv, pl_stream *s, void *ud) {
@@ -569,9 +593,9 @@ static void server_accepted(pl_server *srv, pl_stream *s, void *ud) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, u->lost_ref);
         t->lost_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     }
+    keep_below_call(L);
     pl_host_pcall(u->host, 1, 0, "server accept handler");
-    if (t->stream && t->protocol_ref == LUA_NOREF)
-        pl_stream_abort(t->stream, "no protocol for the connection");
+    abort_unprotocolled(L, t);
 }
 
 static int server_close(lua_State *L) {
@@ -668,9 +692,9 @@ static void lua_connected(pl_stream *s, const char *err, void *ud) {
     lua_State *L = h->L;
     if (s) {
         ltransport *t = push_transport(L, s);
+        keep_below_call(L);
         pl_host_pcall(h, 1, 0, "connect callback");
-        if (t->stream && t->protocol_ref == LUA_NOREF)
-            pl_stream_abort(t->stream, "no protocol for the connection");
+        abort_unprotocolled(L, t);
         return;
     }
     lua_pushnil(L);
@@ -793,7 +817,32 @@ static int core_net_ip_family(lua_State *L) {
     return 1;
 }
 
+/* core.parse_address(text) -> {path=} | {host=, port=} | nil, err */
+static int core_parse_address(lua_State *L) {
+    pl_address a;
+    char err[400];
+    if (pl_address_parse(luaL_checkstring(L, 1), &a, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    lua_createtable(L, 0, 2);
+    if (a.is_unix) {
+        lua_pushstring(L, a.path);
+        lua_setfield(L, -2, "path");
+        return 1;
+    }
+    if (a.host[0]) {
+        lua_pushstring(L, a.host);
+        lua_setfield(L, -2, "host");
+    }
+    lua_pushinteger(L, a.port);
+    lua_setfield(L, -2, "port");
+    return 1;
+}
+
 static const luaL_Reg net_functions[] = {
+    {"parse_address", core_parse_address},
     {"net_bind", core_net_bind},
     {"net_listen_fd", core_net_listen_fd},
     {"net_connect", core_net_connect},

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "sockaddr.h"
 
 typedef struct option_spec {
     const char *short_name; /* NULL when none */
@@ -109,17 +110,37 @@ static int apply_exit_timeout(pl_cli *c, const char *v, char *e, size_t n) {
     return 0;
 }
 
+/* Addresses are checked by the parser that will read them (sockaddr.h),
+ * so that a bad one is refused here, in one line, before anything starts. */
+static int check_address(const char *opt, const char *v, char *e, size_t n) {
+    char why[400];
+    pl_address a;
+    if (pl_address_parse(v, &a, why, sizeof why) != 0)
+        return fail(e, n, "%s: %s", opt, why);
+    return 0;
+}
+
 static int apply_address(const char *opt, const char **slot, const char *v,
                          char *e, size_t n) {
-    char why[200];
-    if (pl_cli_check_address(v, why, sizeof why) != 0)
-        return fail(e, n, "%s: %s", opt, why);
+    if (check_address(opt, v, e, n) != 0) return -1;
     *slot = v;
     return 0;
 }
 
+/* --bind may list several addresses, as a server's bind does (net.lua). */
 static int apply_bind(pl_cli *c, const char *v, char *e, size_t n) {
-    return apply_address("--bind", &c->cfg.bind, v, e, n);
+    char item[PL_SOCKADDR_NAME_MAX + PL_ADDRESS_HOST_MAX];
+    for (const char *p = v;; p++) {
+        size_t len = strcspn(p, ",");
+        while (len > 0 && (*p == ' ' || *p == '\t')) p++, len--;
+        while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t')) len--;
+        snprintf(item, sizeof item, "%.*s", (int)len, p);
+        if (check_address("--bind", item, e, n) != 0) return -1;
+        p += strcspn(p, ",");
+        if (!*p) break;
+    }
+    c->cfg.bind = v;
+    return 0;
 }
 
 static int apply_mailbox(pl_cli *c, const char *v, char *e, size_t n) {
@@ -174,27 +195,6 @@ static const option_spec options[] = {
     {NULL, "--attach", 1, apply_attach},
     {NULL, "--cookie-file", 1, apply_cookie_file},
 };
-
-static int valid_port(const char *s) {
-    char *end;
-    errno = 0;
-    long p = strtol(s, &end, 10);
-    return *s && !errno && !*end && p >= 0 && p <= 65535;
-}
-
-int pl_cli_check_address(const char *addr, char *err, size_t errlen) {
-    if (strncmp(addr, "unix:", 5) == 0) {
-        if (!addr[5]) return fail(err, errlen, "'%s' names no socket path", addr);
-        return 0;
-    }
-    const char *colon = strrchr(addr, ':');
-    if (!colon)
-        return fail(err, errlen,
-                    "'%s' is not an address (HOST:PORT, :PORT or unix:PATH)", addr);
-    if (!valid_port(colon + 1))
-        return fail(err, errlen, "'%s' has no valid port (0 to 65535)", addr);
-    return 0;
-}
 
 /* Finds the spec for argv[i]; sets *glued to a value glued onto the option
  * ("-eSTAT", "--name=value"), else NULL. */

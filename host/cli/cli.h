@@ -45,9 +45,6 @@ typedef struct pl_cli {
 int pl_cli_parse(int argc, char **argv, pl_cli *cli, char *err, size_t errlen);
 void pl_cli_free(pl_cli *cli);
 
-/* Checks an address as docs/API.md §1 takes it: HOST:PORT, :PORT or unix:PATH. */
-int pl_cli_check_address(const char *addr, char *err, size_t errlen);
-
 void pl_cli_usage(const char *progname);
 
 #endif

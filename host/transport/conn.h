@@ -6,7 +6,8 @@
  * tell them apart (docs/DESIGN.md):
  *   - a stream socket, between processes: Unix, or TCP for actors and
  *     consoles on other machines (the TCP mailbox, authenticated above
- *     this layer: lua/pulsar/auth.lua);
+ *     this layer: lua/pulsar/auth.lua). The socket is a net.h stream, and
+ *     a conn is framing over it;
  *   - an in-process channel between two loops on two threads: a byte pipe
  *     in memory each way (mutex + pl_buf) whose reader is woken by a
  *     uv_async_t, for thread actors and the arbiter.
@@ -36,8 +37,10 @@ typedef struct pl_conn_handler {
     /* One whole message. The payload is valid only during the call. */
     void (*on_message)(pl_conn *c, const char *payload, size_t len, void *ud);
     /* Once, when the connection ends for any reason (peer gone, bad frame,
-     * pl_conn_close); reason is a short text. After it returns the conn is
-     * freed by the transport: do not use it again. */
+     * pl_conn_close, shutdown), by net.h's close rule: before the call
+     * when the owner closes it, from the loop otherwise. reason is a short
+     * text. After it returns the conn is freed by the transport: do not
+     * use it again. */
     void (*on_close)(pl_conn *c, const char *reason, void *ud);
     void *ud;
 } pl_conn_handler;
@@ -47,14 +50,16 @@ typedef struct pl_conn_stats {
     size_t queued;           /* bytes waiting to be written */
 } pl_conn_stats;
 
-/* Streams. Addresses are "unix:PATH" (or a bare path), or TCP:
- * "HOST:PORT", "[IPv6]:PORT", "localhost:PORT", ":PORT" (every interface).
- * A host name other than localhost is looked up (in the thread pool for
- * pl_connect; at once for pl_listen). */
+/* Streams. Addresses are sockaddr.h's: "unix:PATH", or TCP: "HOST:PORT",
+ * "[IPv6]:PORT", "localhost:PORT", ":PORT" (every interface); a bare path
+ * is refused. A host name other than localhost is looked up (in the thread
+ * pool for pl_connect; at once for pl_listen). */
 pl_listener *pl_listen(pl_host *h, const char *address,
                        void (*on_accept)(pl_listener *l, pl_conn *c, void *ud),
                        void *ud, char *err, size_t errlen);
-void pl_listener_close(pl_listener *l); /* and unlinks a Unix socket path */
+/* Closes and frees l, unlinking a Unix socket's file. Once: the host's
+ * shutdown closes a listener still open, after which l is gone. */
+void pl_listener_close(pl_listener *l);
 /* "unix:PATH" or "HOST:PORT" as bound: the port the system chose when 0
  * was asked for ("127.0.0.1:41234", "[::1]:41234", "0.0.0.0:41234"). */
 const char *pl_listener_address(const pl_listener *l);
@@ -109,7 +114,7 @@ const char *pl_conn_peer(const pl_conn *c);
  * before the call still leave; nothing can be sent after. With a
  * linger set (0: none, the default), a bad frame from the peer closes the
  * conn that way, with the reason "bad frame: ...", and is left to the owner
- * to log. */
+ * to log. A channel closes at once (no stranger is turned away there). */
 void pl_conn_close_after(pl_conn *c, uint64_t ms, const char *reason);
 void pl_conn_set_linger(pl_conn *c, uint64_t ms);
 

@@ -1,11 +1,12 @@
-/* net.c: TCP and Unix stream sockets on a host's loop (see net.h).
+/* net.c: TCP and Unix stream sockets on a host's loop (see net.h): the one
+ * code that reads, writes, connects, accepts and closes them.
  *
  * How it fits: lnet.c turns these objects into Lua transports and servers;
  * lua/pulsar/net.lua turns those into pulsar.create_server, protocols and
- * streams. The mailbox has its own transport (conn.c): it moves whole
- * frames; this one moves bytes for user protocols, with flow control.
- * Addresses and the making of listening sockets are sockaddr.c's, which
- * both transports share; here they are only put into words.
+ * streams. The mailbox's stream conns (conn.c) are frames over these
+ * streams, its listeners these servers. Addresses, their parsing and the
+ * making of listening sockets are sockaddr.c's; here they are only put
+ * into words.
  *
  * Writing. pl_stream_write first tries the socket directly (uv_try_write):
  * a small answer on a healthy connection costs one system call and no copy.
@@ -38,26 +39,35 @@
  * Ownership and lifetime:
  *   - a stream or server is malloc'd with its libuv handles inside and is a
  *     pl_resource of its host until its owner has heard of its end;
- *   - closing starts with uv_close; the owner hears of it (on_lost) from the
- *     last close callback, never inside the call that closed it, so a Lua
- *     callback that closes its own stream is not re-entered; the memory is
- *     freed when both the handles and the queued write requests are done;
- *   - at host shutdown the resource's close reports the end at once,
+ *   - closing starts with uv_close; the owner hears of it (on_lost) by
+ *     net.h's close rule: inside the owner's abort or close_after, else
+ *     from the last close callback; the memory is freed when the handles,
+ *     the queued write requests and a host name lookup are all done;
+ *   - a stream stays a resource until its owner has heard of its end and
+ *     its handles are closing (a lingering socket still needs closing);
+ *     at host shutdown the resource's close reports the end at once,
  *     before the VM goes (a monitor's VM is closed before its loop turns
  *     again), and later callbacks only free memory.
  *
+ * Lingering (pl_stream_close_after): the owner is done at once; the socket
+ * stays open, unread, writing what was queued, and the idle timer (which
+ * has nothing else to measure) closes it after the delay.
+ *
  * Writing to a socket whose peer has gone raises SIGPIPE; the first stream
- * sets it to "ignore" (pl_sockaddr_ignore_sigpipe, as conn.c does), so that
- * the write fails with EPIPE and only that stream ends. */
+ * sets it to "ignore" (pl_sockaddr_ignore_sigpipe), so that the write fails
+ * with EPIPE and only that stream ends. */
 #include "net.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -77,21 +87,26 @@ struct pl_stream {
     stream_io io;
     uv_timer_t idle;
     uv_connect_t connect_req;
+    uv_getaddrinfo_t resolve_req; /* connecting to a host name */
     uv_shutdown_t shutdown_req;
     pl_stream_handler handler;
     pl_connect_cb on_connect; /* while connecting */
     void *connect_ud;
-    char name[PL_SOCKADDR_NAME_MAX]; /* the peer, for connect errors */
-    char error[300];            /* why it ended; empty when clean */
+    char name[PL_SOCKADDR_NAME_MAX + PL_ADDRESS_HOST_MAX]; /* the peer, as
+                                            asked for, for connect errors */
+    char error[512];            /* why it ended; empty when clean */
     size_t high_water, low_water;
     uint64_t idle_ms, last_active;
     uint64_t queued_bytes; /* ever handed to uv_write (see idle_check) */
     uint64_t sent_seen;    /* of those, taken by the kernel at the last check */
     uint64_t connect_ms;          /* the connect timeout, for its message */
+    int connect_port;             /* while a host name is looked up */
     int open_handles;   /* initialised handles whose close has not run */
     int pending_writes; /* uv_write requests whose callback has not run */
     unsigned is_unix : 1;
     unsigned connecting : 1;
+    unsigned resolving : 1;   /* resolve_req is in flight */
+    unsigned lingering : 1;   /* pl_stream_close_after: unread, then closed */
     unsigned reading : 1;     /* uv_read_start is in effect */
     unsigned user_paused : 1; /* pl_stream_pause_reading */
     unsigned flow_paused : 1; /* pl_stream_pause_for_flow */
@@ -101,6 +116,7 @@ struct pl_stream {
     unsigned closing : 1;     /* close asked: flushing, then closed */
     unsigned closed : 1;      /* handles closing */
     unsigned reported : 1;    /* the owner has heard of the end */
+    unsigned tracked : 1;     /* a resource of its host */
     unsigned has_buffer : 1;  /* holds a reference to the read buffer */
 };
 
@@ -177,6 +193,7 @@ void pl_net_unbind(int fd, const char *path) {
 /* ---- streams: lifetime ------------------------------------------------------ */
 
 static void stream_shutdown(pl_resource *res);
+static void update_reading(pl_stream *s);
 static void stream_alloc(uv_handle_t *handle, size_t hint, uv_buf_t *buf);
 static void stream_read(uv_stream_t *stream, ssize_t n, const uv_buf_t *buf);
 
@@ -209,6 +226,7 @@ static pl_stream *stream_new(pl_host *h, int is_unix) {
     s->io.handle.data = s->idle.data = s;
     s->open_handles = 2;
     pl_host_track(h, &s->res, stream_shutdown);
+    s->tracked = 1;
     return s;
 }
 
@@ -218,14 +236,25 @@ static void stream_free(pl_stream *s) {
 }
 
 static void free_when_unused(pl_stream *s) {
-    if (s->open_handles == 0 && s->pending_writes == 0) stream_free(s);
+    if (s->open_handles == 0 && s->pending_writes == 0 && !s->resolving)
+        stream_free(s);
+}
+
+/* A stream stays its host's resource until both its owner has heard of
+ * its end and its handles are closing: the host's shutdown must still
+ * report an end not yet reported, and close a lingering socket. */
+static void untrack_when_done(pl_stream *s) {
+    if (s->tracked && s->reported && s->closed) {
+        s->tracked = 0;
+        pl_host_untrack(&s->res);
+    }
 }
 
 /* Tells the owner, once: a connect that failed, or the end of a stream. */
 static void report_end(pl_stream *s) {
     if (s->reported) return;
     s->reported = 1;
-    pl_host_untrack(&s->res);
+    untrack_when_done(s);
     const char *err = s->error[0] ? s->error : NULL;
     if (s->on_connect) {
         pl_connect_cb cb = s->on_connect;
@@ -250,21 +279,28 @@ static void stream_finish(pl_stream *s, const char *err) {
     if (s->closed) return;
     s->closed = 1;
     if (err && !s->error[0]) snprintf(s->error, sizeof s->error, "%s", err);
+    if (s->resolving) uv_cancel((uv_req_t *)&s->resolve_req);
     uv_close(&s->io.handle, handle_closed);
     uv_close((uv_handle_t *)&s->idle, handle_closed);
+    untrack_when_done(s);
 }
 
 static void stream_shutdown(pl_resource *res) {
     pl_stream *s = stream_of_res(res);
+    s->tracked = 0;
+    pl_host_untrack(res);
     if (s->on_connect && !s->error[0])
-        snprintf(s->error, sizeof s->error, "cannot connect to %s: shutting "
-                 "down", s->name);
+        pl_set_err(s->error, sizeof s->error, "cannot connect to %s: shutting "
+                   "down", s->name);
     stream_finish(s, "shutting down");
     report_end(s);
 }
 
+/* The owner's own end: reported before returning (see net.h). */
 void pl_stream_abort(pl_stream *s, const char *err) {
-    if (s) stream_finish(s, err);
+    if (!s) return;
+    stream_finish(s, err);
+    report_end(s);
 }
 
 #if defined(__GNUC__)
@@ -282,7 +318,7 @@ static void stream_fail(pl_stream *s, const char *fmt, ...) {
 }
 
 void pl_stream_close(pl_stream *s) {
-    if (!s || s->closed || s->closing) return;
+    if (!s || s->closed || s->closing || s->lingering) return;
     s->closing = 1;
     if (s->reading) {
         uv_read_stop(&s->io.stream);
@@ -292,7 +328,26 @@ void pl_stream_close(pl_stream *s) {
     /* else the last write callback finishes it */
 }
 
-int pl_stream_is_closing(const pl_stream *s) { return s->closing || s->closed; }
+int pl_stream_is_closing(const pl_stream *s) {
+    return s->closing || s->closed || s->lingering;
+}
+
+static void linger_over(uv_timer_t *timer) {
+    stream_finish(timer->data, NULL); /* nobody to tell any more */
+}
+
+void pl_stream_close_after(pl_stream *s, uint64_t ms) {
+    if (!s || s->closed) return;
+    if (ms == 0) {
+        pl_stream_abort(s, NULL);
+        return;
+    }
+    s->lingering = 1;
+    s->idle_ms = 0; /* the idle timer measures the delay now */
+    uv_timer_start(&s->idle, linger_over, ms, 0);
+    update_reading(s);
+    report_end(s);
+}
 
 /* ---- streams: reading --------------------------------------------------------- */
 
@@ -303,7 +358,8 @@ static void touch(pl_stream *s) {
 /* Starts or stops reading to match the stream's state. */
 static void update_reading(pl_stream *s) {
     int want = s->handler.on_data && !s->user_paused && !s->flow_paused &&
-               !s->eof_seen && !s->closing && !s->closed && !s->connecting;
+               !s->eof_seen && !s->closing && !s->closed && !s->connecting &&
+               !s->lingering;
     if (want == (int)s->reading) return;
     if (!want) {
         uv_read_stop(&s->io.stream);
@@ -453,7 +509,7 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
 
 int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
                     char *err, size_t errlen) {
-    if (s->closed || s->closing || s->eof_sent) {
+    if (s->closed || s->closing || s->eof_sent || s->lingering) {
         pl_set_err(err, errlen, "the transport is closed");
         return -1;
     }
@@ -501,7 +557,7 @@ static void shut_down(uv_shutdown_t *req, int status) {
 }
 
 int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen) {
-    if (s->closed || s->closing) {
+    if (s->closed || s->closing || s->lingering) {
         pl_set_err(err, errlen, "the transport is closed");
         return -1;
     }
@@ -594,27 +650,103 @@ int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen) {
     return 0;
 }
 
+/* ---- streams: blocking, outside the loop ------------------------------------- */
+
+/* Blocks until fd is ready for `events` or the deadline (uv_hrtime, ns)
+ * passes: 1 ready, 0 timed out, -1 error. */
+static int wait_fd(int fd, short events, uint64_t deadline) {
+    for (;;) {
+        uint64_t now = uv_hrtime();
+        if (now >= deadline) return 0;
+        uint64_t ms = (deadline - now + 999999) / 1000000;
+        struct pollfd p = {.fd = fd, .events = events};
+        int rc = poll(&p, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+        if (rc > 0) return 1;
+        if (rc < 0 && errno != EINTR) return -1;
+    }
+}
+
+/* The socket, for the two calls below: only while nothing is queued, as
+ * bytes written here would overtake the queue. */
+static int blocking_fd(const pl_stream *s, char *err, size_t errlen) {
+    uv_os_fd_t fd;
+    if (s->closed || s->closing || s->lingering || s->connecting)
+        return pl_set_err(err, errlen, "the transport is closed");
+    if (uv_fileno(&s->io.handle, &fd) != 0)
+        return pl_set_err(err, errlen, "the transport has no socket");
+    if (pl_stream_write_queue(s) > 0)
+        return pl_set_err(err, errlen, "a write is still in progress");
+    return fd;
+}
+
+int pl_stream_write_now(pl_stream *s, const char *data, size_t len,
+                        uint64_t deadline, char *err, size_t errlen) {
+    int fd = blocking_fd(s, err, errlen);
+    if (fd < 0) return -1;
+    for (size_t done = 0; done < len;) {
+        ssize_t n = send(fd, data + done, len - done, MSG_NOSIGNAL);
+        if (n > 0) {
+            done += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        int ready = -1;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            ready = wait_fd(fd, POLLOUT, deadline);
+        if (ready > 0) continue;
+        return pl_set_err(err, errlen, "write %s",
+                          ready == 0 ? "timed out" : strerror(errno));
+    }
+    touch(s);
+    return 0;
+}
+
+long pl_stream_read_now(pl_stream *s, char *buf, size_t len, uint64_t deadline,
+                        char *err, size_t errlen) {
+    int fd = blocking_fd(s, err, errlen);
+    if (fd < 0) return -1;
+    for (;;) {
+        ssize_t n = recv(fd, buf, len, 0);
+        if (n >= 0) {
+            if (n > 0) touch(s);
+            return (long)n;
+        }
+        if (errno == EINTR) continue;
+        int ready = -1;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            ready = wait_fd(fd, POLLIN, deadline);
+        if (ready > 0) continue;
+        if (ready == 0) return PL_STREAM_TIMED_OUT;
+        pl_set_err(err, errlen, "read error: %s", strerror(errno));
+        return -1;
+    }
+}
+
 /* ---- connecting ------------------------------------------------------------------ */
+
+/* Connect errors say what the system says, without its code: they reach
+ * users as they are ("cannot attach to ADDR: connection refused"). */
+static void connect_failed(pl_stream *s, const char *why) {
+    pl_set_err(s->error, sizeof s->error, "cannot connect to %s: %s", s->name, why);
+    stream_finish(s, NULL);
+}
 
 /* The connect timeout runs on the stream's idle timer, which has nothing
  * else to do until the connection is made. */
 static void connect_timed_out(uv_timer_t *timer) {
     pl_stream *s = timer->data;
     if (s->closed || !s->connecting) return;
-    snprintf(s->error, sizeof s->error, "cannot connect to %s: no answer within %.3g s",
-             s->name, (double)s->connect_ms / 1000.0);
-    stream_finish(s, NULL);
+    char why[60];
+    snprintf(why, sizeof why, "no answer within %.3g s", (double)s->connect_ms / 1000.0);
+    connect_failed(s, why);
 }
 
 static void connected(uv_connect_t *req, int status) {
     pl_stream *s = req->data;
     if (s->closed) return; /* reported when the handles are closed */
     uv_timer_stop(&s->idle);
-    char why[120];
     if (status < 0) {
-        snprintf(s->error, sizeof s->error, "cannot connect to %s: %s", s->name,
-                 uv_reason(status, why, sizeof why));
-        stream_finish(s, NULL);
+        connect_failed(s, uv_strerror(status));
         return;
     }
     s->connecting = 0;
@@ -624,16 +756,29 @@ static void connected(uv_connect_t *req, int status) {
     cb(s, NULL, s->connect_ud);
 }
 
-void pl_stream_connect(pl_host *h, const pl_endpoint *ep, double timeout,
-                       pl_connect_cb cb, void *ud) {
-    char name[PL_SOCKADDR_NAME_MAX];
-    pl_endpoint_name(ep, name, sizeof name);
-    pl_stream *s = stream_new(h, ep->is_unix);
-    if (!s) {
-        char err[PL_SOCKADDR_NAME_MAX + 60];
-        snprintf(err, sizeof err, "cannot connect to %s: out of memory", name);
-        cb(NULL, err, ud);
+/* Every outcome but a connect refused at once is reported from the loop;
+ * that one too, through the handles' close. */
+static void start_connect(pl_stream *s, const pl_endpoint *ep) {
+    if (ep->is_unix) {
+        uv_pipe_connect(&s->connect_req, &s->io.pipe, ep->path, connected);
         return;
+    }
+    int rc = uv_tcp_connect(&s->connect_req, &s->io.tcp,
+                            (const struct sockaddr *)&ep->sa, connected);
+    if (rc != 0) connect_failed(s, uv_strerror(rc));
+}
+
+/* A new stream, connecting on behalf of cb; NULL once cb has been told
+ * there is no memory for it. */
+static pl_stream *connecting_stream(pl_host *h, int is_unix, const char *name,
+                                    double timeout, pl_connect_cb cb, void *ud) {
+    pl_stream *s = stream_new(h, is_unix);
+    if (!s) {
+        char err[sizeof s->name + 40];
+        snprintf(err, sizeof err, "cannot connect to %.*s: out of memory",
+                 (int)sizeof s->name, name);
+        cb(NULL, err, ud);
+        return NULL;
     }
     snprintf(s->name, sizeof s->name, "%s", name);
     s->connecting = 1;
@@ -644,18 +789,60 @@ void pl_stream_connect(pl_host *h, const pl_endpoint *ep, double timeout,
         s->connect_ms = timeout * 1000.0 < 1.0 ? 1 : (uint64_t)(timeout * 1000.0 + 0.5);
         uv_timer_start(&s->idle, connect_timed_out, s->connect_ms, 0);
     }
-    if (ep->is_unix) {
-        uv_pipe_connect(&s->connect_req, &s->io.pipe, ep->path, connected);
-        return;
-    }
-    int rc = uv_tcp_connect(&s->connect_req, &s->io.tcp,
-                            (const struct sockaddr *)&ep->sa, connected);
-    if (rc != 0) {
-        /* reported from the loop, as every other outcome */
-        char why[120];
-        snprintf(s->error, sizeof s->error, "cannot connect to %s: %s", name,
-                 uv_reason(rc, why, sizeof why));
+    return s;
+}
+
+void pl_stream_connect(pl_host *h, const pl_endpoint *ep, double timeout,
+                       pl_connect_cb cb, void *ud) {
+    char name[PL_SOCKADDR_NAME_MAX];
+    pl_endpoint_name(ep, name, sizeof name);
+    pl_stream *s = connecting_stream(h, ep->is_unix, name, timeout, cb, ud);
+    if (s) start_connect(s, ep);
+}
+
+static void host_resolved(uv_getaddrinfo_t *req, int status,
+                          struct addrinfo *ai) {
+    pl_stream *s = req->data;
+    pl_endpoint ep;
+    s->resolving = 0;
+    int found = status == 0 &&
+                pl_endpoint_from_addrinfo(&ep, ai, s->connect_port) == 0;
+    if (ai) uv_freeaddrinfo(ai);
+    if (s->closed) free_when_unused(s);
+    else if (!found) connect_failed(s, status ? uv_strerror(status) : "no IPv4 or IPv6 address");
+    else start_connect(s, &ep);
+}
+
+/* A host name is looked up in the thread pool, so the loop never waits. */
+static void resolve_then_connect(pl_stream *s, const pl_address *a) {
+    char port[8];
+    snprintf(port, sizeof port, "%d", a->port);
+    s->connect_port = a->port;
+    s->resolve_req.data = s;
+    int rc = uv_getaddrinfo(s->host->loop, &s->resolve_req, host_resolved,
+                            a->host, port, &pl_sockaddr_stream_hints);
+    if (rc != 0) connect_failed(s, uv_strerror(rc));
+    else s->resolving = 1;
+}
+
+void pl_stream_connect_to(pl_host *h, const char *address, double timeout,
+                          pl_connect_cb cb, void *ud) {
+    pl_address a;
+    pl_endpoint ep;
+    char why[400];
+    int parsed = pl_address_parse(address, &a, why, sizeof why);
+    pl_stream *s = connecting_stream(h, parsed == 0 && a.is_unix, address,
+                                     timeout, cb, ud);
+    if (!s) return;
+    if (parsed != 0) {
+        pl_set_err(s->error, sizeof s->error, "cannot connect: %s", why);
         stream_finish(s, NULL);
+    } else if (!a.is_unix && a.port == 0) {
+        connect_failed(s, "port 0 names no listener");
+    } else if (pl_address_endpoint(&a, &ep) == 0) {
+        start_connect(s, &ep);
+    } else {
+        resolve_then_connect(s, &a);
     }
 }
 
@@ -678,6 +865,12 @@ void pl_server_close(pl_server *srv) {
 }
 
 const char *pl_server_address(const pl_server *srv) { return srv->address; }
+
+pl_host *pl_server_host(const pl_server *srv) { return srv->host; }
+
+void pl_server_unref(pl_server *srv) {
+    if (srv && !srv->closed) uv_unref(&srv->io.handle);
+}
 
 void pl_server_set_idle_timeout(pl_server *srv, double seconds) {
     srv->idle_ms = seconds > 0 ? (uint64_t)(seconds * 1000.0 + 0.5) : 0;

@@ -1,4 +1,6 @@
-/* net.h: TCP and Unix stream sockets for Lua code (docs/API.md §2 Networking).
+/* net.h: TCP and Unix stream sockets: the one layer that owns them, for
+ * Lua code (docs/API.md §2 Networking) and for the mailbox, whose conns
+ * (conn.h) are framing over these streams.
  *
  * Three pieces, in the order a server meets them:
  *   - a bound socket: pl_net_bind makes a listening descriptor (socket,
@@ -12,15 +14,29 @@
  *     with the transport rules of asyncio: writes queue and are never
  *     dropped; past a high-water mark the writer is told to pause and, once
  *     the queue drains below a low-water mark, to resume; close() flushes
- *     what is queued first; the owner hears of the end exactly once.
+ *     what is queued first.
+ *
+ * The close rule, which conn.h keeps too: the owner hears of the end
+ * exactly once (a stream's on_lost, a server's on_close, a conn's
+ * on_close), for every way it ends: the peer, an error, a timeout, the
+ * owner, the host's shutdown. An end the owner makes (pl_stream_abort,
+ * pl_stream_close_after, pl_server_close, pl_conn_close,
+ * pl_conn_close_after) and the host's shutdown are told before that call
+ * returns, so the owner never waits for news of what it did; every other
+ * end is told from the loop, never inside a call of the owner's.
+ * pl_stream_close asks for an end rather than making one: it is told from
+ * the loop once what was queued is written. After the callback the object
+ * is the transport's: the owner must not use it again.
  *
  * Nothing here knows Lua: lnet.c gives these objects their Lua faces
  * (pulsar.core.net_*), and lua/pulsar/net.lua builds servers, protocols and
- * streams on top. Everything runs on the thread of the host's loop. */
+ * streams on top; conn.c gives them frames. Everything runs on the thread
+ * of the host's loop. */
 #ifndef PULSAR_NET_H
 #define PULSAR_NET_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <lua.h>
 #include <uv.h>
@@ -70,6 +86,9 @@ pl_server *pl_server_open(pl_host *h, int fd, int own, int backlog,
 /* Stops accepting; streams it accepted go on. */
 void pl_server_close(pl_server *srv);
 const char *pl_server_address(const pl_server *srv);
+pl_host *pl_server_host(const pl_server *srv);
+/* The server stops keeping its loop alive (uv_unref); it still accepts. */
+void pl_server_unref(pl_server *srv);
 /* Seconds of silence after which an accepted stream is closed (0: never);
  * see pl_stream_set_idle_timeout. */
 void pl_server_set_idle_timeout(pl_server *srv, double seconds);
@@ -85,22 +104,29 @@ typedef struct pl_stream_handler {
     /* The write queue went back below the low-water mark after
      * pl_stream_write reported it above the high one. */
     void (*on_drain)(pl_stream *s, void *ud);
-    /* Once, from the loop (synchronously at host shutdown), when the stream
-     * has closed: err is NULL after a clean close, else what went wrong.
-     * The stream is freed afterwards. */
+    /* Once, when the stream has ended for its owner, by the close rule
+     * above: err is NULL after a clean close, else what went wrong. The
+     * stream is freed afterwards. */
     void (*on_lost)(pl_stream *s, const char *err, void *ud);
     void *ud;
 } pl_stream_handler;
 
 /* on_connect runs once, from the loop: with the stream (owned by the
- * callee, as on_accept's), or with NULL and an error naming the address.
- * With timeout > 0 (seconds), a connection not made by then is given up:
- * a peer that never answers (a full backlog, a dropped SYN) would
- * otherwise hold the attempt, and the loop, for the kernel's minutes of
- * retries. */
+ * callee, as on_accept's), or with NULL and an error naming the address
+ * ("cannot connect to ADDR: connection refused"; only running out of
+ * memory for the stream itself is reported at once). A connect pending at
+ * the host's shutdown fails with "... shutting down". With timeout > 0
+ * (seconds), a connection not made by then is given up: a peer that never
+ * answers (a full backlog, a dropped SYN) would otherwise hold the
+ * attempt, and the loop, for the kernel's minutes of retries. */
 typedef void (*pl_connect_cb)(pl_stream *s, const char *err, void *ud);
 void pl_stream_connect(pl_host *h, const pl_endpoint *ep, double timeout,
                        pl_connect_cb cb, void *ud);
+/* The same to an address as written (sockaddr.h's pl_address_parse): a
+ * host name is looked up in the thread pool first, so the loop never
+ * waits; a bad address fails from the loop too. */
+void pl_stream_connect_to(pl_host *h, const char *address, double timeout,
+                          pl_connect_cb cb, void *ud);
 
 /* Sets the handler; the stream reads (unless paused) while it has on_data. */
 void pl_stream_set_handler(pl_stream *s, const pl_stream_handler *handler);
@@ -114,10 +140,16 @@ int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
                     char *err, size_t errlen);
 /* Shuts the write side once the queue is written (half-close). 0 or -1. */
 int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen);
-/* Stops reading, writes what is queued, then closes; on_lost(NULL). */
+/* Stops reading, writes what is queued, then closes; on_lost(NULL) from
+ * the loop once that is done (a request for the end, not the end). */
 void pl_stream_close(pl_stream *s);
-/* Closes now, dropping what is queued; on_lost(err). */
+/* Closes now, dropping what is queued; on_lost(err) before returning. */
 void pl_stream_abort(pl_stream *s, const char *err);
+/* Turning a peer away slowly: the stream ends for its owner now
+ * (on_lost(NULL) before returning), but the socket stays open and unread
+ * for ms, writing what was queued, and is closed then (dropping what is
+ * still queued). ms 0 is pl_stream_abort. */
+void pl_stream_close_after(pl_stream *s, uint64_t ms);
 
 void pl_stream_pause_reading(pl_stream *s);
 void pl_stream_resume_reading(pl_stream *s);
@@ -137,6 +169,18 @@ void pl_stream_get_write_limits(const pl_stream *s, size_t *high,
  * and two timeouts) is dropped, with a warning in the log. */
 void pl_stream_set_idle_timeout(pl_stream *s, double seconds);
 int pl_stream_is_closing(const pl_stream *s);
+/* Blocking I/O, outside the loop's rhythm, for a caller that must answer
+ * at once (conn.h's pl_conn_wait_message); only while nothing is queued,
+ * so that these bytes cannot overtake queued ones. The deadline is
+ * uv_hrtime's (ns). Neither ends the stream: the caller decides.
+ * write_now: 0, or -1 with err. read_now: the bytes read, 0 at the end of
+ * the stream, PL_STREAM_TIMED_OUT, or -1 with err. */
+#define PL_STREAM_TIMED_OUT (-2)
+int pl_stream_write_now(pl_stream *s, const char *data, size_t len,
+                        uint64_t deadline, char *err, size_t errlen);
+long pl_stream_read_now(pl_stream *s, char *buf, size_t len, uint64_t deadline,
+                        char *err, size_t errlen);
+
 /* The local (peer = 0) or remote (peer = 1) address; 0 or -1. */
 int pl_stream_name(const pl_stream *s, int peer, char *out, size_t outlen);
 

@@ -1,12 +1,14 @@
-/* sockaddr.c: socket addresses and listening sockets (see sockaddr.h),
- * shared by conn.c (mailbox connections) and net.c (Lua's streams).
+/* sockaddr.c: socket addresses and listening sockets (see sockaddr.h):
+ * the one parser of the addresses users write, for the command line, the
+ * mailbox (conn.c) and Lua (lnet.c's core.parse_address), and the
+ * listening sockets net.c serves.
  *
  * Listening sockets are made with plain system calls rather than libuv's
  * bind: the result is a descriptor that net.c can share between actors
- * (dup'd for thread workers, inherited by process workers) and that
- * either transport then hands to a libuv handle (uv_tcp_open,
- * uv_pipe_open) to accept on. Errors come back as libuv error codes, so
- * that each transport words them as it words every other network error.
+ * (dup'd for thread workers, inherited by process workers) and then hands
+ * to a libuv handle (uv_tcp_open, uv_pipe_open) to accept on, for a Lua
+ * server or a mailbox listener alike. Errors come back as libuv error
+ * codes, so that net.c words them as it words every other network error.
  *
  * A Unix socket's file outlives a process that dies without unlinking it,
  * and binding the path again then fails with EADDRINUSE although nobody
@@ -19,6 +21,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -30,7 +33,7 @@
 /* ---- endpoints and names -------------------------------------------------- */
 
 /* Messages go to err through pl_set_err, which writes nothing for errlen 0:
- * a caller that only asks whether (conn.c, for a literal) passes NULL, 0. */
+ * a caller that only asks whether (pl_address_endpoint) passes NULL, 0. */
 
 int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
                    size_t errlen) {
@@ -108,6 +111,81 @@ int pl_sockaddr_of_fd(int fd, char *out, size_t outlen) {
     if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) return -1;
     pl_sockaddr_name((struct sockaddr *)&ss, out, outlen);
     return 0;
+}
+
+/* ---- addresses as written ------------------------------------------------ */
+
+#define ADDRESS_FORMS "HOST:PORT, :PORT or unix:PATH"
+
+static int not_an_address(const char *text, char *err, size_t errlen) {
+    /* A path without unix: is the likeliest slip: say how to write it. */
+    if (strchr(text, '/'))
+        return pl_set_err(err, errlen, "'%s' is not an address (" ADDRESS_FORMS
+                          "): write unix:%s for a Unix socket", text, text);
+    return pl_set_err(err, errlen, "'%s' is not an address (" ADDRESS_FORMS ")",
+                      text);
+}
+
+static int parse_port(const char *text, const char *digits, int *port,
+                      char *err, size_t errlen) {
+    size_t n = strlen(digits);
+    if (n == 0 || n > 5 || strspn(digits, "0123456789") != n ||
+        (*port = atoi(digits)) > 65535)
+        return pl_set_err(err, errlen, "'%s' has no valid port (0 to 65535)",
+                          text);
+    return 0;
+}
+
+/* "HOST:PORT", "[IPv6]:PORT" or ":PORT". A bare IPv6 address would make
+ * the port ambiguous: it must come in brackets. */
+static int parse_host_port(const char *text, pl_address *a, char *err,
+                           size_t errlen) {
+    const char *host = text, *host_end, *port;
+    if (text[0] == '[') {
+        host_end = strchr(text, ']');
+        if (!host_end || host_end[1] != ':')
+            return pl_set_err(err, errlen, "'%s' lacks ']:PORT' after its IPv6 "
+                              "host", text);
+        host = text + 1;
+        port = host_end + 2;
+    } else {
+        host_end = strrchr(text, ':');
+        port = host_end + 1;
+        if (memchr(text, ':', (size_t)(host_end - text)))
+            return pl_set_err(err, errlen, "'%s': write an IPv6 host in "
+                              "brackets, as [::1]:PORT", text);
+    }
+    size_t len = (size_t)(host_end - host);
+    if (len >= sizeof a->host)
+        return pl_set_err(err, errlen, "host name too long in '%.60s...'", text);
+    memcpy(a->host, host, len);
+    a->host[len] = 0;
+    return parse_port(text, port, &a->port, err, errlen);
+}
+
+int pl_address_parse(const char *text, pl_address *a, char *err,
+                     size_t errlen) {
+    memset(a, 0, sizeof *a);
+    if (strncmp(text, "unix:", 5) == 0) {
+        const char *path = text + 5;
+        if (!*path) return pl_set_err(err, errlen, "'%s' names no socket path", text);
+        pl_endpoint ep;
+        if (pl_endpoint_unix(&ep, path, err, errlen) != 0) return -1;
+        a->is_unix = 1;
+        memcpy(a->path, ep.path, sizeof a->path);
+        return 0;
+    }
+    if (!strchr(text, ':') || strstr(text, "://"))
+        return not_an_address(text, err, errlen);
+    return parse_host_port(text, a, err, errlen);
+}
+
+int pl_address_endpoint(const pl_address *a, pl_endpoint *ep) {
+    if (a->is_unix) return pl_endpoint_unix(ep, a->path, NULL, 0) == 0 ? 0 : 1;
+    const char *host = a->host;
+    if (host[0] == 0) host = "0.0.0.0";
+    else if (strcmp(host, "localhost") == 0) host = "127.0.0.1";
+    return pl_endpoint_ip(ep, host, a->port, NULL, 0) == 0 ? 0 : 1;
 }
 
 /* ---- listening sockets ------------------------------------------------------ */

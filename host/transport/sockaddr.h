@@ -1,14 +1,16 @@
 /* sockaddr.h: socket addresses, and the listening sockets bound to them,
- * for both stream transports: the mailbox's conns (conn.h) and the streams
- * of Lua code (net.h).
+ * for every stream socket: the mailbox's (conn.h) and those of Lua code
+ * (net.h), both of which sit on net.c's streams.
  *
- * An endpoint is where to bind or connect: an IP address and a port, or a
- * Unix socket path. Either transport shows an address to users and in log
- * lines in the same words: "127.0.0.1:8060", "[::1]:8060", "unix:PATH".
- * Parsing the text a user writes is each transport's own (conn.c reads
- * mailbox addresses, lua/pulsar/net.lua server and client addresses), as
- * are the messages naming what went wrong: here are only the parts that
- * mean the same to both. */
+ * An address is what a user writes, in one language for the command line
+ * (--mailbox, --attach, --bind), the mailbox (core.listen, core.connect)
+ * and Lua's servers and streams (pulsar.net): "HOST:PORT", "[IPv6]:PORT",
+ * ":PORT" (every interface) or "unix:PATH". A bare path is refused, naming
+ * the unix: form: "nowhere" is then a typo, not a socket file created in
+ * the current directory. pl_address_parse is the one parser; an endpoint
+ * is what it becomes once its host is an IP address (pl_address_endpoint,
+ * or a lookup). Every address is shown to users and in log lines in the
+ * same words: "127.0.0.1:8060", "[::1]:8060", "unix:PATH". */
 #ifndef PULSAR_SOCKADDR_H
 #define PULSAR_SOCKADDR_H
 
@@ -20,6 +22,24 @@
 #define PL_SOCKADDR_PATH_MAX sizeof(((struct sockaddr_un *)0)->sun_path)
 /* "[v6 address]:port" or "unix:PATH" */
 #define PL_SOCKADDR_NAME_MAX (PL_SOCKADDR_PATH_MAX + 8)
+
+#define PL_ADDRESS_HOST_MAX 256
+
+/* An address as written, taken apart: a Unix socket path, or a host (a
+ * name or an IP literal, without brackets; "" for every interface) and a
+ * port. */
+typedef struct pl_address {
+    int is_unix;
+    char path[PL_SOCKADDR_PATH_MAX];
+    char host[PL_ADDRESS_HOST_MAX];
+    int port;
+} pl_address;
+
+/* 0, or -1 with a message naming the text ("'nowhere' is not an address
+ * (HOST:PORT, :PORT or unix:PATH)", "'h:99999' has no valid port (0 to
+ * 65535)", "'unix:' names no socket path", ...). */
+int pl_address_parse(const char *text, pl_address *a, char *err,
+                     size_t errlen);
 
 /* Where to bind or connect: an IP address and port, or a Unix socket path. */
 typedef struct pl_endpoint {
@@ -35,6 +55,9 @@ int pl_endpoint_ip(pl_endpoint *ep, const char *ip, int port, char *err,
                    size_t errlen);
 int pl_endpoint_unix(pl_endpoint *ep, const char *path, char *err,
                      size_t errlen);
+/* Fills ep for a Unix path, an IP literal, "localhost" (127.0.0.1) or ""
+ * (0.0.0.0): 0; 1 when the host is a name to look up. */
+int pl_address_endpoint(const pl_address *a, pl_endpoint *ep);
 /* Fills ep with the first IPv4 or IPv6 address of a getaddrinfo answer
  * and port. 0, or -1 when the answer has none. */
 int pl_endpoint_from_addrinfo(pl_endpoint *ep, const struct addrinfo *ai,
@@ -56,7 +79,7 @@ int pl_sockaddr_of_fd(int fd, char *out, size_t outlen);
 int pl_endpoint_listen(const pl_endpoint *ep, int backlog, const char **step);
 
 /* Writing to a socket whose peer is gone raises SIGPIPE, which would kill
- * the process: the first socket of either transport calls this, which
+ * the process: the first stream (net.c) calls this, which
  * sets SIGPIPE to "ignore" (unless the program installed a handler of its
  * own) so that the write fails with EPIPE and only that connection ends. */
 void pl_sockaddr_ignore_sigpipe(void);

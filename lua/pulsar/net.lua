@@ -9,7 +9,9 @@
 --   connection_made(self, transport)   data_received(self, data)
 --   eof_received(self)                 (return true to stay half-open)
 --   pause_writing(self)                resume_writing(self)
---   connection_lost(self, err)         (err is nil after a clean close)
+--   connection_lost(self, err)         (err is nil after a clean close; once,
+--                                       inside transport:abort(), else from
+--                                       the loop: host/transport/net.h)
 --   server_stopping(self)              (the server stops: finish and close)
 -- each only if it has it. These are plain calls, not coroutines: a protocol
 -- that must wait starts a task (pulsar.async). One that raises has its
@@ -35,7 +37,8 @@
 -- from the socket pauses until the caller reads.
 --
 -- Addresses are text: "HOST:PORT", ":PORT" (every interface), "[::1]:PORT",
--- "unix:PATH"; a server's `bind` may list several, separated by commas.
+-- "unix:PATH" (core.parse_address, host/transport/sockaddr.c); a server's
+-- `bind` may list several, separated by commas.
 -- Listening sockets are plain descriptors (server.fds) that other actors of
 -- the process can serve too (net.serve): that is how the workers of a
 -- SocketServer share one socket (lua/pulsar/apps/socket.lua).
@@ -55,36 +58,15 @@ local Future = future.Future
 
 local ADDRESS_FORMS = "HOST:PORT, :PORT or unix:PATH"
 
-local function port_of(text, digits)
-  local port = math.tointeger(tonumber(digits))
-  if not port or port > 65535 then
-    return nil, ("'%s' has no valid port (0 to 65535)"):format(text)
-  end
-  return port
-end
-
 --- One address: {host=, port=} (host nil for every interface) or {path=};
--- nil, why for anything else.
+-- nil, why for anything else. The parser is the host's (sockaddr.c), the
+-- one the mailbox and the command line use, so an address means the same
+-- everywhere.
 function M.parse_address(text)
   if type(text) ~= "string" then
     return nil, ("an address must be a string (%s), not a %s"):format(ADDRESS_FORMS, type(text))
   end
-  local path = text:match("^unix:(.*)$")
-  if path then
-    if path == "" then return nil, ("'%s' names no socket path"):format(text) end
-    return {path = path}
-  end
-  local host, digits = text:match("^%[([^%]]+)%]:(%d+)$")
-  if not host then host, digits = text:match("^([^:%[%]]*):(%d+)$") end
-  if not digits then
-    if text:match(":[^:]*$") and not text:match(":%d+$") then
-      return nil, ("'%s' has no valid port (0 to 65535)"):format(text)
-    end
-    return nil, ("'%s' is not an address (%s)"):format(text, ADDRESS_FORMS)
-  end
-  local port, why = port_of(text, digits)
-  if not port then return nil, why end
-  return {host = host ~= "" and host or nil, port = port}
+  return core.parse_address(text)
 end
 
 --- A comma-separated list of addresses; raises with the first bad one.

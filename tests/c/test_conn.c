@@ -1,5 +1,5 @@
-/* test_conn.c: the transports (host/transport/conn.c) on real loops, sockets and
- * threads, without Lua.
+/* test_conn.c: the transports (host/transport/conn.c, and the net.c streams
+ * under it) on real loops, sockets and threads, without Lua.
  *
  * Each test builds a bare pl_host (a loop, an empty resource list, no VM),
  * which is all conn.c needs, and finishes it as pl_host_main does: close
@@ -29,6 +29,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "host.h"
+#include "net.h"
 
 #include "check.h"
 
@@ -39,6 +40,15 @@ static char tmpdir[64];
 
 static void path_in_tmp(char *out, size_t outlen, const char *name) {
     snprintf(out, outlen, "%s/%s", tmpdir, name);
+}
+
+/* "unix:PATH", in one of two buffers used in turn (a call may take two). */
+static const char *unix_addr(const char *path) {
+    static char bufs[2][400];
+    static int next;
+    char *b = bufs[next++ % 2];
+    snprintf(b, sizeof bufs[0], "unix:%s", path);
+    return b;
 }
 
 static int file_exists(const char *path) {
@@ -330,28 +340,35 @@ static void test_addresses(void) {
 
     CHECK(pl_listen(&t.h, "tcp://127.0.0.1:8000", server_accept, NULL, err,
                     sizeof err) == NULL);
-    CHECK(strstr(err, "tcp://127.0.0.1:8000") != NULL);
-    CHECK(strstr(err, "not a mailbox address") != NULL);
+    CHECK(strstr(err, "'tcp://127.0.0.1:8000' is not an address") != NULL);
     CHECK(pl_listen(&t.h, "unix:", server_accept, NULL, err, sizeof err) == NULL);
-    CHECK(strstr(err, "empty socket path") != NULL);
+    CHECK(strstr(err, "'unix:' names no socket path") != NULL);
+    /* A bare path is refused, and the message says how to write it. */
+    path_in_tmp(path, sizeof path, "bare.sock");
+    CHECK(pl_listen(&t.h, path, server_accept, NULL, err, sizeof err) == NULL);
+    snprintf(address, sizeof address, "write unix:%s for a Unix socket", path);
+    CHECK(strstr(err, address) != NULL && !file_exists(path));
     char long_path[300];
     memset(long_path, 'x', sizeof long_path - 1);
     long_path[0] = '/';
     long_path[sizeof long_path - 1] = 0;
-    CHECK(pl_listen(&t.h, long_path, server_accept, NULL, err, sizeof err) == NULL);
+    CHECK(pl_listen(&t.h, unix_addr(long_path), server_accept, NULL, err, sizeof err) == NULL);
     CHECK(strstr(err, "too long") != NULL);
 
     /* Connecting fails from the loop, naming the address. */
-    client bad, missing;
+    client bad, bare, missing;
     memset(&bad, 0, sizeof bad);
+    memset(&bare, 0, sizeof bare);
     memset(&missing, 0, sizeof missing);
     pl_connect(&t.h, "tcp://example.org:1", client_connected, &bad);
+    pl_connect(&t.h, path, client_connected, &bare);
     path_in_tmp(path, sizeof path, "nobody-here.sock");
     snprintf(address, sizeof address, "unix:%s", path);
     pl_connect(&t.h, address, client_connected, &missing);
-    CHECK(bad.done == 0 && missing.done == 0);
-    RUN_UNTIL(&t, bad.done && missing.done);
+    CHECK(bad.done == 0 && bare.done == 0 && missing.done == 0);
+    RUN_UNTIL(&t, bad.done && bare.done && missing.done);
     CHECK(bad.rec.conn == NULL && strstr(bad.err, "tcp://example.org:1") != NULL);
+    CHECK(bare.rec.conn == NULL && strstr(bare.err, "write unix:") != NULL);
     CHECK(missing.rec.conn == NULL && strstr(missing.err, path) != NULL);
 
     /* A stale socket file (its process died) is replaced. */
@@ -362,22 +379,22 @@ static void test_addresses(void) {
     CHECK(file_exists(path));
     client refused;
     memset(&refused, 0, sizeof refused);
-    pl_connect(&t.h, path, client_connected, &refused); /* a bare path */
+    pl_connect(&t.h, unix_addr(path), client_connected, &refused);
     RUN_UNTIL(&t, refused.done);
     CHECK(strstr(refused.err, "refused") != NULL);
     server s;
     memset(&s, 0, sizeof s);
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
 
     /* A live listener is not taken over; it keeps working. (It sees the
      * probe that found it alive as a conn closed at once.) */
-    CHECK(pl_listen(&t.h, path, server_accept, &s, err, sizeof err) == NULL);
+    CHECK(pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err) == NULL);
     CHECK(strstr(err, "address already in use") != NULL);
     client ok;
     memset(&ok, 0, sizeof ok);
     s.conns[1].echo = 1;
-    pl_connect(&t.h, path, client_connected, &ok);
+    pl_connect(&t.h, unix_addr(path), client_connected, &ok);
     RUN_UNTIL(&t, ok.done && s.accepted == 2);
     CHECK(ok.rec.conn != NULL);
     RUN_UNTIL(&t, s.conns[0].closes == 1);
@@ -389,7 +406,7 @@ static void test_addresses(void) {
     path_in_tmp(path, sizeof path, "plain-file");
     FILE *f = fopen(path, "w");
     if (f) fclose(f);
-    CHECK(pl_listen(&t.h, path, server_accept, &s, err, sizeof err) == NULL);
+    CHECK(pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err) == NULL);
     CHECK(file_exists(path));
     unlink(path);
 
@@ -445,7 +462,7 @@ static void test_batching(void) {
     CHECK(uv_listen((uv_stream_t *)&r->server, 8, raw_accept) == 0);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && r->accepted);
 
     size_t total = 0;
@@ -520,7 +537,7 @@ static void test_split_reads(void) {
     server s;
     memset(&s, 0, sizeof s);
     s.conns[0].clock = &trickle.written;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     int fd = raw_connect(path);
     CHECK(fd >= 0);
@@ -582,7 +599,7 @@ static void test_bad_frames(void) {
     memset(&s, 0, sizeof s);
     s.max_message = 1024;
     s.conns[2].echo = 1;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     /* One at a time, so s.conns[i] is the i-th client. */
     int garbage = raw_connect(path);
@@ -591,7 +608,7 @@ static void test_bad_frames(void) {
     RUN_UNTIL(&t, s.accepted == 2);
     client good;
     memset(&good, 0, sizeof good);
-    pl_connect(&t.h, path, client_connected, &good);
+    pl_connect(&t.h, unix_addr(path), client_connected, &good);
     RUN_UNTIL(&t, s.accepted == 3 && good.done);
     int closer = raw_connect(path);
     RUN_UNTIL(&t, s.accepted == 4);
@@ -637,14 +654,14 @@ static void test_listener_unref(void) {
     path_in_tmp(path, sizeof path, "unref.sock");
     server s;
     memset(&s, 0, sizeof s);
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     CHECK(uv_loop_alive(t.h.loop));
     pl_listener_unref(l);
     CHECK(!uv_loop_alive(t.h.loop));
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     CHECK(host_finish(&t) == 0); /* closes the listener at shutdown */
     CHECK(!file_exists(path));
@@ -659,10 +676,10 @@ static void test_close_in_handler(void) {
     server s;
     memset(&s, 0, sizeof s);
     s.conns[0].close_after = 1;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     send_sequence(c.rec.conn, 0, 3); /* one write: all three in one read */
     RUN_UNTIL(&t, c.rec.closes == 1);
@@ -684,10 +701,10 @@ static void test_pause_and_resume(void) {
     memset(&s, 0, sizeof s);
     s.conns[0].pause_after = 2;
     s.conns[0].sequence = 1;
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     send_sequence(c.rec.conn, 0, 5); /* one write */
     RUN_UNTIL(&t, s.conns[0].messages == 2);
@@ -731,7 +748,7 @@ static void test_queued_when_peer_is_slow(void) {
     CHECK(lfd >= 0);
     client c;
     memset(&c, 0, sizeof c);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done);
     CHECK(c.rec.conn != NULL);
     static char chunk[65536];
@@ -762,15 +779,15 @@ static void test_shutdown(void) {
     path_in_tmp(path, sizeof path, "shutdown.sock");
     server s;
     memset(&s, 0, sizeof s);
-    pl_listener *l = pl_listen(&t.h, path, server_accept, &s, err, sizeof err);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err, sizeof err);
     CHECK(l != NULL);
     client c, pending;
     memset(&c, 0, sizeof c);
     memset(&pending, 0, sizeof pending);
-    pl_connect(&t.h, path, client_connected, &c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
     RUN_UNTIL(&t, c.done && s.accepted == 1);
     send_str(c.rec.conn, "unsent at exit");
-    pl_connect(&t.h, path, client_connected, &pending);
+    pl_connect(&t.h, unix_addr(path), client_connected, &pending);
     CHECK(host_finish(&t) == 0);
     CHECK(c.rec.closes == 1 && strcmp(c.rec.reason, "shutting down") == 0);
     CHECK(s.conns[0].closes == 1 && strcmp(s.conns[0].reason, "shutting down") == 0);
@@ -778,6 +795,155 @@ static void test_shutdown(void) {
     CHECK(strstr(pending.err, "shutting down") != NULL);
     CHECK(strstr(pending.err, path) != NULL);
     CHECK(!file_exists(path));
+}
+
+/* ---- the close rule (net.h), for both layers ------------------------------ */
+
+/* A net stream's owner: counts its ends and the bytes it read. */
+typedef struct owner {
+    pl_stream *s; /* NULL once ended */
+    int ends, connects;
+    char err[300];
+    int clean;    /* the end came with err NULL */
+    size_t got;
+} owner;
+
+static void owner_data(pl_stream *s, const char *d, size_t n, void *ud) {
+    (void)s, (void)d;
+    ((owner *)ud)->got += n;
+}
+
+static void owner_lost(pl_stream *s, const char *err, void *ud) {
+    (void)s;
+    owner *o = ud;
+    o->ends++;
+    o->clean = err == NULL;
+    snprintf(o->err, sizeof o->err, "%s", err ? err : "");
+    o->s = NULL;
+}
+
+static void owner_take(owner *o, pl_stream *s) {
+    o->s = s;
+    pl_stream_handler h = {owner_data, NULL, NULL, owner_lost, o};
+    pl_stream_set_handler(s, &h);
+}
+
+static void owner_connected(pl_stream *s, const char *err, void *ud) {
+    owner *o = ud;
+    o->connects++;
+    if (s) owner_take(o, s);
+    else snprintf(o->err, sizeof o->err, "%s", err);
+}
+
+typedef struct owners {
+    owner accepted[8];
+    int n;
+} owners;
+
+static void owners_accept(pl_server *srv, pl_stream *s, void *ud) {
+    (void)srv;
+    owners *a = ud;
+    owner_take(&a->accepted[a->n++], s);
+}
+
+/* A client and its accepted peer, both owned by recorders. */
+static void stream_pair(test_host *t, pl_server *srv, owners *a, owner *c) {
+    memset(c, 0, sizeof *c);
+    int before = a->n;
+    pl_stream_connect_to(&t->h, pl_server_address(srv), 0, owner_connected, c);
+    CHECK(c->connects == 0); /* from the loop */
+    RUN_UNTIL(t, c->s && a->n == before + 1);
+}
+
+/* Every way a net stream ends tells its owner once: an end its owner makes
+ * before that call returns, any other from the loop. */
+static void test_stream_ends_once(void) {
+    test_host t;
+    host_init(&t);
+    char path[128], err[256], name[PL_SOCKADDR_NAME_MAX];
+    path_in_tmp(path, sizeof path, "ends.sock");
+    pl_endpoint ep;
+    CHECK(pl_endpoint_unix(&ep, path, err, sizeof err) == 0);
+    int fd = pl_net_bind(&ep, 8, name, sizeof name, err, sizeof err);
+    CHECK(fd >= 0);
+    owners a;
+    memset(&a, 0, sizeof a);
+    pl_server_handler sh = {owners_accept, NULL, &a};
+    pl_server *srv = pl_server_open(&t.h, fd, 1, 8, &sh, err, sizeof err);
+    CHECK(srv != NULL);
+    owner c;
+
+    /* abort: at once, with its reason; the peer hears from the loop */
+    stream_pair(&t, srv, &a, &c);
+    pl_stream_abort(c.s, "enough");
+    CHECK(c.ends == 1 && strcmp(c.err, "enough") == 0);
+    RUN_UNTIL(&t, a.accepted[0].ends == 1);
+    run_turns(&t, 3);
+    CHECK(c.ends == 1 && a.accepted[0].ends == 1);
+
+    /* close: a request; the end comes from the loop once written */
+    stream_pair(&t, srv, &a, &c);
+    uv_buf_t b = uv_buf_init("bye", 3);
+    CHECK(pl_stream_write(c.s, &b, 1, err, sizeof err) == 0);
+    pl_stream_close(c.s);
+    CHECK(c.ends == 0);
+    RUN_UNTIL(&t, c.ends == 1 && a.accepted[1].ends == 1);
+    CHECK(c.clean && a.accepted[1].got == 3);
+
+    /* close_after: the owner is done at once; the peer still reads what
+     * was queued, and sees the end after the delay */
+    stream_pair(&t, srv, &a, &c);
+    CHECK(pl_stream_write(c.s, &b, 1, err, sizeof err) == 0);
+    uint64_t t0 = uv_now(t.h.loop);
+    pl_stream_close_after(c.s, 50);
+    CHECK(c.ends == 1 && c.clean);
+    RUN_UNTIL(&t, a.accepted[2].ends == 1);
+    CHECK(a.accepted[2].got == 3 && uv_now(t.h.loop) - t0 >= 50);
+    CHECK(c.ends == 1);
+
+    /* shutdown: at once, for a stream and a connect still pending */
+    stream_pair(&t, srv, &a, &c);
+    owner pending;
+    memset(&pending, 0, sizeof pending);
+    pl_stream_connect_to(&t.h, pl_server_address(srv), 0, owner_connected, &pending);
+    owner *peer = &a.accepted[3];
+    CHECK(host_finish(&t) == 0);
+    CHECK(c.ends == 1 && strcmp(c.err, "shutting down") == 0);
+    CHECK(peer->ends == 1);
+    CHECK(pending.connects == 1 && pending.s == NULL && pending.ends == 0);
+    CHECK(strstr(pending.err, "shutting down") != NULL);
+    unlink(path); /* a pl_server leaves its socket file to whoever bound it */
+}
+
+/* The same rule for a mailbox conn: close and close_after are the owner's
+ * ends (on_close before they return), the peer's is reported from the loop,
+ * and nothing is reported twice, even after the linger. */
+static void test_conn_ends_once(void) {
+    test_host t;
+    host_init(&t);
+    char path[128], err[256];
+    path_in_tmp(path, sizeof path, "conn-ends.sock");
+    server s;
+    memset(&s, 0, sizeof s);
+    pl_listener *l = pl_listen(&t.h, unix_addr(path), server_accept, &s, err,
+                               sizeof err);
+    CHECK(l != NULL);
+    client c;
+    memset(&c, 0, sizeof c);
+    pl_connect(&t.h, unix_addr(path), client_connected, &c);
+    RUN_UNTIL(&t, c.done && s.accepted == 1);
+    CHECK(send_str(c.rec.conn, "refused: busy") == 0);
+    uint64_t t0 = uv_now(t.h.loop);
+    pl_conn_close_after(c.rec.conn, 50, "turned away");
+    CHECK(c.rec.closes == 1 && strcmp(c.rec.reason, "turned away") == 0);
+    RUN_UNTIL(&t, s.conns[0].closes == 1);
+    CHECK(s.conns[0].messages == 1 && strcmp(s.conns[0].last, "refused: busy") == 0);
+    CHECK(uv_now(t.h.loop) - t0 >= 50);
+    CHECK(strcmp(s.conns[0].reason, "peer closed the connection") == 0);
+    run_turns(&t, 3);
+    CHECK(c.rec.closes == 1 && s.conns[0].closes == 1);
+    pl_listener_close(l);
+    CHECK(host_finish(&t) == 0);
 }
 
 /* ---- channels ----------------------------------------------------------------- */
@@ -1017,6 +1183,8 @@ int main(void) {
     test_pause_and_resume();
     test_queued_when_peer_is_slow();
     test_shutdown();
+    test_stream_ends_once();
+    test_conn_ends_once();
     test_channel_same_loop();
     test_channel_threads_ping_pong();
     test_channel_close_during_flood();

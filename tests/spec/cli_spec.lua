@@ -86,6 +86,8 @@ describe("pulsar-lua command line", function()
     {"--bind nowhere", "--bind: 'nowhere' is not an address"},
     {"-b host:99999", "no valid port"},
     {"--mailbox unix:", "names no socket path"},
+    {"--mailbox /tmp/x.sock", "--mailbox: '/tmp/x.sock' is not an address (HOST:PORT, :PORT or unix:PATH): write unix:/tmp/x.sock"},
+    {"--bind 127.0.0.1:80,nowhere", "--bind: 'nowhere' is not an address"},
     {"--attach nowhere", "--attach: 'nowhere' is not an address"},
     {"--attach 127.0.0.1:7000 script.lua", "--attach runs lines in the arbiter at 127.0.0.1:7000: it takes no script"},
     {"--attach 127.0.0.1:7000 -e x=1", "it takes no -e or -l"},

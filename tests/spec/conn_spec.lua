@@ -63,7 +63,7 @@ end
 
 --- A connected pair over a fresh socket: client conn, server conn, server.
 local function socket_pair(dir, name)
-  local server = serve(dir .. "/" .. (name or "pair.sock"))
+  local server = serve("unix:" .. dir .. "/" .. (name or "pair.sock"))
   local client = connect(server.listener.address)
   return client, server.accept(), server
 end
@@ -86,7 +86,7 @@ describe("core.listen and core.connect", function()
   end)
 
   it("can stop keeping the loop alive and still accept", function()
-    local server = serve(dir .. "/unref.sock")
+    local server = serve("unix:" .. dir .. "/unref.sock")
     server.listener:unref()
     local client = connect(server.listener.address)
     local conn = server.accept()
@@ -96,9 +96,21 @@ describe("core.listen and core.connect", function()
     server.listener:close()
   end)
 
-  it("takes a bare path as a Unix socket address", function()
+  it("refuses a bare path, as pulsar.net and the command line do", function()
     local path = dir .. "/bare.sock"
-    local l = assert(core.listen(path, function() end))
+    local l, err = core.listen(path, function() end)
+    assert.is_nil(l)
+    assert.is_false(exists(path))
+    local _, lua_err = require("pulsar.net").parse_address(path)
+    assert.matches(("'%s' is not an address"):format(path), err, 1, true)
+    assert.matches("write unix:" .. path .. " for a Unix socket", err, 1, true)
+    assert.matches(lua_err, err, 1, true)
+    local ok, connect_err = pcall(connect, path)
+    assert.is_false(ok)
+    assert.matches(lua_err, connect_err, 1, true)
+    -- and unix:PATH means the same to both
+    local ep = require("pulsar.net").parse_address("unix:" .. path)
+    l = assert(core.listen("unix:" .. ep.path, function() end))
     assert.are.equal("unix:" .. path, l.address)
     l:close()
   end)
@@ -106,13 +118,13 @@ describe("core.listen and core.connect", function()
   it("refuses an address of an unknown scheme", function()
     local l, err = core.listen("tcp://127.0.0.1:9000", function() end)
     assert.is_nil(l)
-    assert.matches("not a mailbox address", err, 1, true)
+    assert.matches("'tcp://127.0.0.1:9000' is not an address", err, 1, true)
   end)
 
   it("refuses a path where a live listener is", function()
     local path = dir .. "/busy.sock"
-    local first = assert(core.listen(path, function() end))
-    local second, err = core.listen(path, function() end)
+    local first = assert(core.listen("unix:" .. path, function() end))
+    local second, err = core.listen("unix:" .. path, function() end)
     assert.is_nil(second)
     assert.matches("address already in use", err, 1, true)
     first:close()
@@ -254,7 +266,7 @@ describe("core.listen and core.connect", function()
   end)
 
   it("keeps a handled conn open when Lua drops it, closes an unhandled one", function()
-    local server = serve(dir .. "/gc.sock")
+    local server = serve("unix:" .. dir .. "/gc.sock")
     local client = connect(server.listener.address)
     local got = recorder()
     do

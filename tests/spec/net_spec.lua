@@ -199,6 +199,38 @@ describe("create_server and open_connection", function()
     server:close()
   end)
 
+  it("tells a protocol of its end once: an abort before it returns, a close once written", function()
+    local log = {}
+    local server = serve{host = "127.0.0.1", port = 0, protocol = function()
+      local p = echo(log)()
+      function p.data_received(self, data)
+        self.events[#self.events + 1] = {"data", data}
+        if data == "abort" then
+          self.transport:abort("by the protocol")
+          self.events[#self.events + 1] = {"abort returned"}
+        elseif data == "close" then
+          self.transport:write("bye")
+          self.transport:close()
+          self.events[#self.events + 1] = {"close returned"}
+        end
+      end
+      return p
+    end}
+    local a = pulsar.open_connection(server.address):wait(WAIT)
+    a:write("abort")
+    assert.is_nil(a:read():wait(WAIT))
+    assert.is_true(wait_until(function() return log[1] and #log[1].events >= 3 end))
+    assert.are.same({{"data", "abort"}, {"lost", "by the protocol"}, {"abort returned"}}, log[1].events)
+    local c = pulsar.open_connection(server.address):wait(WAIT)
+    c:write("close")
+    assert.are.equal("bye", read_all(c))
+    assert.is_true(wait_until(function() return log[2] and #log[2].events >= 3 end))
+    pulsar.sleep(0.1)
+    assert.are.same({{"data", "close"}, {"close returned"}, {"lost", nil}}, log[2].events)
+    assert.are.equal(0, server.open)
+    server:close()
+  end)
+
   it("tells peername and sockname", function()
     local seen = {}
     local server = serve{host = "127.0.0.1", port = 0, protocol = function()
@@ -401,6 +433,8 @@ describe("errors", function()
     fails("'127.0.0.1:99999' has no valid port", function() pulsar.create_server{bind = "127.0.0.1:99999", protocol = p} end)
     fails("'host:http' has no valid port", function() pulsar.create_server{bind = "host:http", protocol = p} end)
     fails("'unix:' names no socket path", function() pulsar.create_server{bind = "unix:", protocol = p} end)
+    fails("'/tmp/x.sock' is not an address %(HOST:PORT, :PORT or unix:PATH%): write unix:/tmp/x.sock for a Unix socket",
+          function() pulsar.create_server{bind = "/tmp/x.sock", protocol = p} end)
     fails("port must be a whole number from 0 to 65535", function() pulsar.create_server{port = -1, protocol = p} end)
     fails("protocol must be a function", function() pulsar.create_server{port = 0, protocol = {}} end)
     fails("keep_alive must be a number", function() pulsar.create_server{port = 0, protocol = p, keep_alive = "x"} end)
