@@ -300,9 +300,11 @@ end
 
 -- Sends payload to aid on a direct link between processes (an actor's
 -- VM, not the arbiter's, which is linked to every actor already); nil and
--- nil when aid is reached through the router.
+-- nil when aid is reached through the router. The arbiter and this actor's
+-- manager (a monitor, in the arbiter's process) are always reached through
+-- the arbiter's link: in order with the handshake and the heartbeats.
 local function send_linked(aid, payload)
-  if not links or aid == "arbiter" then return end
+  if not links or aid == "arbiter" or aid == me.manager then return end
   local ok, why, resolved = links.send(aid, payload)
   if ok == false then return end
   return ok, why, resolved

@@ -30,8 +30,9 @@ end
 -- is logged once per streak of failures; when none has been answered for
 -- `timeout` seconds the actor stops itself with exit code 1: its manager
 -- has declared it silent anyway.
-local function notify(a, mailbox, beat, within)
-  local ok, err = pcall(function() return mailbox.send("monitor", "notify", a:info()):wait(within) end)
+local function notify(a, mailbox, beat, within, sent)
+  sent = sent or mailbox.send("monitor", "notify", a:info())
+  local ok, err = pcall(sent.wait, sent, within)
   local now = core.now()
   if ok then
     if beat.failing then log.info("heartbeat: %s answers again", a.manager) end
@@ -103,14 +104,19 @@ local function start_actor(a, mailbox)
   if a.state ~= "starting" then return end -- stopped while its start hook ran
   a.state = "running"
   -- The manager knows this actor's info (its pid) by the time its spawn
-  -- resolves: a monitor from a first notify, the arbiter from
-  -- `pulsar:started` itself, which is its first heartbeat too; so an
-  -- actor of the arbiter's starts in one round trip (hello) and a cast.
+  -- resolves: a monitor from a first notify, sent just before; the arbiter
+  -- from `pulsar:started` itself, which is its first heartbeat too. Both
+  -- leave before this task yields, so nothing the actor's loop runs (a
+  -- server that serves its max_requests at once) can end the actor before
+  -- it has reported itself started; and an actor of the arbiter's starts in
+  -- one round trip (hello) and a cast.
   local beat = {answered = core.now(), failing = false, busy = true}
   local every = start_heartbeat(a, mailbox, beat)
-  if a.manager ~= "arbiter" then notify(a, mailbox, beat, math.min(every, 5)) end
+  local info = a:info()
+  local first = a.manager ~= "arbiter" and mailbox.send("monitor", "notify", info) or nil
+  mailbox.cast("arbiter", "pulsar:started", info)
+  if first then notify(a, mailbox, beat, math.min(every, 5), first) end
   beat.busy = false
-  mailbox.cast("arbiter", "pulsar:started", a:info())
 end
 
 ---------------------------------------------------------------------------
