@@ -7,6 +7,8 @@
  *   core.connect(address, on_connect(conn | nil, err))
  *   conn:set_handler(on_message(payload, conn), on_close(reason, conn))
  *   conn:send(payload) -> true | nil, err
+ *   conn:forward_local()  envelopes for an inbox of this process go there
+ *                         in C, not to on_message (inbox.h)
  *   conn:close([reason [, delay]])   conn:closed() -> boolean
  *   conn:stats() -> {sent=, received=, queued=}
  *   conn:peer() -> "127.0.0.1:5555", "unix:PATH", ... (for log lines)
@@ -41,6 +43,7 @@
 
 #include "conn.h"
 #include "host.h"
+#include "inbox.h"
 #include "lsock.h"
 
 #define CONN_METATABLE "pulsar.core.Conn"
@@ -50,6 +53,7 @@
 
 typedef struct lconn {
     pl_conn *conn; /* NULL once closed: the transport frees it */
+    int forward_local; /* envelopes for an inbox of this process go there */
     pl_host *host;
     int message_ref, close_ref; /* the Lua handlers, or LUA_NOREF */
     int self_ref;               /* anchors this userdata while handled */
@@ -99,6 +103,7 @@ static void lconn_message(pl_conn *c, const char *payload, size_t len,
                           void *ud) {
     (void)c;
     lconn *u = ud;
+    if (u->forward_local && pl_inbox_forward(payload, len)) return;
     lua_State *L = u->host->L;
     lua_pushcfunction(L, call_message_handler);
     lua_pushlightuserdata(L, u);
@@ -141,6 +146,14 @@ static int conn_set_handler(lua_State *L) {
     pl_conn_handler h = {
         u->message_ref != LUA_NOREF ? lconn_message : NULL, lconn_closed, u};
     pl_conn_set_handler(u->conn, &h);
+    return 0;
+}
+
+/* conn:forward_local(): from now on, an envelope for an inbox of this
+ * process (a thread actor, a monitor) goes there in C, unseen by the
+ * message handler (inbox.h pl_inbox_forward). */
+static int conn_forward_local(lua_State *L) {
+    check_conn(L, 1)->forward_local = 1;
     return 0;
 }
 
@@ -263,6 +276,7 @@ static int conn_gc(lua_State *L) {
 static const luaL_Reg conn_methods[] = {
     {"set_handler", conn_set_handler},
     {"send", conn_send},
+    {"forward_local", conn_forward_local},
     {"close", conn_close},
     {"closed", conn_is_closed},
     {"stats", conn_stats},

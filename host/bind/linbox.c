@@ -17,7 +17,8 @@
  *   route:alive() -> boolean;  route.aid
  *   core.publish_name(name, aid | nil)  (the arbiter) which aid a name
  *       reaches now, for every VM of the process
- *   core.inbox_delivered() -> messages delivered by inboxes, process-wide
+ *   core.inbox_delivered() -> messages delivered by inboxes, and those of
+ *       them forwarded from links in C, process-wide
  *
  * Every Lua callback runs through pl_host_pcall. */
 #include <stddef.h>
@@ -265,7 +266,8 @@ static int core_publish_name(lua_State *L) {
 
 static int core_inbox_delivered(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)pl_inbox_delivered());
-    return 1;
+    lua_pushinteger(L, (lua_Integer)pl_inbox_forwarded());
+    return 2;
 }
 
 static const luaL_Reg functions[] = {

@@ -27,6 +27,8 @@
  * The last release frees the memory. */
 #include "inbox.h"
 
+#include "value.h"
+
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -84,7 +86,7 @@ static uv_once_t directory_once = UV_ONCE_INIT;
 static uv_mutex_t directory_lock;
 static pl_inbox *aids[AID_BUCKETS];
 static name_entry *names[NAME_BUCKETS];
-static atomic_ullong delivered;
+static atomic_ullong delivered, forwarded;
 
 static void directory_init(void) {
     if (uv_mutex_init(&directory_lock) != 0) abort(); /* no way to go on */
@@ -464,4 +466,26 @@ int pl_inbox_publish(const char *name, const char *aid) {
 
 unsigned long long pl_inbox_delivered(void) {
     return atomic_load_explicit(&delivered, memory_order_relaxed);
+}
+
+/* ---- forwarding ------------------------------------------------------------ */
+
+int pl_inbox_forward(const char *payload, size_t len) {
+    pl_envelope_head head;
+    if (pl_value_peek_envelope(payload, len, pl_value_default_limits.max_depth, &head) != 0 ||
+        !head.target || head.target_len >= AID_MAX)
+        return 0;
+    char target[AID_MAX];
+    memcpy(target, head.target, head.target_len);
+    target[head.target_len] = '\0';
+    pl_inbox *to = pl_inbox_find(target, NULL);
+    if (!to) return 0;
+    int posted = pl_inbox_post(to, payload, len, NULL) == 0;
+    pl_inbox_release(to);
+    if (posted) atomic_fetch_add_explicit(&forwarded, 1, memory_order_relaxed);
+    return posted;
+}
+
+unsigned long long pl_inbox_forwarded(void) {
+    return atomic_load_explicit(&forwarded, memory_order_relaxed);
 }

@@ -89,6 +89,13 @@ int pl_inbox_publish(const char *name, const char *aid);
 /* Messages delivered by this process's inboxes since it started. */
 unsigned long long pl_inbox_delivered(void);
 
+/* For a link from another process: when the envelope in payload is for
+ * an inbox of this process, queues a copy there and returns 1; 0 (nothing
+ * done) when it is not, or is not an envelope. The arbiter forwards so,
+ * in C, what a process actor sends to a thread actor or a monitor. */
+int pl_inbox_forward(const char *payload, size_t len);
+unsigned long long pl_inbox_forwarded(void);
+
 /* The Lua face (linbox.c): core.inbox_open, core.route, ... */
 struct lua_State;
 void pl_linbox_register(struct lua_State *L);

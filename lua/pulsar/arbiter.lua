@@ -52,10 +52,13 @@ local function label(rec) return ("actor '%s' (%s)"):format(rec.name, rec.aid) e
 ---------------------------------------------------------------------------
 -- The mailbox listener
 
+-- A process actor's link forwards, in C, what it sends to the actors of
+-- this process (conn:forward_local): no Lua of the arbiter's runs for it.
 local function attach(link, rec)
   link:set_handler(function(payload) mailbox.receive(link, payload) end,
                    function(reason) M.link_closed(link, reason) end)
   if rec then rec.link, by_link[link] = link, rec end
+  if rec and rec.kind == "process" then link:forward_local() end
 end
 
 -- `--mailbox HOST:PORT`: a TCP listener beside the Unix mailbox, for
@@ -222,6 +225,16 @@ local function describe_exit(status, signal)
   return ("exited with status %d"):format(status)
 end
 
+-- Every process actor hears that rec ended: calls to it that this
+-- process forwarded in C (attach) are not in rec.inflight.
+local function tell_down(rec, how)
+  for aid, other in pairs(records) do
+    if other.kind == "process" and other.link then
+      mailbox.cast(aid, "pulsar:down", rec.aid, rec.name, how)
+    end
+  end
+end
+
 -- A process ended by force leaves its direct socket behind.
 local function remove_direct_socket(rec)
   local path = rec.direct and rec.direct:match("^unix:(.*)/direct%.sock$")
@@ -243,6 +256,7 @@ local function actor_ended(rec, status, signal)
     link:close("actor ended")
   end
   fail_calls(rec, how)
+  tell_down(rec, how)
   remove_direct_socket(rec)
   if not rec.spawn:done() then
     rec.spawn:set_exception(("%s %s before it started"):format(label(rec), how))
@@ -639,6 +653,7 @@ M.role = {
   extra_info = function(a, info)
     info.workers, info.monitors = M.workers_info(), M.monitors_info()
     info.actor.mailbox.relayed = mailbox.counters.relayed -- what did not go direct
+    info.actor.mailbox.forwarded = select(2, core.inbox_delivered()) -- from processes, in C
     info.actor.tcp_address = a.tcp_address
   end,
   on_notify = function(_, aid, info)

@@ -76,6 +76,12 @@ function M.setup(actor, route, relay)
     inbox = core.inbox_open(actor.aid, receive_envelope, actor_down)
   end
   if actor.kind ~= "arbiter" and not links then
+    -- The arbiter's word that an actor ended: what this VM still waits
+    -- for from it fails (calls the arbiter forwarded in C, which it does
+    -- not track).
+    M.command("pulsar:down", function(_, aid, name, how)
+      M.fail_pending(aid, ("actor '%s' (%s) %s before replying"):format(tostring(name), tostring(aid), tostring(how)))
+    end, {ack = false})
     links = require "pulsar.links"
     links.setup {
       receive = M.receive,
@@ -113,6 +119,30 @@ local function direct_route(target)
   return r
 end
 
+-- Sends payload to aid on a direct link between processes (an actor's
+-- VM, not the arbiter's, which is linked to every actor already); nil and
+-- nil when aid is reached through the router. The arbiter and this actor's
+-- manager (a monitor, in the arbiter's process) are always reached through
+-- the arbiter's link: in order with the handshake and the heartbeats.
+local function send_linked(aid, payload)
+  if not links or aid == "arbiter" or aid == me.manager then return end
+  local ok, why, resolved = links.send(aid, payload)
+  if ok == false then return end
+  return ok, why, resolved
+end
+
+-- Sends an encoded payload to aid outside this process: on its direct
+-- link, else through the router.
+local function send_payload(aid, payload)
+  local ok, why, resolved = send_linked(aid, payload)
+  if ok ~= nil or why ~= nil then return ok, why, resolved end
+  local link
+  link, why, resolved = router(aid)
+  if not link then return nil, why end
+  ok, why = link:send(payload)
+  return ok, why, resolved
+end
+
 function M.pending_count() return npending end
 
 ---------------------------------------------------------------------------
@@ -148,21 +178,22 @@ end
 
 local encode_reply, decode_envelope = core.encode_reply, core.decode_envelope
 
--- Sends one reply on `link` (a conn, or a route into an inbox): true, or
--- nil, why and whether the value could not be encoded.
+-- Sends one reply on `link` (a conn, or a route into an inbox; nil: the
+-- caller is in another process): true, or nil, why and whether the value
+-- could not be encoded.
 local function send_reply(link, id, caller, is_error, value)
-  if link.post_reply then return link:post_reply(id, caller, me.aid, is_error, value) end
+  if link and link.post_reply then return link:post_reply(id, caller, me.aid, is_error, value) end
   local ok, payload = pcall(encode_reply, id, caller, me.aid, is_error, value)
   if not ok then return nil, payload, true end
-  return link:send(payload)
+  if link then return link:send(payload) end
+  return send_payload(caller, payload)
 end
 
 -- Sends the reply to request `id` of `caller`, back on `link`; without one
--- (the request came by a direct route) into the caller's inbox. A result
+-- (the request came into the inbox) on the caller's direct route. A result
 -- that cannot be encoded or sent becomes an error reply naming `command`.
 local function reply_to(link, command, id, caller, result, err)
-  link = link or direct_route(caller) or router(caller)
-  if not link then return end -- the caller has gone
+  link = link or direct_route(caller)
   local is_error = err ~= nil
   local sent, why, unencodable = send_reply(link, id, caller, is_error, is_error and err or result)
   if sent then return end
@@ -298,18 +329,6 @@ local function call_local(command, ...)
   return f
 end
 
--- Sends payload to aid on a direct link between processes (an actor's
--- VM, not the arbiter's, which is linked to every actor already); nil and
--- nil when aid is reached through the router. The arbiter and this actor's
--- manager (a monitor, in the arbiter's process) are always reached through
--- the arbiter's link: in order with the handshake and the heartbeats.
-local function send_linked(aid, payload)
-  if not links or aid == "arbiter" or aid == me.manager then return end
-  local ok, why, resolved = links.send(aid, payload)
-  if ok == false then return end
-  return ok, why, resolved
-end
-
 local encode_request = core.encode_request
 
 -- Sends a request on the best route to aid (see the head of this file):
@@ -329,12 +348,7 @@ local function send_request(aid, command, id, ack, ...)
   end
   local encoded, payload = pcall(encode_request, command, id, me.aid, aid, ack, ...)
   if not encoded then error(error_text(payload), 3) end
-  local link, why, resolved = send_linked(aid, payload)
-  if link == nil and why == nil then
-    link, why, resolved = router(aid)
-    if link then link, why = link:send(payload) end
-  end
-  return link, why, resolved
+  return send_payload(aid, payload)
 end
 
 --- Sends `command` with its arguments to `target`; returns a Future of
