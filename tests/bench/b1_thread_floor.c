@@ -35,13 +35,15 @@ static int wake_fd(int fd) {
     return write_full(fd, &v, sizeof v);
 }
 
-/* The echoer: copies what arrived back out; a first byte of 0 ends it. */
+/* The echoer: copies what arrived back out; a first byte of 0 ends it (read
+ * before the wake: after it, the main thread may be filling slot_in again). */
 static void *echoer(void *arg) {
     (void)arg;
     for (;;) {
         if (wait_fd(to_echo) != 0) break;
         memcpy(slot_out, slot_in, MSG);
-        if (wake_fd(to_main) != 0 || slot_in[0] == 0) break;
+        int last = slot_out[0] == 0;
+        if (wake_fd(to_main) != 0 || last) break;
     }
     return NULL;
 }
