@@ -1,15 +1,44 @@
--- scripts/bench's command line (docs/BENCHMARKS.md): a benchmark name it
--- does not know is refused before anything builds or runs, with the names
--- it knows, and exit status 2. (The benchmarks themselves are not run here.)
+-- scripts/bench's command line and output (docs/BENCHMARKS.md): a benchmark
+-- name it does not know is refused before anything builds or runs, with the
+-- names it knows, and exit status 2; and the benchmarks added last (B1's
+-- thread floor and node peers, B3, B7, B8) print their lines in quick mode.
+-- (scripts/test runs the whole quick mode; figures are never judged here.)
 local support = require "support"
 
+local function have_node()
+  local ok = os.execute("command -v node >/dev/null 2>&1 || command -v nodejs >/dev/null 2>&1")
+  return ok == true or ok == 0
+end
+
 describe("scripts/bench", function()
-  for _, name in ipairs {"B8", "B9", "B0", "Bx"} do
+  for _, name in ipairs {"B9", "B0", "B10", "Bx"} do
     it("refuses the unknown benchmark " .. name, function()
       local r = support.run("--no-build " .. name, nil, "scripts/bench")
       assert.are.equal(2, r.code, r.out .. r.err)
-      assert.matches("bench: unknown benchmark " .. name .. "; known: B1 B2 B4 B5 B6", r.err)
+      assert.matches("bench: unknown benchmark " .. name .. "; known: B1 B2 B3 B4 B5 B6 B7 B8", r.err)
       assert.are.equal("", r.out)
     end)
   end
+
+  it("prints B1's thread floor, B3, B7 and B8 beside their floors in quick mode", function()
+    local r = support.run("--quick --no-build B1 B3 B7 B8", nil, "scripts/bench")
+    assert.are.equal(0, r.code, r.out .. r.err)
+    local function has(pattern) assert.matches(pattern, r.out, 1, false) end
+    local figure = ": [%d.]+ [%w/ ]+ %(baseline: [%d.]+ [%w/ ]+, ratio: [%d.]+%)"
+    has("\nB1 thread<%->thread p50" .. figure .. "  target <= 2x: ")
+    has("two threads waking each other through eventfds %(thread<%->thread, p50 [%d.]+ us")
+    has("\nB3 ring hop p50" .. figure .. "  target <= 2x: ")
+    has("\nB3 ring rate" .. figure)
+    has("\nB7 idle CPU per 10 s" .. figure .. "  target <= 0.05 CPU s: ")
+    has("\nB8 many%-to%-many calls rate" .. figure)
+    has("\nB8 many%-to%-many call p50" .. figure)
+    if have_node() then
+      local peer = " peer: [%d.]+ [%w/ ]+ %(node [^:]+: [%d.]+ [%w/ ]+, ratio: [%d.]+%)"
+      has("\nB1 thread<%->thread p50" .. peer)
+      has("\nB1 process<%->process p50" .. peer)
+      has("\nB8 many%-to%-many calls rate" .. peer)
+    else
+      has("node peers skipped: ")
+    end
+  end)
 end)
