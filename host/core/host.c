@@ -1,9 +1,9 @@
 /* host.c: an actor's home (see host.h): its Lua VM, its loop, what it
  * must close, and how it ends.
  *
- * pl_host_init makes a VM with the pulsar library on its path (through a
- * counting allocator that enforces max_memory) and a loop of its own, or
- * the arbiter's for a monitor; pl_host_run hands a request to an entry
+ * pl_host_init makes a VM (through a counting allocator that enforces
+ * max_memory) that finds the pulsar library in the executable (modules.c),
+ * and a loop of its own, or the arbiter's for a monitor; pl_host_run hands a request to an entry
  * point of lua/pulsar/host.lua and runs the loop until nothing is left to
  * do or an exit is asked for; pl_host_close closes every tracked resource,
  * every handle and the VM, so that nothing leaks. pl_host_main is the
@@ -12,7 +12,6 @@
  * each thread actor, each process actor and each monitor is one pl_host. */
 #include "host.h"
 
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +21,7 @@
 #include <lualib.h>
 
 #include "log.h"
-
-#ifndef PULSAR_LUA_INSTALL_DIR
-#define PULSAR_LUA_INSTALL_DIR "share/pulsar-lua/lua"
-#endif
+#include "modules.h"
 
 /* Message handler for protected calls: adds a traceback to the message. */
 static int traceback_handler(lua_State *L) {
@@ -73,43 +69,6 @@ void pl_host_request_exit(pl_host *h, int code) {
     h->exit_requested = 1;
     if (h->on_exit_request) h->on_exit_request(h);
     else uv_stop(h->loop);
-}
-
-static int file_exists(const char *path) { return access(path, R_OK) == 0; }
-
-/* The folder holding pulsar/init.lua: $PULSAR_LUA_DIR, else <exe dir>/lua
- * (the build tree), else <exe dir>/../<install dir>. */
-static int find_lua_dir(char *out, size_t outlen) {
-    const char *env = getenv("PULSAR_LUA_DIR");
-    if (env && *env) {
-        snprintf(out, outlen, "%s", env);
-        return 0;
-    }
-    char exe[PATH_MAX];
-    size_t n = sizeof exe;
-    if (uv_exepath(exe, &n) != 0) return -1;
-    char *slash = strrchr(exe, '/');
-    if (!slash) return -1;
-    *slash = 0;
-    const char *candidates[] = {"%s/lua", "%s/../" PULSAR_LUA_INSTALL_DIR};
-    for (size_t i = 0; i < 2; i++) {
-        char probe[PATH_MAX + 64];
-        int len = snprintf(out, outlen, candidates[i], exe);
-        if (len < 0 || (size_t)len >= outlen) continue;
-        snprintf(probe, sizeof probe, "%s/pulsar/init.lua", out);
-        if (file_exists(probe)) return 0;
-    }
-    return -1;
-}
-
-static int prepend_package_path(lua_State *L, const char *dir) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
-                    lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
-    return 0;
 }
 
 /* arg as lua.c builds it: the script at 0, options below, args above. */
@@ -193,7 +152,6 @@ static lua_State *new_counted_state(pl_host *h) {
 }
 
 static int setup_vm(pl_host *h) {
-    char dir[PATH_MAX];
     lua_State *L = new_counted_state(h);
     if (!L) {
         fprintf(stderr, "pulsar-lua: cannot create a Lua state: out of memory\n");
@@ -213,12 +171,10 @@ static int setup_vm(pl_host *h) {
     lua_pushcfunction(L, luaopen_pulsar_core);
     lua_setfield(L, -2, "pulsar.core");
     lua_pop(L, 1);
-    if (find_lua_dir(dir, sizeof dir) != 0) {
-        fprintf(stderr, "pulsar-lua: cannot find the pulsar Lua library "
-                        "(set PULSAR_LUA_DIR to the folder holding pulsar/)\n");
+    if (pl_modules_install(L) != 0) {
+        fprintf(stderr, "pulsar-lua: cannot set up the pulsar Lua library: out of memory\n");
         return -1;
     }
-    prepend_package_path(L, dir);
     return 0;
 }
 
