@@ -1,12 +1,11 @@
 /* launch.c: a new process for a process actor, with posix_spawn, and its
- * end through a pidfd (see launch.h for why not uv_spawn). */
+ * reaping (see launch.h for why not uv_spawn). */
 #include "launch.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -56,11 +55,6 @@ int pl_launch(const char *exe, char *const args[], const int *fds, int nfds, pid
     posix_spawnattr_destroy(&attr);
     posix_spawn_file_actions_destroy(&fa);
     return -rc;
-}
-
-int pl_pidfd_open(pid_t pid) {
-    long fd = syscall(SYS_pidfd_open, pid, 0);
-    return fd < 0 ? -errno : (int)fd;
 }
 
 int pl_reap(pid_t pid, int *status, int *signal) {

@@ -24,7 +24,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <lauxlib.h>
@@ -211,32 +210,28 @@ void pl_child_disown(pl_child *c) { c->owner = NULL; }
 
 /* ---- process actors ----------------------------------------------------- */
 
-/* The child is started with posix_spawn and watched through a pidfd
- * (launch.h): a fork would copy the arbiter's page tables, thread actors
- * and all. */
+/* The child is started with posix_spawn (launch.h): a fork would copy the
+ * arbiter's page tables, thread actors and all. Its end is learnt as
+ * uv_spawn learnt it: a SIGCHLD watch per child, started before the child
+ * so that no end is missed, reaping only its own pid. (A pidfd would spare
+ * the other children's checks, but valgrind and older kernels lack it.) */
 typedef struct process {
     child base;
-    uv_poll_t exit_watch; /* on the pidfd: readable once the child ended */
-    int pidfd;
+    uv_signal_t exit_watch;
     pid_t pid;
 } process;
 
-static void process_closed(uv_handle_t *handle) {
-    process *p = handle->data;
-    close(p->pidfd);
-    free(p);
-}
+static void process_closed(uv_handle_t *handle) { free(handle->data); }
 
-static void process_exited(uv_poll_t *watch, int status, int events) {
-    (void)status;
-    (void)events;
+static void process_exited(uv_signal_t *watch, int signum) {
+    (void)signum;
     process *p = watch->data;
     int code = 0, signal = 0;
     int reaped = pl_reap(p->pid, &code, &signal);
-    if (reaped == 0) return; /* not ended after all: keep watching */
+    if (reaped == 0) return; /* another child ended */
     /* Reaped by someone else (a C module's waitpid(-1)): the status is lost. */
     if (reaped < 0) code = 1;
-    uv_poll_stop(watch);
+    uv_signal_stop(watch);
     pl_host_untrack(&p->base.res);
     child_report_exit(&p->base, code, signal, 2);
     uv_close((uv_handle_t *)watch, process_closed);
@@ -252,30 +247,6 @@ static void process_shutdown(pl_resource *res) {
     uv_close((uv_handle_t *)&p->exit_watch, process_closed);
 }
 
-/* Watches the started child's end; 0, or a negative errno: the child is
- * then killed and reaped at once (nobody could learn of its end) and p is
- * freed. */
-static int watch_process(pl_host *h, process *p) {
-    int fd = pl_pidfd_open(p->pid);
-    int rc = fd < 0 ? fd : uv_poll_init(h->loop, &p->exit_watch, fd);
-    int initialised = fd >= 0 && rc == 0;
-    if (initialised) {
-        p->pidfd = fd;
-        p->exit_watch.data = p;
-        rc = uv_poll_start(&p->exit_watch, UV_READABLE, process_exited);
-        if (rc == 0) return 0;
-    }
-    kill(p->pid, SIGKILL);
-    waitpid(p->pid, NULL, 0);
-    if (initialised) {
-        uv_close((uv_handle_t *)&p->exit_watch, process_closed);
-    } else {
-        if (fd >= 0) close(fd);
-        free(p);
-    }
-    return rc;
-}
-
 pl_child *pl_spawn_process(pl_host *h, const char *aid, const char *address,
                            const int *fds, int nfds, int on_exit_ref,
                            pl_child **owner, char *err, size_t errlen) {
@@ -288,16 +259,20 @@ pl_child *pl_spawn_process(pl_host *h, const char *aid, const char *address,
     process *p = calloc(1, sizeof *p);
     if (!p) return spawn_failed(h, on_exit_ref, err, errlen, "%s", "out of memory spawning a process");
     char *args[] = {exe, "--pulsar-actor", (char *)address, (char *)aid, NULL};
-    int rc = pl_launch(exe, args, fds, nfds, &p->pid);
+    int rc = uv_signal_init(h->loop, &p->exit_watch);
+    p->exit_watch.data = p;
     if (rc != 0) {
         free(p);
+        return spawn_failed(h, on_exit_ref, err, errlen, "cannot watch a new process: %s",
+                            uv_strerror(rc));
+    }
+    rc = uv_signal_start(&p->exit_watch, process_exited, SIGCHLD);
+    if (rc == 0) rc = pl_launch(exe, args, fds, nfds, &p->pid);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&p->exit_watch, process_closed);
         return spawn_failed(h, on_exit_ref, err, errlen, "cannot start a process: %s",
                             uv_strerror(rc));
     }
-    rc = watch_process(h, p);
-    if (rc != 0)
-        return spawn_failed(h, on_exit_ref, err, errlen, "cannot watch a new process: %s",
-                            uv_strerror(rc));
     child_init(&p->base, h, on_exit_ref, owner);
     pl_host_track(h, &p->base.res, process_shutdown);
     return &p->base;
