@@ -118,36 +118,64 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
 
 /* ---- the VM's allocator ------------------------------------------------
  *
- * lauxlib's allocator, counting: memory_used is what the VM's blocks hold,
- * and a block may not grow past memory_limit. Lua answers a refusal with an
- * emergency collection, then raises "not enough memory" (shrinking and
- * freeing never fail). A thread actor thus cannot take the memory of the
- * process it shares with the arbiter. Runs on the VM's own thread only. */
+ * The VM's own pool (vmalloc.c), counting: memory_used is what the VM's
+ * blocks hold, and a block may not grow past memory_limit. Lua answers a
+ * refusal with an emergency collection, then raises "not enough memory"
+ * (shrinking and freeing never fail). A thread actor thus cannot take the
+ * memory of the process it shares with the arbiter. Runs on the VM's own
+ * thread only. */
 static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     pl_host *h = ud;
     size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        h->memory_used -= old;
-        return NULL;
-    }
     if (h->memory_limit && nsize > old && h->memory_used - old + nsize > h->memory_limit)
         return NULL;
-    void *block = realloc(ptr, nsize);
-    if (block) h->memory_used = h->memory_used - old + nsize;
+    void *block = pl_vmalloc_realloc(&h->vm_alloc, ptr, osize, nsize);
+    if (block || nsize == 0) h->memory_used = h->memory_used - old + nsize;
     return block;
 }
 
 void pl_host_set_memory_limit(pl_host *h, size_t limit) { h->memory_limit = limit; }
 
-/* luaL_newstate (its panic and warning functions), then the counting
- * allocator: both use realloc and free, so blocks made before the switch
- * are freed the same way, and Lua's own count says what they hold. */
+/* ---- what luaL_newstate would add: a panic and warnings -----------------
+ *
+ * The state is made with lua_newstate so that every block, the first ones
+ * included, comes from the VM's pool; lauxlib's panic and warning
+ * functions come only with luaL_newstate, so here are the host's. */
+static int vm_panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "pulsar-lua: PANIC: unprotected error in call to Lua API (%s)\n",
+            msg ? msg : "error object is not a string");
+    fflush(stderr);
+    return 0; /* Lua aborts */
+}
+
+enum { WARN_OFF, WARN_ON, WARN_CONTINUED };
+
+/* warn() as lua does it: off until "@on" (-W), "@off" again; a message in
+ * pieces is one "Lua warning: " line. */
+static void vm_warning(void *ud, const char *msg, int tocont) {
+    pl_host *h = ud;
+    if (h->warn_state != WARN_CONTINUED && !tocont && msg[0] == '@') {
+        if (strcmp(msg, "@on") == 0) h->warn_state = WARN_ON;
+        else if (strcmp(msg, "@off") == 0) h->warn_state = WARN_OFF;
+        return; /* a control message, known or not, is never shown */
+    }
+    if (h->warn_state == WARN_OFF) return;
+    if (h->warn_state == WARN_ON) fputs("Lua warning: ", stderr);
+    fputs(msg, stderr);
+    if (!tocont) fputs("\n", stderr);
+    fflush(stderr);
+    h->warn_state = tocont ? WARN_CONTINUED : WARN_ON;
+}
+
 static lua_State *new_counted_state(pl_host *h) {
-    lua_State *L = luaL_newstate();
+    pl_vmalloc_init(&h->vm_alloc);
+    h->memory_used = 0;
+    lua_State *L = lua_newstate(counting_alloc, h);
     if (!L) return NULL;
-    h->memory_used = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
-    lua_setallocf(L, counting_alloc, h);
+    lua_atpanic(L, vm_panic);
+    h->warn_state = WARN_OFF;
+    lua_setwarnf(L, vm_warning, h);
     return L;
 }
 
@@ -290,6 +318,7 @@ void pl_host_close_shared(pl_host *h, void (*on_freed)(pl_host *h)) {
     }
     if (h->L) lua_close(h->L);
     h->L = NULL;
+    pl_vmalloc_destroy(&h->vm_alloc);
     uv_mutex_destroy(&h->interrupt_lock);
     if (--h->closing_handles == 0 && on_freed) on_freed(h);
 }
@@ -298,6 +327,7 @@ void pl_host_close(pl_host *h) {
     close_loop(h);
     if (h->L) lua_close(h->L);
     h->L = NULL;
+    pl_vmalloc_destroy(&h->vm_alloc);
     uv_mutex_destroy(&h->interrupt_lock);
 }
 
