@@ -5,10 +5,9 @@
  * gets an __index metamethod instead of one entry per module, so a VM that
  * never requires a module pays nothing for it: looking a name up returns
  * one light C function (no allocation), which require then calls with the
- * name. The modules keep their debug information (names, lines), so a
- * traceback reads "lua/pulsar/mailbox.lua:120:" and functions defined in
- * the library cross VMs by value as any other (the codec recognises _ENV by
- * its upvalue name). */
+ * name. By default the modules keep their debug information, so that a
+ * traceback reads "lua/pulsar/mailbox.lua:120: in function ..." rather than
+ * "?: in upvalue '?'" (cmake -DPULSAR_STRIP_LUA=ON strips it). */
 #include "modules.h"
 
 #include <stdlib.h>

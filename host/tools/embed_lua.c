@@ -9,8 +9,8 @@
  * '.', without ".lua" and without a trailing ".init" (pulsar/init.lua is
  * "pulsar"). Its chunk name is "@lua/FILE", the file's place in the source
  * tree, so that tracebacks point at it. STRIP 1 drops debug information
- * (line numbers, local and upvalue names, the chunk name); the build uses 0
- * (docs/DESIGN.md, "Loading modules", says why). The tool is linked with
+ * (line numbers, local and upvalue names, the chunk name); the build uses
+ * 0 unless PULSAR_STRIP_LUA (docs/DESIGN.md, "Loading modules", says why). The tool is linked with
  * the same liblua as the executable, so the bytecode always matches it.
  * The modules are written sorted by name: modules.c looks them up by
  * binary search. */
