@@ -1,9 +1,9 @@
 /* host.c: an actor's home (see host.h): its Lua VM, its loop, what it
  * must close, and how it ends.
  *
- * pl_host_init makes a VM with the pulsar library on its path (through a
- * counting allocator that enforces max_memory) and a loop of its own, or
- * the arbiter's for a monitor; pl_host_run hands a request to an entry
+ * pl_host_init makes a VM (through a counting allocator that enforces
+ * max_memory) that finds the pulsar library in the executable (modules.c),
+ * and a loop of its own, or the arbiter's for a monitor; pl_host_run hands a request to an entry
  * point of lua/pulsar/host.lua and runs the loop until nothing is left to
  * do or an exit is asked for; pl_host_close closes every tracked resource,
  * every handle and the VM, so that nothing leaks. pl_host_main is the
@@ -12,7 +12,6 @@
  * each thread actor, each process actor and each monitor is one pl_host. */
 #include "host.h"
 
-#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,10 +21,7 @@
 #include <lualib.h>
 
 #include "log.h"
-
-#ifndef PULSAR_LUA_INSTALL_DIR
-#define PULSAR_LUA_INSTALL_DIR "share/pulsar-lua/lua"
-#endif
+#include "modules.h"
 
 /* Message handler for protected calls: adds a traceback to the message. */
 static int traceback_handler(lua_State *L) {
@@ -75,43 +71,6 @@ void pl_host_request_exit(pl_host *h, int code) {
     else uv_stop(h->loop);
 }
 
-static int file_exists(const char *path) { return access(path, R_OK) == 0; }
-
-/* The folder holding pulsar/init.lua: $PULSAR_LUA_DIR, else <exe dir>/lua
- * (the build tree), else <exe dir>/../<install dir>. */
-static int find_lua_dir(char *out, size_t outlen) {
-    const char *env = getenv("PULSAR_LUA_DIR");
-    if (env && *env) {
-        snprintf(out, outlen, "%s", env);
-        return 0;
-    }
-    char exe[PATH_MAX];
-    size_t n = sizeof exe;
-    if (uv_exepath(exe, &n) != 0) return -1;
-    char *slash = strrchr(exe, '/');
-    if (!slash) return -1;
-    *slash = 0;
-    const char *candidates[] = {"%s/lua", "%s/../" PULSAR_LUA_INSTALL_DIR};
-    for (size_t i = 0; i < 2; i++) {
-        char probe[PATH_MAX + 64];
-        int len = snprintf(out, outlen, candidates[i], exe);
-        if (len < 0 || (size_t)len >= outlen) continue;
-        snprintf(probe, sizeof probe, "%s/pulsar/init.lua", out);
-        if (file_exists(probe)) return 0;
-    }
-    return -1;
-}
-
-static int prepend_package_path(lua_State *L, const char *dir) {
-    lua_getglobal(L, "package");
-    lua_getfield(L, -1, "path");
-    lua_pushfstring(L, "%s/?.lua;%s/?/init.lua;%s", dir, dir,
-                    lua_tostring(L, -1));
-    lua_setfield(L, -3, "path");
-    lua_pop(L, 2);
-    return 0;
-}
-
 /* arg as lua.c builds it: the script at 0, options below, args above. */
 static void create_arg_table(lua_State *L, int argc, char **argv, int script) {
     int first = script ? script : argc;
@@ -159,41 +118,68 @@ static void push_run_request(lua_State *L, const pl_cli *cli, int argc,
 
 /* ---- the VM's allocator ------------------------------------------------
  *
- * lauxlib's allocator, counting: memory_used is what the VM's blocks hold,
- * and a block may not grow past memory_limit. Lua answers a refusal with an
- * emergency collection, then raises "not enough memory" (shrinking and
- * freeing never fail). A thread actor thus cannot take the memory of the
- * process it shares with the arbiter. Runs on the VM's own thread only. */
+ * The VM's own pool (vmalloc.c), counting: memory_used is what the VM's
+ * blocks hold, and a block may not grow past memory_limit. Lua answers a
+ * refusal with an emergency collection, then raises "not enough memory"
+ * (shrinking and freeing never fail). A thread actor thus cannot take the
+ * memory of the process it shares with the arbiter. Runs on the VM's own
+ * thread only. */
 static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     pl_host *h = ud;
     size_t old = ptr ? osize : 0;
-    if (nsize == 0) {
-        free(ptr);
-        h->memory_used -= old;
-        return NULL;
-    }
     if (h->memory_limit && nsize > old && h->memory_used - old + nsize > h->memory_limit)
         return NULL;
-    void *block = realloc(ptr, nsize);
-    if (block) h->memory_used = h->memory_used - old + nsize;
+    void *block = pl_vmalloc_realloc(&h->vm_alloc, ptr, osize, nsize);
+    if (block || nsize == 0) h->memory_used = h->memory_used - old + nsize;
     return block;
 }
 
 void pl_host_set_memory_limit(pl_host *h, size_t limit) { h->memory_limit = limit; }
 
-/* luaL_newstate (its panic and warning functions), then the counting
- * allocator: both use realloc and free, so blocks made before the switch
- * are freed the same way, and Lua's own count says what they hold. */
+/* ---- what luaL_newstate would add: a panic and warnings -----------------
+ *
+ * The state is made with lua_newstate so that every block, the first ones
+ * included, comes from the VM's pool; lauxlib's panic and warning
+ * functions come only with luaL_newstate, so here are the host's. */
+static int vm_panic(lua_State *L) {
+    const char *msg = lua_tostring(L, -1);
+    fprintf(stderr, "pulsar-lua: PANIC: unprotected error in call to Lua API (%s)\n",
+            msg ? msg : "error object is not a string");
+    fflush(stderr);
+    return 0; /* Lua aborts */
+}
+
+enum { WARN_OFF, WARN_ON, WARN_CONTINUED };
+
+/* warn() as lua does it: off until "@on" (-W), "@off" again; a message in
+ * pieces is one "Lua warning: " line. */
+static void vm_warning(void *ud, const char *msg, int tocont) {
+    pl_host *h = ud;
+    if (h->warn_state != WARN_CONTINUED && !tocont && msg[0] == '@') {
+        if (strcmp(msg, "@on") == 0) h->warn_state = WARN_ON;
+        else if (strcmp(msg, "@off") == 0) h->warn_state = WARN_OFF;
+        return; /* a control message, known or not, is never shown */
+    }
+    if (h->warn_state == WARN_OFF) return;
+    if (h->warn_state == WARN_ON) fputs("Lua warning: ", stderr);
+    fputs(msg, stderr);
+    if (!tocont) fputs("\n", stderr);
+    fflush(stderr);
+    h->warn_state = tocont ? WARN_CONTINUED : WARN_ON;
+}
+
 static lua_State *new_counted_state(pl_host *h) {
-    lua_State *L = luaL_newstate();
+    pl_vmalloc_init(&h->vm_alloc);
+    h->memory_used = 0;
+    lua_State *L = lua_newstate(counting_alloc, h);
     if (!L) return NULL;
-    h->memory_used = (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);
-    lua_setallocf(L, counting_alloc, h);
+    lua_atpanic(L, vm_panic);
+    h->warn_state = WARN_OFF;
+    lua_setwarnf(L, vm_warning, h);
     return L;
 }
 
 static int setup_vm(pl_host *h) {
-    char dir[PATH_MAX];
     lua_State *L = new_counted_state(h);
     if (!L) {
         fprintf(stderr, "pulsar-lua: cannot create a Lua state: out of memory\n");
@@ -213,12 +199,10 @@ static int setup_vm(pl_host *h) {
     lua_pushcfunction(L, luaopen_pulsar_core);
     lua_setfield(L, -2, "pulsar.core");
     lua_pop(L, 1);
-    if (find_lua_dir(dir, sizeof dir) != 0) {
-        fprintf(stderr, "pulsar-lua: cannot find the pulsar Lua library "
-                        "(set PULSAR_LUA_DIR to the folder holding pulsar/)\n");
+    if (pl_modules_install(L) != 0) {
+        fprintf(stderr, "pulsar-lua: cannot set up the pulsar Lua library: out of memory\n");
         return -1;
     }
-    prepend_package_path(L, dir);
     return 0;
 }
 
@@ -334,6 +318,7 @@ void pl_host_close_shared(pl_host *h, void (*on_freed)(pl_host *h)) {
     }
     if (h->L) lua_close(h->L);
     h->L = NULL;
+    pl_vmalloc_destroy(&h->vm_alloc);
     uv_mutex_destroy(&h->interrupt_lock);
     if (--h->closing_handles == 0 && on_freed) on_freed(h);
 }
@@ -342,6 +327,7 @@ void pl_host_close(pl_host *h) {
     close_loop(h);
     if (h->L) lua_close(h->L);
     h->L = NULL;
+    pl_vmalloc_destroy(&h->vm_alloc);
     uv_mutex_destroy(&h->interrupt_lock);
 }
 

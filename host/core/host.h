@@ -17,6 +17,7 @@
 #include <uv.h>
 
 #include "cli.h"
+#include "vmalloc.h"
 
 /* Something the host must close before the loop can end: a malloc'd handle
  * and what it owns. close() must untrack the resource and start closing it;
@@ -67,6 +68,8 @@ typedef struct pl_host {
      * memory" in that VM, and the process's other VMs go on. */
     size_t memory_used;
     size_t memory_limit;
+    pl_vmalloc vm_alloc; /* where the VM's blocks come from */
+    int warn_state;      /* the VM's warnings: off, on, or a message continued */
 } pl_host;
 
 /* Pushes the one argument of a host.lua entry point. */

@@ -16,6 +16,7 @@
  * thread, for an actor that is parked in its loop and will not stop). */
 #include "spawn.h"
 
+#include <errno.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -29,6 +30,7 @@
 
 #include "conn.h"
 #include "host.h"
+#include "launch.h"
 #include "log.h"
 
 /* ---- the actor side ---------------------------------------------------- */
@@ -208,18 +210,31 @@ void pl_child_disown(pl_child *c) { c->owner = NULL; }
 
 /* ---- process actors ----------------------------------------------------- */
 
+/* The child is started with posix_spawn (launch.h): a fork would copy the
+ * arbiter's page tables, thread actors and all. Its end is learnt as
+ * uv_spawn learnt it: a SIGCHLD watch per child, started before the child
+ * so that no end is missed, reaping only its own pid. (A pidfd would spare
+ * the other children's checks, but valgrind and older kernels lack it.) */
 typedef struct process {
     child base;
-    uv_process_t handle;
+    uv_signal_t exit_watch;
+    pid_t pid;
 } process;
 
 static void process_closed(uv_handle_t *handle) { free(handle->data); }
 
-static void process_exited(uv_process_t *handle, int64_t status, int signal) {
-    process *p = handle->data;
+static void process_exited(uv_signal_t *watch, int signum) {
+    (void)signum;
+    process *p = watch->data;
+    int code = 0, signal = 0;
+    int reaped = pl_reap(p->pid, &code, &signal);
+    if (reaped == 0) return; /* another child ended */
+    /* Reaped by someone else (a C module's waitpid(-1)): the status is lost. */
+    if (reaped < 0) code = 1;
+    uv_signal_stop(watch);
     pl_host_untrack(&p->base.res);
-    child_report_exit(&p->base, (lua_Integer)status, signal, 2);
-    uv_close((uv_handle_t *)handle, process_closed);
+    child_report_exit(&p->base, code, signal, 2);
+    uv_close((uv_handle_t *)watch, process_closed);
 }
 
 /* At the arbiter's exit a child still running is told to stop; its exit is
@@ -227,25 +242,16 @@ static void process_exited(uv_process_t *handle, int64_t status, int signal) {
 static void process_shutdown(pl_resource *res) {
     process *p = (process *)((char *)res - offsetof(process, base.res));
     pl_host_untrack(res);
-    uv_process_kill(&p->handle, SIGTERM);
+    kill(p->pid, SIGTERM);
     child_forget_lua(&p->base);
-    uv_close((uv_handle_t *)&p->handle, process_closed);
+    uv_close((uv_handle_t *)&p->exit_watch, process_closed);
 }
 
 pl_child *pl_spawn_process(pl_host *h, const char *aid, const char *address,
                            const int *fds, int nfds, int on_exit_ref,
                            pl_child **owner, char *err, size_t errlen) {
-    uv_stdio_container_t stdio[3 + PL_MAX_INHERITED_FDS] = {
-        {.flags = UV_IGNORE},
-        {.flags = UV_INHERIT_FD, .data.fd = 1},
-        {.flags = UV_INHERIT_FD, .data.fd = 2},
-    };
     if (nfds < 0 || nfds > PL_MAX_INHERITED_FDS)
         return spawn_failed(h, on_exit_ref, err, errlen, "%s", "too many descriptors to inherit");
-    for (int i = 0; i < nfds; i++) {
-        stdio[3 + i].flags = UV_INHERIT_FD;
-        stdio[3 + i].data.fd = fds[i];
-    }
     char exe[4096];
     size_t n = sizeof exe;
     if (uv_exepath(exe, &n) != 0)
@@ -253,14 +259,17 @@ pl_child *pl_spawn_process(pl_host *h, const char *aid, const char *address,
     process *p = calloc(1, sizeof *p);
     if (!p) return spawn_failed(h, on_exit_ref, err, errlen, "%s", "out of memory spawning a process");
     char *args[] = {exe, "--pulsar-actor", (char *)address, (char *)aid, NULL};
-    uv_process_options_t opts = {
-        .exit_cb = process_exited, .file = exe, .args = args,
-        .stdio_count = 3 + nfds, .stdio = stdio,
-    };
-    p->handle.data = p;
-    int rc = uv_spawn(h->loop, &p->handle, &opts);
+    int rc = uv_signal_init(h->loop, &p->exit_watch);
+    p->exit_watch.data = p;
     if (rc != 0) {
-        uv_close((uv_handle_t *)&p->handle, process_closed);
+        free(p);
+        return spawn_failed(h, on_exit_ref, err, errlen, "cannot watch a new process: %s",
+                            uv_strerror(rc));
+    }
+    rc = uv_signal_start(&p->exit_watch, process_exited, SIGCHLD);
+    if (rc == 0) rc = pl_launch(exe, args, fds, nfds, &p->pid);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&p->exit_watch, process_closed);
         return spawn_failed(h, on_exit_ref, err, errlen, "cannot start a process: %s",
                             uv_strerror(rc));
     }
@@ -269,10 +278,10 @@ pl_child *pl_spawn_process(pl_host *h, const char *aid, const char *address,
     return &p->base;
 }
 
-int pl_process_pid(const pl_child *c) { return ((const process *)c)->handle.pid; }
+int pl_process_pid(const pl_child *c) { return ((const process *)c)->pid; }
 
 int pl_process_kill(pl_child *c, int sig) {
-    return uv_process_kill(&((process *)c)->handle, sig);
+    return kill(((process *)c)->pid, sig) == 0 ? 0 : -errno;
 }
 
 /* ---- thread actors ------------------------------------------------------ */

@@ -1,8 +1,8 @@
 /* spawn.h: starting actors in new processes, new threads and monitors, and
  * ending them.
  *
- * A process actor is this executable started again (uv_spawn of
- * uv_exepath, never a bare fork) as `pulsar-lua --pulsar-actor ADDR AID`:
+ * A process actor is this executable started again (posix_spawn of
+ * uv_exepath, launch.h; never a fork) as `pulsar-lua --pulsar-actor ADDR AID`:
  * it connects to the arbiter's mailbox at ADDR and asks for its parameters.
  * A thread actor is a new thread with its own loop and VM, joined to the
  * arbiter by an in-process channel (conn.h). A monitor is a VM of its own

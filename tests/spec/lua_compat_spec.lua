@@ -18,8 +18,8 @@ if os.execute("command -v " .. LUA .. " > /dev/null 2>&1") ~= true then
 end
 
 local PULSAR = quote(support.exe)
--- pulsar's own library, first on package.path (host.c)
-local LIBRARY = (support.exe:match("^(.*)/[^/]*$") or ".") .. "/lua/"
+-- pulsar's own library: its chunks are named lua/pulsar/*.lua (host/core/modules.c)
+local LIBRARY = "lua/pulsar/"
 
 local function normalise(text)
   text = text:gsub("lua5%.4: ", "PROGRAM: "):gsub("pulsar%-lua: ", "PROGRAM: ")

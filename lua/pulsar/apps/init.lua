@@ -9,7 +9,8 @@ local function battery(name)
   local stem = type(name) == "string" and name:match("^(%u%l+)Server$")
   if not stem then return nil end
   local module = "pulsar.apps." .. stem:lower()
-  if not package.searchpath(module, package.path) then return nil end
+  -- in the executable (package.preload), or in PULSAR_LUA_DIR's sources
+  if not package.preload[module] and not package.searchpath(module, package.path) then return nil end
   return require(module)[name]
 end
 
