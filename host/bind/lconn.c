@@ -303,6 +303,7 @@ static void push_conn_metatable(lua_State *L) {
 void pl_lconn_push(lua_State *L, pl_conn *c) {
     lconn *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->conn = c;
+    u->forward_local = 0;
     u->host = pl_host_of(L);
     u->message_ref = u->close_ref = u->self_ref = LUA_NOREF;
     push_conn_metatable(L);
