@@ -58,7 +58,8 @@ local commands = {} -- name -> {fn = function(request, ...), ack = boolean}
 local noack = {stop = true} -- commands this VM sends without waiting
 local inbox         -- this VM's inbox, in a VM that messages in its process
 local routes = {}   -- target (aid or name) -> route into an inbox of this process
-local links         -- pulsar.links, in an actor's VM (not the arbiter's)
+local links         -- pulsar.links, in an actor's VM (not the arbiter's), once used
+local links_wanted  -- this VM is an actor's, which may use it
 M.counters = {sent = 0, received = 0, relayed = 0}
 
 local receive_envelope, actor_down -- defined below, called by the inbox
@@ -75,24 +76,33 @@ function M.setup(actor, route, relay)
   if actor.kind ~= "process" and actor.kind ~= "arbiter" and not inbox then
     inbox = core.inbox_open(actor.aid, receive_envelope, actor_down)
   end
-  if actor.kind ~= "arbiter" and not links then
+  if actor.kind ~= "arbiter" then
+    links_wanted = true
     -- The arbiter's word that an actor ended: what this VM still waits
     -- for from it fails (calls the arbiter forwarded in C, which it does
     -- not track).
     M.command("pulsar:down", function(_, aid, name, how)
       M.fail_pending(aid, ("actor '%s' (%s) %s before replying"):format(tostring(name), tostring(aid), tostring(how)))
     end, {ack = false})
-    links = require "pulsar.links"
-    links.setup {
-      receive = M.receive,
-      fail = M.fail_pending,
-      where = function(target) return M.send("arbiter", "pulsar:where", target):wait(10) end,
-      relay = function(target, payload)
-        local link = router(target)
-        if link then link:send(payload) end
-      end,
-    }
   end
+end
+
+-- pulsar.links, set up the first time an actor's VM sends outside its
+-- process (or, in a process actor, listens): a thread actor that talks
+-- only to its neighbours never loads it.
+function M.links()
+  if links or not links_wanted then return links end
+  links = require "pulsar.links"
+  links.setup {
+    receive = M.receive,
+    fail = M.fail_pending,
+    where = function(target) return M.send("arbiter", "pulsar:where", target):wait(10) end,
+    relay = function(target, payload)
+      local link = router(target)
+      if link then link:send(payload) end
+    end,
+  }
+  return links
 end
 
 --- The actor's name, for the notices its inbox gives when it ends.
@@ -125,8 +135,8 @@ end
 -- manager (a monitor, in the arbiter's process) are always reached through
 -- the arbiter's link: in order with the handshake and the heartbeats.
 local function send_linked(aid, payload)
-  if not links or aid == "arbiter" or aid == me.manager then return end
-  local ok, why, resolved = links.send(aid, payload)
+  if not links_wanted or aid == "arbiter" or aid == me.manager then return end
+  local ok, why, resolved = M.links().send(aid, payload)
   if ok == false then return end
   return ok, why, resolved
 end

@@ -92,7 +92,7 @@ end
 
 local function start_actor(a, mailbox)
   -- A process actor says where other actors reach it directly.
-  local direct = a.kind == "process" and require("pulsar.links").listen() or nil
+  local direct = a.kind == "process" and mailbox.links().listen() or nil
   local spec = mailbox.send("arbiter", "pulsar:hello", direct):wait()
   apply_spec(a, spec, mailbox)
   local ok, err = a:_fire("start")
