@@ -24,7 +24,8 @@
  *
  * References: the owner holds one until the handle's close callback; each
  * pl_inbox_find holder one; each entry in another inbox's watcher list one.
- * The last release frees the memory. */
+ * The last release frees the memory. The count is atomic (see `refs`), so
+ * neither a post nor a release takes the directory lock. */
 #include "inbox.h"
 
 #include "value.h"
@@ -69,8 +70,11 @@ struct pl_inbox {
     inbox_msg *head, *tail;
     int closed;
     int signalled;            /* wake_fd written and not yet read */
+    /* Taken under directory_lock when found there, else only by one who
+     * holds a reference already; so an inbox in the directory never has
+     * none, and the count need not be locked (an atomic). */
+    atomic_int refs;
     /* under directory_lock */
-    int refs;
     pl_inbox *next_in_bucket;
     pl_inbox **watchers;
     size_t nwatchers, capwatchers;
@@ -133,7 +137,7 @@ static int add_watcher(pl_inbox *ib, pl_inbox *watcher) {
         ib->capwatchers = cap;
     }
     ib->watchers[ib->nwatchers++] = watcher;
-    watcher->refs++;
+    atomic_fetch_add(&watcher->refs, 1);
     return 0;
 }
 
@@ -143,18 +147,8 @@ static void free_inbox(pl_inbox *ib) {
     free(ib);
 }
 
-/* Drops one reference; the caller holds directory_lock. Returns the inbox
- * to free (outside the lock) or NULL. */
-static pl_inbox *unref_locked(pl_inbox *ib) {
-    return --ib->refs == 0 ? ib : NULL;
-}
-
 void pl_inbox_release(pl_inbox *ib) {
-    if (!ib) return;
-    lock_directory();
-    pl_inbox *dead = unref_locked(ib);
-    uv_mutex_unlock(&directory_lock);
-    if (dead) free_inbox(dead);
+    if (ib && atomic_fetch_sub(&ib->refs, 1) == 1) free_inbox(ib);
 }
 
 /* ---- queueing ------------------------------------------------------------ */
@@ -190,9 +184,7 @@ static int defer_wake(pl_inbox *from, pl_inbox *to) {
         from->to_wake = w;
         from->capto_wake = cap;
     }
-    lock_directory();
-    to->refs++;
-    uv_mutex_unlock(&directory_lock);
+    atomic_fetch_add(&to->refs, 1); /* the poster holds one: no lock needed */
     from->to_wake[from->nto_wake++] = to;
     if (from->nto_wake == 1) uv_prepare_start(&from->flush, on_flush);
     return 0;
@@ -358,7 +350,7 @@ pl_inbox *pl_inbox_open(uv_loop_t *loop, const char *aid,
     strcpy(ib->aid, aid);
     ib->loop = loop;
     ib->handler = *handler;
-    ib->refs = 1;
+    atomic_init(&ib->refs, 1);
     lock_directory();
     pl_inbox **slot = aid_slot(aid);
     int taken = *slot != NULL;
@@ -418,7 +410,7 @@ pl_inbox *pl_inbox_find(const char *key, pl_inbox *watcher) {
     lock_directory();
     pl_inbox *ib = lookup(key);
     if (ib) {
-        ib->refs++;
+        atomic_fetch_add(&ib->refs, 1);
         /* without memory for the entry the caller still gets the inbox;
          * the arbiter's notice of the end then fails its calls */
         if (watcher && watcher != ib) (void)add_watcher(ib, watcher);
