@@ -43,6 +43,14 @@ static void pack_string_field(msgpack_packer *pk, const char *key, const char *v
     msgpack_pack_str_with_body(pk, value, strlen(value));
 }
 
+/* Starts a map of `fields` entries in out, through w. */
+static void start_map(msgpack_packer *pk, head_writer *w, pl_buf *out, size_t fields) {
+    w->out = out;
+    w->failed = 0;
+    msgpack_packer_init(pk, w, write_head);
+    msgpack_pack_map(pk, fields);
+}
+
 static int no_memory(char *err, size_t errlen) {
     snprintf(err, errlen, "out of memory: the message cannot grow");
     return -1;
@@ -74,10 +82,9 @@ int pl_envelope_encode_request(lua_State *L, const pl_request_head *head,
                                size_t errlen) {
     size_t start = out->len;
     first = lua_absindex(L, first);
-    head_writer w = {out, 0};
+    head_writer w;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &w, write_head);
-    msgpack_pack_map(&pk, 4 + (head->target != NULL) + (nargs > 0));
+    start_map(&pk, &w, out, 4 + (head->target != NULL) + (nargs > 0));
     pack_string_field(&pk, "command", head->command);
     pack_key(&pk, "id");
     msgpack_pack_long_long(&pk, head->id);
@@ -104,10 +111,9 @@ int pl_envelope_encode_reply(lua_State *L, const pl_reply_head *head,
     size_t start = out->len;
     idx = lua_absindex(L, idx);
     int has_body = is_error || !lua_isnil(L, idx);
-    head_writer w = {out, 0};
+    head_writer w;
     msgpack_packer pk;
-    msgpack_packer_init(&pk, &w, write_head);
-    msgpack_pack_map(&pk, 2 + (head->target != NULL) + (head->sender != NULL) + has_body);
+    start_map(&pk, &w, out, 2 + (head->target != NULL) + (head->sender != NULL) + (size_t)has_body);
     pack_string_field(&pk, "command", "callback");
     pack_key(&pk, "ack");
     msgpack_pack_long_long(&pk, head->ack);

@@ -128,15 +128,22 @@ static pl_inbox *lookup(const char *key) {
     return e ? *aid_slot(e->aid) : NULL;
 }
 
-static int add_watcher(pl_inbox *ib, pl_inbox *watcher) {
-    if (ib->nwatchers == ib->capwatchers) {
-        size_t cap = ib->capwatchers ? 2 * ib->capwatchers : 4;
-        pl_inbox **w = realloc(ib->watchers, cap * sizeof *w);
+/* Appends ib to a growable list of inboxes; 0 or -1 (no memory). The
+ * caller takes the reference the entry holds. */
+static int list_append(pl_inbox ***list, size_t *n, size_t *cap, pl_inbox *ib) {
+    if (*n == *cap) {
+        size_t grown = *cap ? 2 * *cap : 8;
+        pl_inbox **w = realloc(*list, grown * sizeof *w);
         if (!w) return -1;
-        ib->watchers = w;
-        ib->capwatchers = cap;
+        *list = w;
+        *cap = grown;
     }
-    ib->watchers[ib->nwatchers++] = watcher;
+    (*list)[(*n)++] = ib;
+    return 0;
+}
+
+static int add_watcher(pl_inbox *ib, pl_inbox *watcher) {
+    if (list_append(&ib->watchers, &ib->nwatchers, &ib->capwatchers, watcher) != 0) return -1;
     atomic_fetch_add(&watcher->refs, 1);
     return 0;
 }
@@ -177,15 +184,8 @@ static void on_flush(uv_prepare_t *handle);
 static int defer_wake(pl_inbox *from, pl_inbox *to) {
     for (size_t i = 0; i < from->nto_wake; i++)
         if (from->to_wake[i] == to) return 0;
-    if (from->nto_wake == from->capto_wake) {
-        size_t cap = from->capto_wake ? 2 * from->capto_wake : 8;
-        pl_inbox **w = realloc(from->to_wake, cap * sizeof *w);
-        if (!w) return -1;
-        from->to_wake = w;
-        from->capto_wake = cap;
-    }
+    if (list_append(&from->to_wake, &from->nto_wake, &from->capto_wake, to) != 0) return -1;
     atomic_fetch_add(&to->refs, 1); /* the poster holds one: no lock needed */
-    from->to_wake[from->nto_wake++] = to;
     if (from->nto_wake == 1) uv_prepare_start(&from->flush, on_flush);
     return 0;
 }
