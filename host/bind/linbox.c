@@ -187,6 +187,10 @@ static pl_inbox *own_inbox(lua_State *L) {
 
 static int core_route(lua_State *L) {
     const char *target = luaL_checkstring(L, 1);
+    if (!pl_inbox_known(target)) { /* a miss (a process actor) makes nothing */
+        lua_pushnil(L);
+        return 1;
+    }
     pl_inbox *own = own_inbox(L);
     lroute *r = lua_newuserdatauv(L, sizeof *r, 0);
     r->inbox = NULL;

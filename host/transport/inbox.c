@@ -419,6 +419,13 @@ pl_inbox *pl_inbox_find(const char *key, pl_inbox *watcher) {
     return ib;
 }
 
+int pl_inbox_known(const char *key) {
+    lock_directory();
+    int known = lookup(key) != NULL;
+    uv_mutex_unlock(&directory_lock);
+    return known;
+}
+
 const char *pl_inbox_aid(const pl_inbox *ib) { return ib->aid; }
 
 void pl_inbox_set_name(pl_inbox *ib, const char *name) {

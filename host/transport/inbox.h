@@ -63,6 +63,8 @@ void pl_inbox_close(pl_inbox *ib);
  * there is none in this process. */
 pl_inbox *pl_inbox_find(const char *key, pl_inbox *watcher);
 void pl_inbox_release(pl_inbox *ib);
+/* Whether `key` names a live inbox of this process now (nothing held). */
+int pl_inbox_known(const char *key);
 const char *pl_inbox_aid(const pl_inbox *ib);
 /* The actor's name, for the down notices (truncated to 63 bytes). */
 void pl_inbox_set_name(pl_inbox *ib, const char *name);
