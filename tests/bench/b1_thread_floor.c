@@ -25,16 +25,6 @@
 static int to_echo, to_main;         /* eventfds: main -> echoer, echoer -> main */
 static char slot_in[MSG], slot_out[MSG];
 
-static int wait_fd(int fd) {
-    uint64_t v;
-    return read_full(fd, &v, sizeof v) == 1 ? 0 : -1;
-}
-
-static int wake_fd(int fd) {
-    uint64_t v = 1;
-    return write_full(fd, &v, sizeof v);
-}
-
 /* The echoer: copies what arrived back out; a first byte of 0 ends it (read
  * before the wake: after it, the main thread may be filling slot_in again). */
 static void *echoer(void *arg) {

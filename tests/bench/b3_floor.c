@@ -24,16 +24,6 @@ static int *efd;
 static long size;
 static atomic_int done;
 
-static int wait_fd(int fd) {
-    uint64_t v;
-    return read_full(fd, &v, sizeof v) == 1 ? 0 : -1;
-}
-
-static int wake_fd(int fd) {
-    uint64_t v = 1;
-    return write_full(fd, &v, sizeof v);
-}
-
 /* Member i (1..K-1): wait for the token, pass it on; once the ring is done,
  * pass the stop on (not back to member 0) and end. */
 static void *member(void *arg) {

@@ -4,6 +4,7 @@
 #define PULSAR_BENCH_FLOOR_H
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -54,6 +55,18 @@ static inline int write_full(int fd, const void *buf, size_t n) {
         p += w, n -= (size_t)w;
     }
     return 0;
+}
+
+/* An eventfd as a thread's doorbell: wait for a ring (0, -1 on error) and
+ * ring it (0 or -1). */
+static inline int wait_fd(int fd) {
+    uint64_t v;
+    return read_full(fd, &v, sizeof v) == 1 ? 0 : -1;
+}
+
+static inline int wake_fd(int fd) {
+    uint64_t v = 1;
+    return write_full(fd, &v, sizeof v);
 }
 
 #endif
