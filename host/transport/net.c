@@ -34,7 +34,11 @@
  * last one (the bytes ever queued minus those still queued), and any
  * progress is activity. A queue the peer takes nothing of for a whole
  * timeout (between one and two timeouts, checks being one timeout apart)
- * is dropped, with a warning: that peer does not read.
+ * is dropped, with a warning: that peer does not read. Before dropping it
+ * the stream looks once more, IDLE_GRACE_MS later: timers run before I/O
+ * in a loop turn, so after the whole machine stood still (a frozen VM, the
+ * peer with it) the first check would find no progress only because the
+ * loop has not yet written what the peer read meanwhile.
  *
  * Ownership and lifetime:
  *   - a stream or server is malloc'd with its libuv handles inside and is a
@@ -72,6 +76,10 @@
 
 #include "log.h"
 
+/* How long a stream with writes pending gets for one more look before it
+ * is dropped as idle (see the head). */
+#define IDLE_GRACE_MS 200
+
 #define READ_BUFFER_SIZE ((size_t)64 << 10)
 
 typedef union stream_io {
@@ -99,6 +107,7 @@ struct pl_stream {
     uint64_t idle_ms, last_active;
     uint64_t queued_bytes; /* ever handed to uv_write (see idle_check) */
     uint64_t sent_seen;    /* of those, taken by the kernel at the last check */
+    int idle_grace;        /* the last check found no progress: one more look */
     uint64_t connect_ms;          /* the connect timeout, for its message */
     int connect_port;             /* while a host name is looked up */
     int open_handles;   /* initialised handles whose close has not run */
@@ -593,7 +602,13 @@ static void idle_check(uv_timer_t *timer) {
     }
     uint64_t quiet = now - s->last_active;
     if (quiet < s->idle_ms) {
+        s->idle_grace = 0;
         uv_timer_start(timer, idle_check, s->idle_ms - quiet, 0);
+        return;
+    }
+    if (s->pending_writes > 0 && !s->idle_grace) {
+        s->idle_grace = 1; /* let the loop's I/O run first (see the head) */
+        uv_timer_start(timer, idle_check, IDLE_GRACE_MS, 0);
         return;
     }
     /* Nothing moved for the whole timeout: a queue still waiting is one
