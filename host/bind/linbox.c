@@ -17,8 +17,8 @@
  *   route:alive() -> boolean;  route.aid
  *   core.publish_name(name, aid | nil)  (the arbiter) which aid a name
  *       reaches now, for every VM of the process
- *   core.inbox_delivered() -> messages delivered by inboxes, and those of
- *       them forwarded from links in C, process-wide
+ *   core.inbox_forwarded() -> envelopes forwarded from links into inboxes
+ *       in C (conn:forward_local), process-wide
  *
  * Every Lua callback runs through pl_host_pcall. */
 #include <stddef.h>
@@ -268,17 +268,16 @@ static int core_publish_name(lua_State *L) {
     return 0;
 }
 
-static int core_inbox_delivered(lua_State *L) {
-    lua_pushinteger(L, (lua_Integer)pl_inbox_delivered());
+static int core_inbox_forwarded(lua_State *L) {
     lua_pushinteger(L, (lua_Integer)pl_inbox_forwarded());
-    return 2;
+    return 1;
 }
 
 static const luaL_Reg functions[] = {
     {"inbox_open", core_inbox_open},
     {"route", core_route},
     {"publish_name", core_publish_name},
-    {"inbox_delivered", core_inbox_delivered},
+    {"inbox_forwarded", core_inbox_forwarded},
     {NULL, NULL},
 };
 

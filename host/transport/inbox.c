@@ -90,7 +90,7 @@ static uv_once_t directory_once = UV_ONCE_INIT;
 static uv_mutex_t directory_lock;
 static pl_inbox *aids[AID_BUCKETS];
 static name_entry *names[NAME_BUCKETS];
-static atomic_ullong delivered, forwarded;
+static atomic_ullong forwarded;
 
 static void directory_init(void) {
     if (uv_mutex_init(&directory_lock) != 0) abort(); /* no way to go on */
@@ -279,7 +279,6 @@ int pl_inbox_batch_next(pl_inbox_batch *batch, const char **payload,
     *payload = m->data;
     *len = m->len;
     *is_down = m->down;
-    if (!m->down) atomic_fetch_add_explicit(&delivered, 1, memory_order_relaxed);
     return 1;
 }
 
@@ -463,9 +462,6 @@ int pl_inbox_publish(const char *name, const char *aid) {
     return rc;
 }
 
-unsigned long long pl_inbox_delivered(void) {
-    return atomic_load_explicit(&delivered, memory_order_relaxed);
-}
 
 /* ---- forwarding ------------------------------------------------------------ */
 

@@ -88,14 +88,12 @@ int pl_inbox_message_start(pl_buf *msg, size_t limit);
  * (no memory). */
 int pl_inbox_publish(const char *name, const char *aid);
 
-/* Messages delivered by this process's inboxes since it started. */
-unsigned long long pl_inbox_delivered(void);
-
 /* For a link from another process: when the envelope in payload is for
  * an inbox of this process, queues a copy there and returns 1; 0 (nothing
  * done) when it is not, or is not an envelope. The arbiter forwards so,
  * in C, what a process actor sends to a thread actor or a monitor. */
 int pl_inbox_forward(const char *payload, size_t len);
+/* Envelopes pl_inbox_forward queued since the process started. */
 unsigned long long pl_inbox_forwarded(void);
 
 /* The Lua face (linbox.c): core.inbox_open, core.route, ... */

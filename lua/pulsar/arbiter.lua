@@ -653,7 +653,7 @@ M.role = {
   extra_info = function(a, info)
     info.workers, info.monitors = M.workers_info(), M.monitors_info()
     info.actor.mailbox.relayed = mailbox.counters.relayed -- what did not go direct
-    info.actor.mailbox.forwarded = select(2, core.inbox_delivered()) -- from processes, in C
+    info.actor.mailbox.forwarded = core.inbox_forwarded() -- from processes, in C
     info.actor.tcp_address = a.tcp_address
   end,
   on_notify = function(_, aid, info)

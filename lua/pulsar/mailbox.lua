@@ -113,7 +113,7 @@ end
 function M.close()
   if inbox then inbox:close() end
   if links then links.close() end
-  inbox = nil
+  inbox, links, links_wanted = nil, nil, false -- nothing more leaves this VM directly
 end
 
 -- The direct route to `target` when it lives in this process. A route
