@@ -52,6 +52,21 @@ local log = require "pulsar.log"
 
 local M = {}
 
+---------------------------------------------------------------------------
+-- The batteries, each in a module of its own, loaded when first used: the
+-- client (lua/pulsar/httpclient.lua), the router and its static files
+-- (router.lua, static.lua), WebSocket (websocket.lua).
+
+--- pulsar.http.request{method=, url=, headers=, body=, timeout=}: a Future
+-- of {status=, headers=, body=}.
+function M.request(params) return require("pulsar.httpclient").request(params) end
+--- pulsar.http.get(url [, opts]): request{method = "GET", url = url, ...}.
+function M.get(url, opts) return require("pulsar.httpclient").get(url, opts) end
+--- pulsar.http.Router(): routes, middleware and static files for HttpServer.
+function M.Router(...) return require("pulsar.router").Router(...) end
+--- pulsar.http.websocket(url [, opts]): a Future of a client WebSocket.
+function M.websocket(url, opts) return require("pulsar.websocket").connect(url, opts) end
+
 M.SERVER = "pulsar-lua/" .. core.versions().pulsar
 
 ---------------------------------------------------------------------------
@@ -143,14 +158,50 @@ function M.parse_query(qs)
   return out
 end
 
+-- What every request a handler receives can do (its metatable's methods).
+local Request = {}
+M.Request = Request
+local RequestMeta = {__index = Request, __name = "pulsar.http.Request"}
+
+-- An error a handler raises on purpose, answered with its status (see
+-- M.error); any other error is a 500.
+local HttpError = {__name = "pulsar.http.HttpError"}
+HttpError.__index = HttpError
+function HttpError:__tostring() return ("HTTP %d: %s"):format(self.status, self.message) end
+
+--- pulsar.http.error(status, message): raises an error the server answers
+-- with `status` and `message` as a text body (a 400 for input the handler
+-- refuses, say), logged at debug level only: it is the client's fault.
+function M.error(status, message)
+  if math.type(status) ~= "integer" or status < 400 or status > 599 then
+    error("http.error: status must be an integer from 400 to 599", 2)
+  end
+  error(setmetatable({status = status, message = tostring(message)}, HttpError), 2)
+end
+
+--- The status and message of an error raised by M.error, or nil.
+function M.error_status(err)
+  if getmetatable(err) == HttpError then return err.status, err.message end
+  return nil
+end
+
+--- request:json(): the body decoded as JSON (pulsar.json). A body that is
+-- not JSON, or empty, raises pulsar.http.error(400, ...) naming the
+-- position, so a handler need not check: the client gets the 400.
+function Request:json()
+  local value, why = require("pulsar.json").decode_body(self.body)
+  if value == nil and why then M.error(400, "malformed JSON body: " .. why) end
+  return value
+end
+
 --- Makes a request from core.http_parser into a handler's request: `path`
 -- percent-decoded ('+' stays), `query` a table (parse_query); `target` and
--- `query_string` keep the bytes as sent.
-function M.request(raw)
+-- `query_string` keep the bytes as sent. Its methods are M.Request's.
+function M.incoming(raw)
   local path = raw.path
   if path:find("%", 1, true) then raw.path = M.unescape(path) end
   raw.query = M.parse_query(raw.query_string)
-  return raw
+  return setmetatable(raw, RequestMeta)
 end
 
 ---------------------------------------------------------------------------
@@ -520,7 +571,13 @@ function Protocol:_answer(slot, task)
   if self.draining and slot == self.slots[self.last] then
     slot.keep_alive = false -- the last answer before a graceful stop says so
   end
-  if task == nil or task:exception() == nil then
+  local refused = task and M.error_status(task:exception())
+  if refused then
+    ok = true
+    log.debug("HTTP %d for %s %s: %s", refused, slot.method, slot.target, task:exception().message)
+    data, keep_alive = M.response(refused, nil, M.reason(refused) .. ": " ..
+                                  task:exception().message .. "\n", slot)
+  elseif task == nil or task:exception() == nil then
     ok, data, keep_alive = pcall(respond, slot)
     if not ok then log.error("HTTP handler for %s %s: bad response: %s", slot.method,
                              slot.target, tostring(data)) end
@@ -547,7 +604,7 @@ function Protocol:_dispatch(raw)
   })
   if not raw.keep_alive then self.closing = true end
   if self.stats then self.stats.requests = self.stats.requests + 1 end
-  local done, task = future.run(run_handler, self.handler, M.request(raw), slot)
+  local done, task = future.run(run_handler, self.handler, M.incoming(raw), slot)
   if done then return self:_answer(slot) end
   if task:done() then return self:_answer(slot, task) end
   self:_hold_idle(1)

@@ -60,8 +60,11 @@ local early_cfg
 --- pulsar.cfg is the current actor's cfg (the very table `actor.cfg`,
 -- `config get/set` and the runtime read), looked up at each use, so that
 -- there is one table per VM; before the VM has an actor, the command line's
--- settings. pulsar.apps (lua/pulsar/apps/), the batteries, loaded when first
--- used.
+-- settings. The batteries, each loaded when first used: pulsar.apps
+-- (lua/pulsar/apps/), pulsar.http (http.lua: the client, the router,
+-- WebSocket), pulsar.json (json.lua).
+local LAZY = {apps = "pulsar.apps", http = "pulsar.http", json = "pulsar.json"}
+
 setmetatable(pulsar, {__index = function(t, key)
   if key == "cfg" then
     local a = actor.current()
@@ -69,10 +72,11 @@ setmetatable(pulsar, {__index = function(t, key)
     early_cfg = early_cfg or core.config()
     return early_cfg
   end
-  if key ~= "apps" then return nil end
-  local apps = require "pulsar.apps"
-  rawset(t, "apps", apps)
-  return apps
+  local module = LAZY[key]
+  if not module then return nil end
+  local value = require(module)
+  rawset(t, key, value)
+  return value
 end})
 
 return pulsar

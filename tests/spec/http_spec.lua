@@ -133,7 +133,7 @@ describe("pulsar.http functions", function()
 
   it("decodes the path but not '+' in it", function()
     assert.are.equal("/a b/c+d/é", http.unescape("/a%20b/c+d/%C3%A9"))
-    local req = http.request(core.http_parser():feed("GET /x%2Fy?q=a+b HTTP/1.1\r\nHost: h\r\n\r\n")[1])
+    local req = http.incoming(core.http_parser():feed("GET /x%2Fy?q=a+b HTTP/1.1\r\nHost: h\r\n\r\n")[1])
     assert.are.equal("/x/y", req.path)
     assert.are.same({q = "a b"}, req.query)
     assert.are.equal("/x%2Fy?q=a+b", req.target)
