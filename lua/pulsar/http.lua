@@ -653,6 +653,7 @@ function Protocol:_switch(upgrade)
   transport:set_idle_timeout(0)
   transport:set_protocol(protocol)
   if protocol.connection_made then protocol:connection_made(transport) end
+  if self.write_paused and protocol.pause_writing then protocol:pause_writing() end
   if self.read_paused then transport:resume_reading() end
   if self.eof and not (protocol.eof_received and protocol:eof_received()) then
     transport:close()

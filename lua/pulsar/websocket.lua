@@ -336,7 +336,7 @@ end
 
 -- Reads while the inbox has room and the connection is not ending.
 function WebSocket:_throttle()
-  if self.state == "closed" then return end
+  if self:_ended() then return end -- reading goes on to the end, to see the EOF
   local unread = (self._ilast - self._ifirst + 1) // 2
   local room = unread < self.max_pending and self._ibytes < self.pending_bytes
   if room and self._read_paused then
@@ -509,6 +509,10 @@ function WebSocket:_close_received(code, reason)
   end
   self:_wake_receiver()
   self:_stop_timer()
+  if self._read_paused then -- nothing more is decoded: reading only sees the end
+    self._read_paused = false
+    self.transport:resume_reading()
+  end
   if self.role == "server" then
     self.transport:close()
   else -- the server closes first; a bounded wait for it
