@@ -10,6 +10,11 @@
  * Qt. RFC 6455's framing is small, so it is written here, bounded and fuzzed
  * (tests/fuzz/fuzz_ws.c); what is hard comes from Debian: zlib for deflate
  * (wsdeflate.c), OpenSSL and libsodium for the handshake (host/bind/lws.c).
+ * host/codec/frame.c reads the same frame format for the mailbox, but only
+ * whole unmasked binary frames from a trusted peer, in place in a read
+ * buffer; a browser's frames are masked, fragmented, interleaved with
+ * control frames and compressed, and their text must be UTF-8, checked as
+ * it arrives: another parser.
  *
  * Bounds, and how each is kept:
  *   - a frame header is read into a 14-byte array, whatever the split;
