@@ -20,7 +20,7 @@
  *
  * SHA-1 is OpenSSL's (libcrypto), base64 and randomness libsodium's: no hash
  * or random source written here. A client's masks are fresh random bytes
- * for every frame (RFC 6455 §5.3). The encoder writes into one buffer per
+ * for every frame (RFC 6455 §5.3), drawn from a small pool per codec. The encoder writes into one buffer per
  * codec, reused, and each string is pushed straight from the codec's
  * buffers (or from the input, for what a client reads). */
 #include <string.h>
@@ -37,10 +37,16 @@
 
 static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 
+/* A client's masks come from a pool of random bytes refilled 32 masks at a
+ * time: one getrandom() per frame would cost more than the frame. */
+#define MASK_POOL 128
+
 typedef struct lcodec {
     pl_ws *w;
     int client;
     pl_buf out; /* the last frame encoded */
+    size_t pool_used;
+    unsigned char pool[MASK_POOL];
 } lcodec;
 
 /* ---- the handshake's values ---- */
@@ -135,6 +141,7 @@ static int core_ws_codec(lua_State *L) {
     lcodec *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->w = NULL;
     u->client = cfg.client;
+    u->pool_used = MASK_POOL;
     pl_buf_init(&u->out, 0);
     luaL_setmetatable(L, CODEC_METATABLE);
     u->w = pl_ws_new(&cfg);
@@ -226,11 +233,14 @@ static int codec_encode(lua_State *L) {
     int opcode = opcode_of(L, luaL_checkstring(L, 2));
     size_t len = 0;
     const char *payload = luaL_optlstring(L, 3, "", &len);
-    unsigned char key[4];
     const unsigned char *mask = NULL;
     if (u->client) {
-        pl_random_bytes(key, sizeof key);
-        mask = key;
+        if (u->pool_used == MASK_POOL) {
+            pl_random_bytes(u->pool, MASK_POOL);
+            u->pool_used = 0;
+        }
+        mask = u->pool + u->pool_used;
+        u->pool_used += 4;
     }
     u->out.len = 0;
     int rc = opcode == PL_WS_CLOSE
