@@ -13,7 +13,9 @@
  *       appends each message data completes to out as kind, payload
  *       (kind "text", "binary", "ping", "pong", "close"; a close's payload
  *       is its reason); n is how many. Entries of out past 2n are left as
- *       they were. After an error every later call gives it again.
+ *       they were. On an error (close_code 1002, 1007, 1009; 1011 without
+ *       memory) out may hold the messages before the bad bytes; every later
+ *       call gives the error again. Bytes after a close are ignored.
  *   codec:encode(kind, payload [, code]) -> the bytes of one whole frame
  *   codec:close_code() -> the code of the close received, or nil
  *   codec:buffered() -> bytes held for an incomplete frame or message
