@@ -266,6 +266,9 @@ end
 function WebSocket:connection_made(transport)
   self.transport = transport
   self.peername = transport:get_extra_info("peername")
+  -- the labels of its Futures, made once: a receive is made per message
+  self._receive_label = "a message from " .. tostring(self.peername)
+  self._send_label = "room to send to " .. tostring(self.peername)
   self.state = "open"
   M.open = M.open + 1
   if self._handler then self:_run_handler() end
@@ -360,7 +363,7 @@ end
 function WebSocket:receive()
   local waiter = self._waiter
   if waiter and not waiter:done() then return waiter end
-  local f = Future("a message from " .. tostring(self.peername))
+  local f = Future(self._receive_label)
   if self._ifirst <= self._ilast then
     local inbox, i = self._inbox, self._ifirst
     local kind, payload = inbox[i], inbox[i + 1]
@@ -424,7 +427,7 @@ function WebSocket:send(data, kind)
     return failed("a send", self:_closed_error())
   end
   if not self._write_paused then return SENT end
-  local f = Future("room to send to " .. tostring(self.peername))
+  local f = Future(self._send_label)
   local senders = self._senders or {}
   self._senders = senders
   senders[#senders + 1] = f

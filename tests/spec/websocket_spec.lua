@@ -137,11 +137,13 @@ local function wait_until(check) return support.wait_for(check, WAIT) and true o
 
 -- Raw sockets: a hand-written handshake, and frames made byte by byte.
 local HANDSHAKE = "GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" ..
-                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
 
-local function raw_open(server, path)
+-- A connection upgraded by hand (`headers`: more header lines): the
+-- stream, the 101's head, and what came after it.
+local function raw_open(server, path, headers)
   local stream = pulsar.open_connection(server.address):wait(WAIT)
-  stream:write(HANDSHAKE:format(path or "/echo"))
+  stream:write(HANDSHAKE:format(path or "/echo", headers or ""))
   local buffer = ""
   repeat
     local data = stream:read():wait(WAIT)
@@ -237,6 +239,33 @@ describe("WebSocket", function()
       local r = python("subprotocol " .. server.ws .. "/echo --protocol superchat --protocol chat").wait()
       assert.are.equal(0, r.code, r.out .. r.err)
       assert.matches("subprotocol chat\n", r.out, 1, true)
+    end)
+  end)
+
+  describe("the handshake", function()
+    local function extensions(offer)
+      local stream, head = raw_open(server, "/echo", "Sec-WebSocket-Extensions: " .. offer .. "\r\n")
+      stream:close()
+      assert.matches("^HTTP/1%.1 101 ", head)
+      return head:match("\r\nSec%-WebSocket%-Extensions: ([^\r]*)\r\n")
+    end
+
+    it("accepts permessage-deflate with the client's parameters and answers them", function()
+      assert.are.equal("permessage-deflate; server_no_context_takeover; client_max_window_bits=10",
+                       extensions("permessage-deflate; server_no_context_takeover; client_max_window_bits=10"))
+      assert.are.equal("permessage-deflate; client_no_context_takeover; server_max_window_bits=12",
+                       extensions('permessage-deflate; client_no_context_takeover; server_max_window_bits="12"'))
+      assert.are.equal("permessage-deflate", extensions("permessage-deflate; client_max_window_bits"))
+    end)
+
+    it("declines an offer with bad parameters, taking the next good one", function()
+      assert.is_nil(extensions("permessage-deflate; server_max_window_bits=99"))
+      assert.is_nil(extensions("permessage-deflate; no_such_thing"))
+      assert.is_nil(extensions("permessage-deflate; server_no_context_takeover; server_no_context_takeover"))
+      assert.is_nil(extensions("x-webkit-deflate-frame"))
+      assert.are.equal("permessage-deflate; server_max_window_bits=9",
+                       extensions("permessage-deflate; server_max_window_bits=7, " ..
+                                  "permessage-deflate; server_max_window_bits=9"))
     end)
   end)
 
