@@ -46,7 +46,8 @@
 -- sends a close frame and waits for the peer's, at most close_timeout; the
 -- side that receives one answers it with the same code and reason. Then the
 -- server closes the TCP connection at once, the client waits for it to do
--- so (close_timeout) before closing itself. A peer's bad bytes (the codec's
+-- so. Each of these waits lasts close_timeout at most, after which the
+-- connection is aborted, unsent bytes and all. A peer's bad bytes (the codec's
 -- 1002, 1007, 1009) are answered with a close frame with that code and
 -- reason; then our side is shut and what the peer still sends is dropped
 -- until its EOF or close_timeout, for closing a socket with unread input
@@ -494,7 +495,7 @@ function WebSocket:close(code, reason)
     self.state = "closing"
     self:_wake_senders(self:_closed_error())
     self:_write(self.codec:encode("close", reason, code))
-    self:_start_timer(function() self.transport:close() end)
+    self:_deadline()
   end
   return self.closed
 end
@@ -516,11 +517,8 @@ function WebSocket:_close_received(code, reason)
     self._read_paused = false
     self.transport:resume_reading()
   end
-  if self.role == "server" then
-    self.transport:close()
-  else -- the server closes first; a bounded wait for it
-    self:_start_timer(function() self.transport:close() end)
-  end
+  if self.role == "server" then self.transport:close() end -- the client waits for it
+  self:_deadline()
 end
 
 -- The peer's bytes were bad: a close frame saying why, our side shut, and
@@ -540,8 +538,7 @@ function WebSocket:_fail(code, reason)
     self._read_paused = false
     self.transport:resume_reading()
   end
-  self:_stop_timer()
-  self:_start_timer(function() self.transport:close() end)
+  self:_deadline()
 end
 
 -- The receive waiting gets nil once no more messages will come.
@@ -553,11 +550,16 @@ function WebSocket:_wake_receiver()
   end
 end
 
-function WebSocket:_start_timer(fn)
+-- The connection ends within close_timeout, else it is aborted with
+-- whatever is still queued: a peer that neither answers nor reads cannot
+-- keep it.
+function WebSocket:_deadline()
   if self._timer then return end
   self._timer = core.timer(self.close_timeout, function()
     self._timer = nil
-    if self.state ~= "closed" then fn() end
+    if self.state == "closed" then return end
+    log.debug("WebSocket %s: no end of the close within %g s", tostring(self.peername), self.close_timeout)
+    self.transport:abort(("the close did not end within %g s"):format(self.close_timeout))
   end)
 end
 

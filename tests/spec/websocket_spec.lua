@@ -66,7 +66,7 @@ end
 settings.handler = function(request)
   local websocket = require "pulsar.websocket"
   if request.path == "/echo" then
-    return websocket.upgrade(request, echo, {protocols = {"chat", "superchat"}})
+    return websocket.upgrade(request, echo, {protocols = {"chat", "superchat"}, close_timeout = 1})
   elseif request.path == "/flood" then
     return websocket.upgrade(request, flood, {max_queue = 1024 * 1024})
   elseif request.path == "/log" then
@@ -303,6 +303,18 @@ describe("WebSocket", function()
       stream:write(frame(8, string.pack(">I2", 1000), true))
       assert.are.same({1000, ""}, {read_close(stream, state)})
       assert.is_nil(stream:read():wait(WAIT)) -- the server closes the TCP connection
+      stream:close()
+    end)
+
+    it("ends a close the client never answers within close_timeout", function()
+      local stream, _, state = raw_open(server)
+      read_frame(stream, state)
+      stream:write(frame(1, "close-me", true))
+      assert.are.same({4001, "as you wish"}, {read_close(stream, state)})
+      assert.is_true(wait_until(function()
+        return get(server, "/log"):find("echo closed 1006 the close did not end within 1 s", 1, true)
+      end))
+      assert.is_nil(stream:read():wait(WAIT))
       stream:close()
     end)
 
