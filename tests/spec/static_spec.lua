@@ -226,6 +226,18 @@ describe("router:static", function()
     assert.matches("^HTTP/1%.1 200 OK\r\n.-\r\n\r\n0123456789HTTP/1%.1 200 OK\r\n.-\r\n\r\nalive$", rest)
   end)
 
+  it("costs only its connection when a reader leaves in the middle of a file", function()
+    for _ = 1, 3 do
+      local stream = pulsar.open_connection(url:match("//(.*)$")):wait(WAIT)
+      stream:write("GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" ..
+                   "GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n")
+      assert.matches("^HTTP/1%.1 200 OK\r\n", stream:read():wait(WAIT))
+      stream:close()
+    end
+    assert.are.equal("alive", get(url .. "/alive").body)
+    assert.are.equal("0123456789", get(url .. "/static/digits.txt").body)
+  end)
+
   it("never serves anything outside the directory, and goes on serving", function()
     local attempts = {
       "/static/../secret.txt", "/static/../outside/secret.txt",
