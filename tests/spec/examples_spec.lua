@@ -59,12 +59,13 @@ describe("the examples", function()
       return tonumber(status), body, ctype
     end
     local function at(path) return support.quote("http://" .. address .. path) end
+    local json = pulsar.json.decode
     local status, body, ctype = curl("-d '{\"text\": \"buy milk\"}' " .. at("/api/notes"))
-    assert.are.same({201, '{"id":1,"text":"buy milk"}', "application/json"}, {status, body, ctype})
+    assert.are.same({201, {id = 1, text = "buy milk"}, "application/json"}, {status, json(body), ctype})
     status, body = curl(at("/api/notes"))
-    assert.are.same({200, '{"notes":[{"id":1,"text":"buy milk"}],"count":1}'}, {status, body})
+    assert.are.same({200, {notes = {{id = 1, text = "buy milk"}}, count = 1}}, {status, json(body)})
     status, body = curl(at("/api/notes/1"))
-    assert.are.same({200, '{"id":1,"text":"buy milk"}'}, {status, body})
+    assert.are.same({200, {id = 1, text = "buy milk"}}, {status, json(body)})
     status, body = curl("-d '{\"text\": ' " .. at("/api/notes"))
     assert.are.equal(400, status)
     assert.matches("malformed JSON body: .* at character 10", body)

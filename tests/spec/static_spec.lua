@@ -294,3 +294,94 @@ describe("pulsar.static's parsers", function()
                      "Router: static: max_age must be an integer number of seconds from 0")
   end)
 end)
+
+describe("transport:sendfile", function()
+  local dir, file, data
+  setup(function()
+    dir = support.temp_dir()
+    file = dir .. "/data.bin"
+    sh(("head -c %d /dev/urandom > %s"):format(BIG, support.quote(file)))
+    data = support.read_file(file)
+  end)
+  teardown(function() if dir then os.execute("rm -rf " .. support.quote(dir)) end end)
+
+  -- A server whose protocol runs `send(transport, self)` at connection_made
+  -- and records the flow-control calls.
+  local function serve(send)
+    local seen = {}
+    local server = pulsar.create_server{host = "127.0.0.1", port = 0, protocol = function()
+      return {
+        connection_made = function(self, transport) seen.transport = transport send(transport, self, seen) end,
+        pause_writing = function() seen.paused = (seen.paused or 0) + 1
+          seen.size_at_pause = seen.transport:get_write_buffer_size() end,
+        resume_writing = function() seen.resumed = (seen.resumed or 0) + 1 end,
+      }
+    end}:wait(WAIT)
+    return server, seen
+  end
+
+  local function read_all(stream)
+    local parts = {}
+    while true do
+      local chunk = stream:read():wait(WAIT)
+      if not chunk then return table.concat(parts) end
+      parts[#parts + 1] = chunk
+    end
+  end
+
+  it("sends a file in order between writes, then the EOF asked before it was sent", function()
+    local server = serve(function(t)
+      t:write("head;")
+      assert(t:sendfile(file))
+      t:write(";middle;")
+      assert(t:sendfile(file, 10, 5))
+      t:write(";tail")
+      t:write_eof()
+    end)
+    local stream = pulsar.open_connection(server.address):wait(WAIT)
+    local got = read_all(stream)
+    assert.are.equal(#"head;" + BIG + #";middle;" + 5 + #";tail", #got)
+    assert.is_true(got == "head;" .. data .. ";middle;" .. data:sub(11, 15) .. ";tail", "bytes out of order")
+    stream:close()
+    server:close()
+  end)
+
+  it("counts the file in the write buffer: pause_writing, then resume_writing as it drains", function()
+    local server, seen = serve(function(t) assert(t:sendfile(file)) end)
+    local stream = pulsar.open_connection(server.address):wait(WAIT)
+    assert.is_true(support.wait_for(function() return seen.paused end, WAIT) ~= nil)
+    assert.is_true(seen.size_at_pause > 64 * 1024)
+    local got, parts = 0, {}
+    while got < BIG do
+      local chunk = stream:read():wait(WAIT)
+      parts[#parts + 1] = chunk
+      got = got + #chunk
+    end
+    assert.is_true(table.concat(parts) == data, "the file came back changed")
+    assert.is_true(support.wait_for(function() return seen.resumed end, WAIT) ~= nil)
+    assert.are.equal(0, seen.transport:get_write_buffer_size())
+    stream:close()
+    server:close()
+  end)
+
+  it("refuses what it cannot send, naming it, and the connection goes on", function()
+    local results = {}
+    local server = serve(function(t)
+      results[1] = {t:sendfile(dir .. "/missing")}
+      results[2] = {t:sendfile(dir)}
+      results[3] = {t:sendfile(file, BIG - 1, 2)}
+      results[4] = {t:sendfile(file, BIG, 0)}
+      t:write("still here")
+      t:close()
+    end)
+    local stream = pulsar.open_connection(server.address):wait(WAIT)
+    assert.are.equal("still here", read_all(stream))
+    assert.are.same({nil, "cannot open " .. dir .. "/missing: No such file or directory"}, results[1])
+    assert.are.same({nil, "cannot send " .. dir .. ": not a regular file"}, results[2])
+    assert.is_nil(results[3][1])
+    assert.matches("past the end of the file", results[3][2])
+    assert.are.same({true}, results[4])
+    stream:close()
+    server:close()
+  end)
+end)
