@@ -413,6 +413,7 @@ end
 -- crossed into this VM): compiled once, here.
 function M.handler(router)
   if not M.is_router(router) then error("Router.handler: not a router", 2) end
+  if getmetatable(router) == nil then setmetatable(router, Router) end -- it crossed
   local exact, patterns = compile_routes(router.routes)
   local chain = dispatcher(exact, patterns)
   local middleware = router.middleware or {}
