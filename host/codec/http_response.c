@@ -253,10 +253,24 @@ static int check_strict(pl_http_response_parser *p, const pl_http_response *r) {
     return check_codings(p, r);
 }
 
+/* Whether http_parser framed the body as the fields we kept say: a head
+ * it read otherwise (a lenient line end in the wrong place) would have
+ * two framings, its and ours. */
+static int check_agreement(pl_http_response_parser *p, const http_parser *hp,
+                           const pl_http_response *r) {
+    int chunked = (hp->flags & F_CHUNKED) != 0;
+    if (chunked != (count_headers(r, "transfer-encoding") > 0))
+        return fail(p, "Transfer-Encoding could not be read unambiguously");
+    if (!chunked && count_headers(r, "content-length") &&
+        hp->content_length == UINT64_MAX)
+        return fail(p, "Content-Length could not be read unambiguously");
+    return 0;
+}
+
 static int is_interim(int status) { return status >= 100 && status < 200 && status != 101; }
 
 /* Returns 1 (no body) for the answer to a HEAD, which http_parser cannot
- * know of. */
+ * know of, and for the statuses that never have one. */
 static int on_headers_complete(http_parser *hp) {
     pl_http_response_parser *p = parser_of(hp);
     pl_http_response *r = p->cur;
@@ -269,7 +283,7 @@ static int on_headers_complete(http_parser *hp) {
     if (p->extra_fields)
         return fail(p, "more than %zu header fields", p->lim.max_headers);
     trim_values(r);
-    if (check_strict(p, r) != 0) return -1;
+    if (check_strict(p, r) != 0 || check_agreement(p, hp, r) != 0) return -1;
     r->chunked = (hp->flags & F_CHUNKED) != 0;
     p->headers_done = 1;
     p->field = IN_NOTHING;
@@ -278,14 +292,16 @@ static int on_headers_complete(http_parser *hp) {
         head = p->expect_head;
         p->expect_head = 0;
     }
-    if (!head && !r->chunked && hp->content_length != UINT64_MAX &&
+    /* http_parser reads a Content-Length's body even after a 204 or 304,
+     * which RFC 9112 §6.3 says never have one */
+    int bodiless = head || r->status < 200 || r->status == 204 || r->status == 304;
+    if (!bodiless && !r->chunked && hp->content_length != UINT64_MAX &&
         hp->content_length > p->lim.max_body)
         return fail(p, "Content-Length %llu exceeds the body limit of %zu bytes",
                     (unsigned long long)hp->content_length, p->lim.max_body);
     /* a body without framing, where one may come, ends with the connection */
-    r->until_eof = !head && !r->chunked && hp->content_length == UINT64_MAX &&
-                   r->status >= 200 && r->status != 204 && r->status != 304;
-    return head;
+    r->until_eof = !bodiless && !r->chunked && hp->content_length == UINT64_MAX;
+    return bodiless;
 }
 
 static int body_too_large(pl_http_response_parser *p) {

@@ -90,9 +90,11 @@ size_t pl_http_response_interim(const pl_http_response_parser *p);
 /* 1 after a response that ends the connection. */
 int pl_http_response_closed(const pl_http_response_parser *p);
 
+/* A pointer to the bytes at offset `at` of r's head buffer (which may be
+ * empty: no reason phrase, no fields). */
 static inline const char *pl_http_response_text(const pl_http_response *r,
                                                 size_t at) {
-    return r->head.data + at;
+    return r->head.data ? r->head.data + at : "";
 }
 
 #endif
