@@ -281,6 +281,7 @@ local function connect_ip(req, ip, timeout)
   local f = Future(("connecting to %s:%d"):format(ip, req.url.port))
   core.net_connect({ip = ip, port = req.url.port}, function(transport, err)
     if not transport then return f:set_exception(err) end
+    if req.abandoned then return transport:abort() end -- timed out meanwhile
     local conn = setmetatable({transport = transport, key = req.key, received = 0}, Conn)
     transport:set_protocol(conn)
     f:set_result(conn)
@@ -351,8 +352,9 @@ function M.request(params)
       if result:done() then return end
       result:set_exception(("http: %s %s: no complete response within %g s"):format(
         method, params.url, timeout))
+      req.abandoned = true
       local conn = req.conn
-      if conn then conn.broken = true; conn.transport:abort() end
+      if conn then conn.broken = true; conn.transport:abort("timed out") end
       task:cancel()
     end)
   end

@@ -63,6 +63,12 @@ local function raw_protocol(raw_stats)
         served = served + 1
         raw_stats.requests = raw_stats.requests + 1
         if path == "/silent" then return end
+        if path == "/idle-close" then -- keep-alive, then closed while idle
+          self.transport:write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nidle")
+          local transport = self.transport
+          require("pulsar.core").timer(0.05, function() transport:close() end)
+          return
+        end
         if path == "/once" then -- a keep-alive answer, then a close for the next request
           if served > 1 then return self.transport:close() end
           self.transport:write("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nonce")
@@ -249,6 +255,16 @@ describe("pulsar.http against servers it did not write", function()
     -- a POST is not: it might have been acted on
     fails_with("http: POST .*/once: the server closed the connection without answering",
                function() http.request{method = "POST", url = raw_base .. "/once", body = "x"}:wait(WAIT) end)
+  end)
+
+  it("drops a pooled connection the server closed while idle", function()
+    local key = "127.0.0.1:" .. raw.port
+    local before = raw_stats.connections
+    assert.are.equal("idle", http.get(raw_base .. "/idle-close"):wait(WAIT).body)
+    assert.are.equal(1, client.idle_count(key))
+    assert.is_truthy(support.wait_for(function() return client.idle_count(key) == 0 end, WAIT))
+    assert.are.equal("idle", http.request{method = "POST", url = raw_base .. "/idle-close"}:wait(WAIT).body)
+    assert.are.equal(before + 2, raw_stats.connections)
   end)
 
   it("refuses what it cannot do with a clear error, at once", function()
