@@ -224,18 +224,19 @@ function Conn:usable()
   return not (self.broken or self.eof or self.lost or self.transport:is_closing())
 end
 
--- Sends one request; a Future of its response.
--- Each exchange has a parser of its own, with the request's limits.
+-- Sends one request; a Future of its response. Each exchange has a parser
+-- of its own, with the request's limits.
 function Conn:send(req)
   self.received = 0
   self.parser = core.http_response_parser(req.limits)
   self.parser:expect_head(req.method == "HEAD")
-  self.exchange = Future("the response to " .. req.label)
+  local f = Future("the response to " .. req.label)
+  self.exchange = f
   local ok, err
   if #req.body > 0 then ok, err = self.transport:write(req.head, req.body)
   else ok, err = self.transport:write(req.head) end
   if not ok then self:_fail(tostring(err)) end
-  return self.exchange
+  return f
 end
 
 -- Back to the pool, or closed when the pool of its host is full.
