@@ -13,24 +13,7 @@
 #include "http_response.h"
 
 #include "check.h"
-
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void put(text *t, const char *s, size_t n) {
-    if (t->len + n + 1 > t->cap) {
-        t->cap = (t->len + n + 1) * 2;
-        t->s = realloc(t->s, t->cap);
-        if (!t->s) abort();
-    }
-    memcpy(t->s + t->len, s, n);
-    t->len += n;
-    t->s[t->len] = '\0';
-}
-
-static void puts_(text *t, const char *s) { put(t, s, strlen(s)); }
+#include "text.h"
 
 /* One line per response: status reason version flags, [name=value]...,
  * |body|. */
@@ -64,9 +47,7 @@ static void drain(pl_http_response_parser *p, text *t) {
 }
 
 static void feed_copy(pl_http_response_parser *p, const char *s, size_t n) {
-    char *c = malloc(n ? n : 1);
-    if (!c) abort();
-    memcpy(c, s, n);
+    char *c = exact_copy(s, n);
     pl_http_response_feed(p, c, n);
     free(c);
 }

@@ -16,11 +16,11 @@
  * delivered keeps the framing rules http_response.c adds: no blank in a
  * field name, never two framings, chunked alone when Transfer-Encoding is
  * there; no body where none may come. Broken invariants stop with
- * __builtin_trap().
+ * __builtin_trap(). The feeding and comparing are tests/fuzz/split.h's.
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
- *       $(pkg-config --cflags lua5.4) host/codec/buf.c host/codec/http.c \
- *       host/codec/http_response.c tests/fuzz/fuzz_http_response.c \
+ *       $(pkg-config --cflags lua5.4) host/codec/buf.c host/codec/http_head.c \
+ *       host/codec/http.c host/codec/http_response.c tests/fuzz/fuzz_http_response.c \
  *       -lhttp_parser -o /tmp/fuzz_http_response
  */
 #include <stdint.h>
@@ -29,39 +29,10 @@
 
 #include "http_response.h"
 
-#define REQUIRE(cond)                                                      \
-    do {                                                                   \
-        if (!(cond)) __builtin_trap();                                     \
-    } while (0)
-
-#define BYTE_BY_BYTE_MAX 2048
+#include "split.h"
 
 static const pl_http_limits small = {
     .max_header = 256, .max_headers = 8, .max_body = 1024};
-
-typedef struct record {
-    char *data;
-    size_t len, cap;
-} record;
-
-static void put(record *r, const void *p, size_t n) {
-    if (r->len + n > r->cap) {
-        size_t cap = (r->len + n) * 2;
-        char *d = realloc(r->data, cap);
-        REQUIRE(d != NULL);
-        r->data = d;
-        r->cap = cap;
-    }
-    if (n) memcpy(r->data + r->len, p, n);
-    r->len += n;
-}
-
-static void put_field(record *r, const char *p, size_t n) {
-    put(r, &n, sizeof n);
-    put(r, p, n);
-}
-
-static void put_int(record *r, long v) { put(r, &v, sizeof v); }
 
 static int name_is(const pl_http_response *q, const pl_http_header *h,
                    const char *name) {
@@ -131,16 +102,17 @@ static void check_rc(pl_http_response_parser *p, int rc, int failed_before) {
     }
 }
 
-static void feed(pl_http_response_parser *p, const pl_http_limits *lim,
-                 const uint8_t *bytes, size_t n, record *r) {
-    char *copy = malloc(n ? n : 1);
-    REQUIRE(copy != NULL);
-    if (n) memcpy(copy, bytes, n);
-    int failed_before = pl_http_response_error(p) != NULL;
-    int rc = pl_http_response_feed(p, copy, n);
-    free(copy);
-    check_rc(p, rc, failed_before);
-    drain(p, lim, r);
+typedef struct run_state {
+    pl_http_response_parser *p;
+    const pl_http_limits *lim;
+    record *r;
+} run_state;
+
+static void feed(void *ctx, const char *piece, size_t n) {
+    run_state *st = ctx;
+    int failed_before = pl_http_response_error(st->p) != NULL;
+    check_rc(st->p, pl_http_response_feed(st->p, piece, n), failed_before);
+    drain(st->p, st->lim, st->r);
 }
 
 static void finish(pl_http_response_parser *p, const pl_http_limits *lim, record *r) {
@@ -154,34 +126,21 @@ static void finish(pl_http_response_parser *p, const pl_http_limits *lim, record
     pl_http_response_parser_free(p);
 }
 
-static pl_http_response_parser *start(const pl_http_limits *lim, int head) {
-    pl_http_response_parser *p = pl_http_response_parser_new(lim);
-    REQUIRE(p != NULL);
-    pl_http_response_expect_head(p, head);
-    return p;
-}
+/* How a run starts: the limits, and whether the first response answers a
+ * HEAD. */
+typedef struct setup {
+    const pl_http_limits *lim;
+    int head;
+} setup;
 
-static void run(const uint8_t *stream, size_t len, const size_t *cuts,
-                size_t ncuts, const pl_http_limits *lim, int head, record *r) {
-    pl_http_response_parser *p = start(lim, head);
-    size_t at = 0;
-    for (size_t i = 0; i <= ncuts; i++) {
-        size_t end = i < ncuts ? cuts[i] : len;
-        feed(p, lim, stream + at, end - at, r);
-        at = end;
-    }
-    finish(p, lim, r);
-}
-
-static void run_byte_by_byte(const uint8_t *stream, size_t len, int head, record *r) {
-    pl_http_response_parser *p = start(&small, head);
-    for (size_t i = 0; i < len; i++) feed(p, &small, stream + i, 1, r);
-    finish(p, &small, r);
-}
-
-static void require_same(const record *a, const record *b) {
-    REQUIRE(a->len == b->len);
-    REQUIRE(a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+/* Feeds the plan's stream, then the connection's end. */
+static void run(const void *ctx, const split_plan *plan, record *r) {
+    const setup *s = ctx;
+    run_state st = {pl_http_response_parser_new(s->lim), s->lim, r};
+    REQUIRE(st.p != NULL);
+    pl_http_response_expect_head(st.p, s->head);
+    split_feed(plan, feed, &st);
+    finish(st.p, s->lim, r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -189,27 +148,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     int head = data[0] & 1;
     const uint8_t *stream = data + 3;
     size_t len = size - 3;
-    size_t cuts[2] = {data[1] % (len + 1), data[2] % (len + 1)};
-    if (cuts[0] > cuts[1]) {
-        size_t t = cuts[0];
-        cuts[0] = cuts[1];
-        cuts[1] = t;
-    }
-
-    record once = {0}, split = {0}, bytes = {0};
-    run(stream, len, NULL, 0, &small, head, &once);
-    run(stream, len, cuts, 2, &small, head, &split);
-    require_same(&once, &split);
-    if (len <= BYTE_BY_BYTE_MAX) {
-        run_byte_by_byte(stream, len, head, &bytes);
-        require_same(&once, &bytes);
-    }
-    free(once.data);
-    free(split.data);
-    free(bytes.data);
+    size_t cuts[2];
+    split_choose(data + 1, 2, len, cuts);
+    setup small_setup = {&small, head};
+    split_require_same(run, &small_setup, stream, len, cuts, 2);
 
     record dflt = {0};
-    run(stream, len, NULL, 0, &pl_http_default_limits, head, &dflt);
+    setup dflt_setup = {&pl_http_default_limits, head};
+    split_plan whole = {stream, len, NULL, 0, 0};
+    run(&dflt_setup, &whole, &dflt);
     free(dflt.data);
     return 0;
 }
