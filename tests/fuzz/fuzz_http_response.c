@@ -20,8 +20,8 @@
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
  *       $(pkg-config --cflags lua5.4) host/codec/buf.c host/codec/http_head.c \
- *       host/codec/http.c host/codec/http_response.c tests/fuzz/fuzz_http_response.c \
- *       -lhttp_parser -o /tmp/fuzz_http_response
+ *       host/codec/http.c host/codec/http_response.c \
+ *       tests/fuzz/fuzz_http_response.c -lhttp_parser -o /tmp/fuzz_http_response
  */
 #include <stdint.h>
 #include <stdlib.h>

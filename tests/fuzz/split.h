@@ -67,8 +67,8 @@ static inline int split_is_whole(const split_plan *plan) {
 /* Takes one piece, a malloc'd copy that split_feed frees after the call. */
 typedef void split_feed_fn(void *ctx, const char *piece, size_t n);
 
-static inline void split_feed_piece(split_feed_fn *feed, void *ctx, const uint8_t *p,
-                             size_t n) {
+static inline void split_feed_piece(split_feed_fn *feed, void *ctx,
+                                    const uint8_t *p, size_t n) {
     char *copy = malloc(n ? n : 1);
     REQUIRE(copy != NULL);
     if (n) memcpy(copy, p, n);
@@ -78,7 +78,8 @@ static inline void split_feed_piece(split_feed_fn *feed, void *ctx, const uint8_
 
 /* Feeds the plan's stream, piece by piece (a whole empty stream is one
  * empty piece). */
-static inline void split_feed(const split_plan *plan, split_feed_fn *feed, void *ctx) {
+static inline void split_feed(const split_plan *plan, split_feed_fn *feed,
+                              void *ctx) {
     if (plan->bytewise) {
         for (size_t i = 0; i < plan->len; i++)
             split_feed_piece(feed, ctx, plan->stream + i, 1);
@@ -93,7 +94,8 @@ static inline void split_feed(const split_plan *plan, split_feed_fn *feed, void 
 }
 
 /* Cut points from the input's own bytes, choice[0..n), sorted. */
-static inline void split_choose(const uint8_t *choice, size_t n, size_t len, size_t *cuts) {
+static inline void split_choose(const uint8_t *choice, size_t n, size_t len,
+                                size_t *cuts) {
     for (size_t i = 0; i < n; i++) {
         size_t c = choice[i] % (len + 1), k = i;
         for (; k > 0 && cuts[k - 1] > c; k--) cuts[k] = cuts[k - 1];
@@ -112,8 +114,8 @@ static inline void require_same(const record *a, const record *b) {
 /* Runs the stream whole, cut at cuts[0..ncuts) and byte by byte (up to
  * BYTE_BY_BYTE_MAX bytes), and requires one outcome. */
 static inline void split_require_same(split_run_fn *run, const void *ctx,
-                               const uint8_t *stream, size_t len,
-                               const size_t *cuts, size_t ncuts) {
+                                      const uint8_t *stream, size_t len,
+                                      const size_t *cuts, size_t ncuts) {
     split_plan whole = {stream, len, NULL, 0, 0};
     split_plan cut = {stream, len, cuts, ncuts, 0};
     split_plan bytes = {stream, len, NULL, 0, 1};
