@@ -32,8 +32,10 @@
 --     added: `fn(request, next)` returns what `next(request)` returned,
 --     changed or not, or answers itself without calling next. next(request)
 --     returns `status, headers, body`: status an integer, headers a table
---     or nil, the body as the handler gave it. The 404 and 405 answers go
---     through the middleware too;
+--     or nil, the body as the handler gave it; for a WebSocket upgrade, the
+--     upgrade object alone (a table in place of the status), which the
+--     router sends on as it is whatever comes with it. The 404 and 405
+--     answers go through the middleware too;
 --   * a handler returns what an HttpServer handler returns, with one rule
 --     of the router's own: a table without a metatable as the only value,
 --     or as the body after a status (`return 201, {id = 7}`, `return 200,
@@ -395,6 +397,7 @@ end})
 -- (its `status, body` when there are no headers, for a table there would
 -- be headers).
 local function finish(status, headers, body)
+  if type(status) == "table" then return status end -- an upgrade, whatever a middleware added
   if type(body) ~= "table" then
     if headers == nil then return status, body end
     return status, headers, body

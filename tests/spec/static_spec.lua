@@ -110,7 +110,9 @@ describe("router:static", function()
       assert.are.equal("max-age=60", r.headers["cache-control"])
       assert.are.equal("bytes", r.headers["accept-ranges"])
     end
-    local r = get(url .. "/static/empty.txt")
+    local r = get(url .. "/static/style.css?v=2&x=%2e%2e")
+    assert.are.same({200, "body { color: red }\n"}, {r.status, r.body})
+    r = get(url .. "/static/empty.txt")
     assert.are.same({200, "0", ""}, {r.status, r.headers["content-length"], r.body})
   end)
 
