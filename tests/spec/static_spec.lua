@@ -264,6 +264,8 @@ describe("router:static", function()
   it("answers 405 with Allow: GET, HEAD to other methods", function()
     local r = get(url .. "/static/style.css", "-X POST")
     assert.are.same({405, "GET, HEAD"}, {r.status, r.headers.allow})
+    r = get(url .. "/elsewhere") -- and the router's own 404 beside them
+    assert.are.same({404, "Not Found: /elsewhere\n"}, {r.status, r.body})
   end)
 end)
 
