@@ -20,6 +20,7 @@ local CLIENT = "tests/tools/ws_client.py"
 --   /log     what /echo and /flood logged, one line each
 --   /info    the worker's HTTP counters
 --   other    404
+-- With router=1 the handler is a pulsar.http.Router with /echo and /log.
 local SERVER = [[
 local settings = {name = "wsspec", bind = "127.0.0.1:0"}
 for _, a in ipairs(arg) do
@@ -76,6 +77,13 @@ settings.handler = function(request)
     return ("requests=%d websockets=%d write_queue_max=%d"):format(h.requests, h.websockets, h.write_queue_max)
   end
   return 404, "no route " .. request.path
+end
+
+if settings.router then -- the same /echo as a router's WebSocket route
+  local router = pulsar.http.Router()
+  router:websocket("/echo", echo, {protocols = {"chat", "superchat"}, close_timeout = 1})
+  router:get("/log", function() return 200, {}, table.concat(lines(), "\n") end)
+  settings.router, settings.handler = nil, router
 end
 
 local app = pulsar.apps.HttpServer(settings)
@@ -192,6 +200,7 @@ local function read_close(stream, state)
 end
 
 describe("WebSocket", function()
+  local websocket = require "pulsar.websocket"
   local server
   setup(function()
     server = start_server{workers = 1, concurrency = "thread", ws_max_message = 262144}
@@ -377,7 +386,6 @@ describe("WebSocket", function()
   end)
 
   describe("pulsar's client", function()
-    local websocket = require "pulsar.websocket"
 
     for _, deflate in ipairs {true, false} do
       it("talks to the server" .. (deflate and " with permessage-deflate" or " uncompressed"), function()
@@ -441,16 +449,21 @@ describe("WebSocket", function()
     end)
   end)
 
-  it("closes every WebSocket with 1001 on a graceful stop", function()
-    local other = start_server{workers = 1}
+  it("closes every WebSocket with 1001 on a graceful stop (a router's route, process workers)", function()
+    local other = start_server{workers = 2, router = 1}
     local stopped = false
     finally(function() if not stopped then other.stop() end end)
     local client = python("wait " .. other.ws .. "/echo")
+    local mine = websocket.connect(other.ws .. "/echo", {timeout = WAIT}):wait()
+    assert.matches("^hello ext=permessage%-deflate", mine:receive():wait(WAIT))
     assert.is_true(wait_until(function() return client.out():find("\n[oe][pr][er][no]", 1) end))
     assert.matches("\nopen\n", client.out(), 1, true)
     stopped = true
     assert.are.equal(15, other.stop()) -- SIGTERM's number, after a graceful stop
     local r = client.wait()
     assert.matches("\nclosed 1001 going away\n", r.out, 1, true)
+    assert.are.equal(1001, mine.closed:wait(WAIT))
+    assert.are.equal("going away", mine.close_reason)
+    assert.is_nil(mine:receive():wait(WAIT))
   end)
 end)
