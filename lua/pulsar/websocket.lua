@@ -67,6 +67,7 @@ local M = {
   MAX_PENDING = 64,               -- unread messages before reading pauses
   PENDING_BYTES = 1024 * 1024,    -- unread bytes before reading pauses
   CLOSE_TIMEOUT = 5,              -- seconds for the peer's part of a close
+  PING_INTERVAL = 20,             -- seconds between keepalive pings
   MAX_HEAD = 64 * 1024,           -- bytes of the 101 a client reads
 }
 
@@ -255,6 +256,7 @@ local function new_websocket(role, codec, fields, opts)
     max_pending = opts.max_pending or M.MAX_PENDING,
     pending_bytes = opts.pending_bytes or M.PENDING_BYTES,
     close_timeout = opts.close_timeout or M.CLOSE_TIMEOUT,
+    ping_interval = opts.ping_interval == nil and M.PING_INTERVAL or opts.ping_interval,
     _out = {},                              -- codec:feed's list, reused
     _inbox = {}, _ifirst = 1, _ilast = 0,   -- kind, payload, kind, payload...
     _ibytes = 0,
@@ -272,7 +274,28 @@ function WebSocket:connection_made(transport)
   self._send_label = "room to send to " .. tostring(self.peername)
   self.state = "open"
   M.open = M.open + 1
+  self:_start_keepalive()
   if self._handler then self:_run_handler() end
+end
+
+-- Keepalive: a ping every ping_interval seconds; one still unanswered at
+-- the next closes the connection (1011). That is how a peer gone without a
+-- word is noticed, for an upgraded connection has no idle timeout, and a
+-- connection whose reading is paused (a handler that does not receive)
+-- sees neither its peer's pong nor its EOF: it ends this way too.
+function WebSocket:_start_keepalive()
+  local every = self.ping_interval
+  if not every or every == 0 then return end
+  self._ping_out = false
+  self._keepalive = core.timer(every, function()
+    if self.state ~= "open" then return end
+    if self._ping_out then
+      log.debug("WebSocket %s: no pong within %g s", tostring(self.peername), every)
+      return self:close(1011, "keepalive ping timeout")
+    end
+    self._ping_out = true
+    self:_write(self.codec:encode("ping", ""))
+  end, every)
 end
 
 -- Starts the server's handler in a task; once it returns the connection is
@@ -282,7 +305,7 @@ function WebSocket:_run_handler()
   task:add_done_callback(function(t)
     if not t:failed() then return self:_end(1000, "") end
     local err = t:exception()
-    if self.state == "closed" and tostring(err):find("^websocket: ") then
+    if tostring(err):find("^websocket: closed") then -- a send after the end
       log.debug("WebSocket handler for %s: %s", self.request.path, tostring(err))
     else
       log.error("WebSocket handler for %s failed: %s", self.request.path,
@@ -319,7 +342,9 @@ function WebSocket:data_received(data)
       if self.state == "open" then self:_write(self.codec:encode("pong", payload)) end
     elseif kind == "close" then
       self:_close_received(self.codec:close_code(), payload)
-    end -- a pong needs nothing
+    else -- a pong: the peer is there
+      self._ping_out = false
+    end
   end
   self:_throttle()
 end
@@ -445,7 +470,9 @@ function WebSocket:ping(data)
 end
 
 function WebSocket:_closed_error()
-  return ("websocket: closed (%s %s)"):format(tostring(self.close_code or "closing"), self.close_reason or "")
+  if not self.close_code then return "websocket: closed (closing)" end
+  local reason = self.close_reason ~= "" and " " .. self.close_reason or ""
+  return ("websocket: closed (%d%s)"):format(self.close_code, reason)
 end
 
 -- The senders waiting for room, told `err` (nil: there is room).
@@ -583,6 +610,7 @@ function WebSocket:connection_lost(err)
   if self.state ~= "connecting" then M.open = M.open - 1 end
   self.state = "closed"
   self:_stop_timer()
+  if self._keepalive then self._keepalive:cancel() self._keepalive = nil end
   self:_set_close(1006, err and tostring(err) or "the connection ended without a close frame")
   self:_wake_senders(self:_closed_error())
   self:_wake_receiver()
@@ -594,7 +622,7 @@ end
 
 local SERVER_OPTS = {max_message = "integer", max_queue = "integer", max_pending = "integer",
                      pending_bytes = "integer", close_timeout = "number",
-                     protocols = "table", deflate = "boolean"}
+                     ping_interval = "seconds", protocols = "table", deflate = "boolean"}
 
 local function check_opts(opts, allowed, what)
   if opts == nil then return {} end
@@ -605,10 +633,12 @@ local function check_opts(opts, allowed, what)
     local ok
     if kind == "integer" then ok = math.type(v) == "integer" and v >= 1
     elseif kind == "number" then ok = type(v) == "number" and v > 0 and v == v
+    elseif kind == "seconds" then ok = v == false or (type(v) == "number" and v >= 0 and v == v)
     else ok = type(v) == kind end
     if not ok then
       fail(("%s: %s must be %s"):format(what, key, kind == "integer" and "a whole number from 1"
-           or kind == "number" and "a number above 0" or "a " .. kind), 3)
+           or kind == "number" and "a number above 0"
+           or kind == "seconds" and "a number of seconds from 0, or false" or "a " .. kind), 3)
     end
   end
   for _, p in ipairs(opts.protocols or {}) do
@@ -690,7 +720,8 @@ end
 -- headers and "bad WebSocket upgrade: REASON". opts: max_message (bytes;
 -- default the server's ws_max_message), protocols (subprotocols, our
 -- preference first), deflate (false: never compress), max_queue,
--- max_pending, pending_bytes, close_timeout (see the head of this file).
+-- max_pending, pending_bytes, close_timeout, ping_interval (false or 0:
+-- no keepalive; see the head of this file and _start_keepalive).
 function M.upgrade(request, handler, opts)
   if type(request) ~= "table" or type(request.headers) ~= "table" then
     fail("websocket.upgrade: request must be the handler's request", 2)
@@ -719,7 +750,8 @@ end
 
 local CLIENT_OPTS = {headers = "table", timeout = "number", max_message = "integer",
                      protocols = "table", deflate = "boolean", max_queue = "integer",
-                     max_pending = "integer", pending_bytes = "integer", close_timeout = "number"}
+                     max_pending = "integer", pending_bytes = "integer", close_timeout = "number",
+                     ping_interval = "seconds"}
 
 -- Headers the handshake writes itself.
 local OWN_HEADERS = {host = true, upgrade = true, connection = true, ["sec-websocket-key"] = true,
@@ -894,7 +926,7 @@ end
 -- and the handshake), max_message, protocols (subprotocols to offer; the
 -- chosen one is ws.subprotocol), deflate (false: do not offer
 -- permessage-deflate), max_queue, max_pending, pending_bytes,
--- close_timeout. A failure names the URL and what went wrong.
+-- close_timeout, ping_interval. A failure names the URL and what went wrong.
 function M.connect(url, opts)
   local target = parse_url(url)
   opts = check_opts(opts, CLIENT_OPTS, "websocket.connect")

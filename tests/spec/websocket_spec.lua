@@ -17,6 +17,7 @@ local CLIENT = "tests/tools/ws_client.py"
 --   /flood   reads "wait|nowait COUNT SIZE", then sends COUNT messages of
 --            SIZE bytes, waiting on each send's Future or not (max_queue
 --            1 MiB there)
+--   /sink    reads nothing (pings every 0.5 s, for it cannot see its peer go)
 --   /log     what /echo and /flood logged, one line each
 --   /info    the worker's HTTP counters
 --   other    404
@@ -70,6 +71,9 @@ settings.handler = function(request)
     return websocket.upgrade(request, echo, {protocols = {"chat", "superchat"}, close_timeout = 1})
   elseif request.path == "/flood" then
     return websocket.upgrade(request, flood, {max_queue = 1024 * 1024})
+  elseif request.path == "/sink" then -- never reads
+    return websocket.upgrade(request, function(ws) ws.closed:wait() end,
+                             {ping_interval = 0.5, close_timeout = 1})
   elseif request.path == "/log" then
     return table.concat(lines(), "\n")
   elseif request.path == "/info" then
@@ -371,6 +375,23 @@ describe("WebSocket", function()
         return n > 1
       end))
       stream:close()
+      assert.is_true(wait_until(function() return info(server).websockets == 0 end))
+    end)
+
+    it("stops reading from a client while the handler does not receive", function()
+      -- uncompressed: a run of one byte would deflate to nothing
+      local ws = websocket.connect(server.ws .. "/sink", {timeout = WAIT, close_timeout = 1,
+                                                          deflate = false}):wait()
+      local chunk, throttled = string.rep("s", 65536), nil
+      for i = 1, 2000 do -- 128 MiB, were nothing throttled
+        local sent = ws:send(chunk, "binary")
+        if not sent:done() then throttled = i break end
+      end
+      assert.is_not_nil(throttled, "the client was never made to wait")
+      -- the server's inbox is full and it reads nothing, not even the close
+      -- nor the pongs: our close times out (1006), or its keepalive (1011)
+      local code = ws:close():wait(WAIT)
+      assert.is_true(code == 1006 or code == 1011, "closed with " .. tostring(code))
       assert.is_true(wait_until(function() return info(server).websockets == 0 end))
     end)
 
