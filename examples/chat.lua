@@ -136,7 +136,9 @@ local app = pulsar.apps.HttpServer{
     -- one: a slow reader costs messages, not the worker's memory.
     pulsar.command("chat:deliver", function(request, line)
       for ws, client in pairs(request.actor.chat_clients) do
-        if not client.sending or client.sending:done() then client.sending = ws:send(line) end
+        if not ws.closed:done() and (not client.sending or client.sending:done()) then
+          client.sending = ws:send(line)
+        end
       end
     end, {ack = false})
     pulsar.cast(ROOM, "join", worker.aid)

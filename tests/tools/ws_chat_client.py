@@ -30,14 +30,20 @@ class Connection:
         self.messages = asyncio.Queue()
 
     async def read(self):
-        async for raw in self.ws:
-            m = json.loads(raw)
-            if m.get("kind") == "message":
-                await self.messages.put(m)
+        try:
+            async for raw in self.ws:
+                m = json.loads(raw)
+                if m.get("kind") == "message":
+                    await self.messages.put(m)
+        finally:
+            await self.messages.put(None)  # what waits learns it at once
 
     async def wait_text(self, text):
         while True:
             m = await self.messages.get()
+            if m is None:
+                raise RuntimeError(f"the server closed the connection on pid {self.pid}"
+                                   f" before {text!r} came")
             if m["text"] == text:
                 return m
 
