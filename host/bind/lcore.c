@@ -29,6 +29,7 @@
 #include "spawn.h"
 #include "auth.h"
 #include "http.h"
+#include "ws.h"
 #include "lineedit.h"
 #include "net.h"
 
@@ -758,6 +759,7 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lauth_register(L);
     pl_lnet_register(L);
     pl_lhttp_register(L);
+    pl_lws_register(L);
     pl_llineedit_register(L);
     pl_linbox_register(L);
     pl_lenvelope_register(L);
