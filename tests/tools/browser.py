@@ -13,7 +13,8 @@ and --screenshot may each be repeated. --eval prints the JSON of its value
 it is true, for at most --timeout seconds (10), which also bounds each other
 step. Exit status: 0 all steps done; 1 a step failed or timed out (the reason,
 and what the page logged, on stderr); 2 Chromium could not start (the reason
-on stderr: a spec skips then); 3 bad usage.
+on stderr: a spec skips then); 3 bad usage. CHROMIUM names another binary
+than /usr/bin/chromium (CHROMIUM=/bin/false shows a spec's skip).
 
 Written by us on python3-websockets (run it with /usr/bin/python3, which has
 it) rather than a browser-automation library: Debian has none, and the
