@@ -15,6 +15,9 @@
 --   * an empty table encodes as `{}`, a table whose keys are 1..n as a list
 --     (a few holes become nulls; a list mostly of holes is an error,
 --     "excessively sparse array", rather than a guess);
+--   * lua-cjson decodes every number as a float; decode gives back an
+--     integer for a number with an integral value (`3`, and `3.0` too:
+--     JSON has one kind of number), so `decode("[3]")[1]` prints 3;
 --   * numbers keep 14 significant digits (lua-cjson 2.1's most), so an
 --     integer above 2^46 or so may come back rounded: send such ids as
 --     strings; NaN and infinities are refused.
@@ -43,12 +46,36 @@ function M.encode(value)
   return text
 end
 
+local tointeger = math.tointeger
+
+-- Integral floats to integers, in place, through the tables decode made
+-- (no cycles; depth bounded by DEPTH).
+local function integers(t)
+  for k, v in next, t do
+    local kind = type(v)
+    if kind == "number" then
+      local i = tointeger(v)
+      if i then t[k] = i end
+    elseif kind == "table" then
+      integers(v)
+    end
+  end
+  return t
+end
+
+local function decoded(text)
+  local value = decode(text)
+  if type(value) == "table" then return integers(value) end
+  if type(value) == "number" then return tointeger(value) or value end
+  return value
+end
+
 --- The value of JSON `text`; raises "json.decode: WHY at character N".
 function M.decode(text)
   if type(text) ~= "string" then
     error("json.decode: expected a string, got a " .. type(text), 2)
   end
-  local ok, value = pcall(decode, text)
+  local ok, value = pcall(decoded, text)
   if not ok then error("json.decode: " .. tostring(value), 2) end
   return value
 end
@@ -56,7 +83,7 @@ end
 --- For request:json(): the value of a body, or nil and the reason.
 function M.decode_body(body)
   if body == nil or body == "" then return nil, "the body is empty" end
-  local ok, value = pcall(decode, body)
+  local ok, value = pcall(decoded, body)
   if not ok then return nil, tostring(value) end
   return value
 end

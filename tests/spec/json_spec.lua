@@ -34,6 +34,18 @@ describe("pulsar.json", function()
     assert.are.equal('"\\/path"', json.encode("/path"))
   end)
 
+  it("gives integers back for integral numbers, floats for the others", function()
+    local v = json.decode('{"n": 3, "list": [1, 2.0, 2.5, -7, 1e300], "deep": [[[42]]]}')
+    assert.are.equal("integer", math.type(v.n))
+    assert.are.equal(3, v.n)
+    assert.are.same({"integer", "integer", "float", "integer", "float"},
+                    {math.type(v.list[1]), math.type(v.list[2]), math.type(v.list[3]),
+                     math.type(v.list[4]), math.type(v.list[5])})
+    assert.are.equal("integer", math.type(v.deep[1][1][1]))
+    assert.are.equal("integer", math.type(json.decode("12")))
+    assert.are.equal('{"n":3}', json.encode(json.decode('{"n": 3}')))
+  end)
+
   it("decodes null to json.null, which encodes back to null", function()
     local v = json.decode('[1, null, {"k": null}]')
     assert.are.equal(json.null, v[2])
