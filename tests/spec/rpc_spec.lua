@@ -1,6 +1,6 @@
 -- pulsar.apps.rpc (lua/pulsar/apps/rpc.lua): a JSON-RPC 2.0 server in a
--- pulsar-lua process of its own (an HttpServer whose handler is
--- rpc.handler, in a process worker), spoken to with curl, a client nobody
+-- pulsar-lua process of its own (an HttpServer whose router has
+-- rpc.handler as its route, in a process worker), spoken to with curl, a client nobody
 -- here wrote, and with rpc.proxy; its log is its stderr.
 local support = require "support"
 local json = require "pulsar.json"
@@ -10,8 +10,8 @@ local WAIT = 30 -- seconds; generous, for slow machines and sanitizers
 
 local SERVER = [[
 local rpc = pulsar.apps.rpc
-local app = pulsar.apps.HttpServer{name = "rpc", bind = "127.0.0.1:0", workers = 1,
-  handler = rpc.handler{methods = {
+local router = pulsar.http.Router() -- the handler as a route, every method (rpc answers 405 itself)
+router:route({"GET", "POST", "PUT", "DELETE", "PATCH"}, "/", rpc.handler{methods = {
     add = function(a, b) return a + b end,
     subtract = function(a, b)
       if type(a) == "table" then a, b = a.minuend, a.subtrahend end -- by name
@@ -27,7 +27,8 @@ local app = pulsar.apps.HttpServer{name = "rpc", bind = "127.0.0.1:0", workers =
     count = function() return COUNT or 0 end,
     boom = function() error("secret detail of the failure") end,
     refuse = function() rpc.error(42, "not today", {retry = "tomorrow"}) end,
-  }}}
+  }})
+local app = pulsar.apps.HttpServer{name = "rpc", bind = "127.0.0.1:0", workers = 1, handler = router}
 app:start():wait()
 print("serving " .. app.address)
 io.stdout:flush()
