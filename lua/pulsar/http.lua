@@ -3,7 +3,8 @@
 --
 -- Three layers, each usable alone:
 --   * pure functions: `unescape`, `parse_query`, `reason`, `date`,
---     `response` (a whole response as one string);
+--     `response` (a whole response as one string), `split_url` (the
+--     clients' URLs);
 --   * `request(raw)`: a parsed request (core.http_parser, host/bind/lhttp.c) made
 --     into what a handler receives: path decoded, query as a table;
 --   * `protocol(handler, opts)`: a protocol factory for pulsar's transports
@@ -159,6 +160,35 @@ function M.parse_query(qs)
     end
   end
   return out
+end
+
+---------------------------------------------------------------------------
+-- URLs, for the clients (httpclient.lua, wshandshake.lua)
+
+--- Splits an absolute URL whose scheme is a key of `ports` (its value is
+-- the default port): {scheme=, host= (lower case; an IPv6 address without
+-- its brackets), port=, target= (path and query, at least "/", without
+-- the fragment), authority= (as written: the Host)}. For a URL it cannot
+-- take: nil, what is wrong, and the scheme (lower case, nil if none).
+-- What is wrong is one of "scheme" (none, or not in `ports`), "target"
+-- (spaces or control characters in path or query), "userinfo"
+-- (user:password@), "host", "port", in the order checked: each client
+-- words the error for its own users.
+function M.split_url(url, ports)
+  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
+  scheme = scheme and scheme:lower()
+  if not ports[scheme] then return nil, "scheme", scheme end
+  local authority, target = rest:match("^([^/?#]*)(.*)$")
+  target = target:gsub("#.*$", "")
+  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
+  if target:find("[%s%c]") then return nil, "target", scheme end
+  if authority:find("@", 1, true) then return nil, "userinfo", scheme end
+  local host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
+  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
+  if not host or host == "" then return nil, "host", scheme end
+  port = port == "" and ports[scheme] or math.tointeger(tonumber(port))
+  if not port or port < 1 or port > 65535 then return nil, "port", scheme end
+  return {scheme = scheme, host = host:lower(), port = port, target = target, authority = authority}
 end
 
 -- What every request a handler receives can do (its metatable's methods).

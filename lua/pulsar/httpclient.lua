@@ -43,6 +43,7 @@
 -- connection is only used by the actor that opened it.
 local core = require "pulsar.core"
 local future = require "pulsar.future"
+local http = require "pulsar.http"
 
 local M = {
   POOL = 8,               -- idle connections kept per host:port
@@ -59,28 +60,33 @@ local Future = future.Future
 local IDEMPOTENT = {GET = true, HEAD = true, PUT = true, DELETE = true,
                     OPTIONS = true, TRACE = true}
 
+local HTTP_PORTS = {http = 80} -- the schemes taken, and their default port
+
 ---------------------------------------------------------------------------
 -- URLs and requests
 
---- Splits an http:// URL: {host=, port=, target=, authority=}; raises a
--- clear error for anything else.
+-- What http.split_url found wrong, as the caller of http.request reads it.
+local URL_ERRORS = {
+  target = "http.request: the path of '%s' holds spaces or control characters",
+  userinfo = "http.request: user:password@ in URLs is not supported (%s)",
+  host = "http.request: no host in '%s'",
+  port = "http.request: bad port in '%s'",
+}
+
+local function refuse_scheme(url, scheme)
+  if scheme == nil then error(("http.request: '%s' is not an absolute http:// URL"):format(url), 4) end
+  if scheme == "https" then error("https: not supported until TLS (" .. url .. ")", 4) end
+  error(("http.request: only http:// URLs are supported, not %s://"):format(scheme), 4)
+end
+
+--- Splits an http:// URL (http.split_url): {scheme=, host=, port=,
+-- target=, authority=}; raises a clear error for anything else.
 function M.parse_url(url)
   if type(url) ~= "string" then error("http.request: url must be a string", 3) end
-  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  if not scheme then error(("http.request: '%s' is not an absolute http:// URL"):format(url), 3) end
-  scheme = scheme:lower()
-  if scheme == "https" then error("https: not supported until TLS (" .. url .. ")", 3) end
-  if scheme ~= "http" then error(("http.request: only http:// URLs are supported, not %s://"):format(scheme), 3) end
-  local authority, target = rest:match("^([^/?#]*)(.*)$")
-  target = target:gsub("#.*$", "")
-  if target == "" then target = "/" elseif target:sub(1, 1) == "?" then target = "/" .. target end
-  if authority:find("@", 1, true) then error("http.request: user:password@ in URLs is not supported (" .. url .. ")", 3) end
-  local host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:]+):?(%d*)$") end
-  if not host or host == "" then error(("http.request: no host in '%s'"):format(url), 3) end
-  port = port == "" and 80 or math.tointeger(tonumber(port))
-  if not port or port < 1 or port > 65535 then error(("http.request: bad port in '%s'"):format(url), 3) end
-  return {host = host:lower(), port = port, target = target, authority = authority}
+  local parts, wrong, scheme = http.split_url(url, HTTP_PORTS)
+  if parts then return parts end
+  if wrong == "scheme" then refuse_scheme(url, scheme) end
+  error(URL_ERRORS[wrong]:format(url), 3)
 end
 
 local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"

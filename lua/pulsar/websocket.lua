@@ -15,16 +15,17 @@
 --
 -- What lives where. The frames (masking, fragments, UTF-8, deflate, limits)
 -- are the C codec's (core.ws_codec, host/codec/ws.c): every byte from a peer
--- goes through its bounded parser. This file does the rest, in Lua since it
--- is all decisions and no byte loops:
---   * the opening handshake, both sides: the server's checks of an upgrade
---     request (§4.2.1), the choice of a subprotocol and of
---     permessage-deflate's parameters (RFC 7692 §7.1), the client's request
---     and its checks of the 101;
+-- goes through its bounded parser. The opening handshakes, both sides, and
+-- the negotiation of permessage-deflate are pulsar.wshandshake's
+-- (lua/pulsar/wshandshake.lua). This file is the connection, in Lua since
+-- it is all decisions and no byte loops:
 --   * the WebSocket object, which is at once the connection's protocol for
 --     pulsar.net (data_received...) and the user's `ws` (receive, send,
 --     close): one table per connection, no layer between them;
---   * the closing handshake, and the ends that are not one.
+--   * reading with flow control, writing, keepalive pings;
+--   * the closing handshake, and the ends that are not one;
+--   * the entry points, upgrade and connect, which check their options,
+--     run the handshake and make the connection of what it agreed.
 -- pulsar.http (lua/pulsar/http.lua) knows nothing of WebSocket: a handler's
 -- answer whose metatable is http.Upgrade makes it write the object's
 -- `response` in its place in the pipeline and hand the transport to the
@@ -58,6 +59,7 @@ local core = require "pulsar.core"
 local future = require "pulsar.future"
 local http = require "pulsar.http"
 local log = require "pulsar.log"
+local handshake = require "pulsar.wshandshake"
 
 local Future = future.Future
 
@@ -68,7 +70,6 @@ local M = {
   PENDING_BYTES = 1024 * 1024,    -- unread bytes before reading pauses
   CLOSE_TIMEOUT = 5,              -- seconds for the peer's part of a close
   PING_INTERVAL = 20,             -- seconds between keepalive pings
-  MAX_HEAD = 64 * 1024,           -- bytes of the 101 a client reads
 }
 
 --- WebSocket connections open in this VM (worker info counts the server's).
@@ -85,144 +86,6 @@ local function sendable_code(code)
 end
 
 local function fail(message, level) error(message, (level or 1) + 1) end
-
----------------------------------------------------------------------------
--- Header values
-
-local function trim(s) return (s:match("^%s*(.-)%s*$")) end
-
--- The comma-separated elements of a header value (RFC 9110 §5.6.1),
--- trimmed, empty ones dropped; lower case unless keep_case.
-local function elements(value, keep_case)
-  local list = {}
-  for item in (value or ""):gmatch("[^,]+") do
-    item = trim(item)
-    if item ~= "" then list[#list + 1] = keep_case and item or item:lower() end
-  end
-  return list
-end
-
-local function has_element(value, wanted)
-  for _, item in ipairs(elements(value)) do
-    if item == wanted then return true end
-  end
-  return false
-end
-
-local TOKEN = "^[!#$%%&'*+%-.^_`|~%w]+$"
-
--- The offers of a Sec-WebSocket-Extensions value (RFC 6455 §9.1), in order:
--- {name=, params = {{name, value | nil}, ...}}; a quoted value is unquoted.
--- A malformed element is an offer named false, refused as unknown.
-local function parse_extensions(value)
-  local offers = {}
-  for item in (value or ""):gmatch("[^,]+") do
-    local parts = {}
-    for part in (item .. ";"):gmatch("([^;]*);") do parts[#parts + 1] = trim(part) end
-    local name = parts[1]:lower()
-    local offer = {name = name:find(TOKEN) and name or false, params = {}}
-    for i = 2, #parts do
-      local key, v = parts[i]:match("^([^=%s]+)%s*=%s*(.*)$")
-      key = (key or parts[i]):lower()
-      if v then v = v:match('^"(.*)"$') or v end
-      if not key:find(TOKEN) then offer.name = false end
-      offer.params[#offer.params + 1] = {key, v}
-    end
-    if item:find("%S") then offers[#offers + 1] = offer end
-  end
-  return offers
-end
-
----------------------------------------------------------------------------
--- permessage-deflate's parameters (RFC 7692 §7.1)
-
-local WINDOW_BITS = {"server_max_window_bits", "client_max_window_bits"}
-local NO_TAKEOVER = {"server_no_context_takeover", "client_no_context_takeover"}
-
-local function window_bits(v)
-  local bits = v and v:find("^%d%d?$") and tonumber(v)
-  if bits and bits >= 8 and bits <= 15 then return bits end
-  return nil
-end
-
--- The parameters of one permessage-deflate element as a table, each once:
--- nil, why for a parameter unknown, repeated, or with a bad value. A window
--- size without a value (allowed for client_max_window_bits only) is true.
-local function deflate_params(params)
-  local seen = {}
-  for _, p in ipairs(params) do
-    local key, v = p[1], p[2]
-    if seen[key] ~= nil then return nil, key .. " given twice" end
-    if key == NO_TAKEOVER[1] or key == NO_TAKEOVER[2] then
-      if v ~= nil then return nil, key .. " takes no value" end
-      seen[key] = true
-    elseif key == WINDOW_BITS[1] or key == WINDOW_BITS[2] then
-      if v == nil and key == "client_max_window_bits" then
-        seen[key] = true
-      else
-        seen[key] = window_bits(v)
-        if not seen[key] then return nil, key .. " must be 8 to 15" end
-      end
-    else
-      return nil, "unknown parameter " .. key
-    end
-  end
-  return seen
-end
-
--- The codec's deflate table from agreed parameters (15 for a size not set).
-local function codec_deflate(p)
-  return {
-    server_no_context_takeover = p.server_no_context_takeover == true,
-    client_no_context_takeover = p.client_no_context_takeover == true,
-    server_max_window_bits = math.type(p.server_max_window_bits) == "integer" and p.server_max_window_bits or 15,
-    client_max_window_bits = math.type(p.client_max_window_bits) == "integer" and p.client_max_window_bits or 15,
-  }
-end
-
--- The server's choice among the client's offers: the first permessage-deflate
--- offer whose parameters are good, accepted as it is (we can honour every
--- valid one); returns the codec's table and the answer's text, or nil when
--- none is acceptable (then the connection goes on uncompressed: a bad
--- offer declines the extension, it does not fail the handshake).
-local function accept_deflate(header)
-  for _, offer in ipairs(parse_extensions(header)) do
-    if offer.name == "permessage-deflate" then
-      local p, why = deflate_params(offer.params)
-      if p then
-        local answer = {"permessage-deflate"}
-        for _, key in ipairs(NO_TAKEOVER) do
-          if p[key] then answer[#answer + 1] = key end
-        end
-        for _, key in ipairs(WINDOW_BITS) do
-          if math.type(p[key]) == "integer" then answer[#answer + 1] = key .. "=" .. p[key] end
-        end
-        return codec_deflate(p), table.concat(answer, "; ")
-      end
-      log.debug("permessage-deflate offer declined: %s", why)
-    end
-  end
-  return nil
-end
-
--- What a client offers: any window size for its own compressor.
-local CLIENT_OFFER = "permessage-deflate; client_max_window_bits"
-
--- The client's check of the server's answer to CLIENT_OFFER: the codec's
--- table, nil for no extension, or raises naming what is wrong.
-local function agreed_deflate(header)
-  local answers = parse_extensions(header)
-  if #answers == 0 then return nil end
-  if #answers > 1 or answers[1].name ~= "permessage-deflate" then
-    error(("the server answered with extensions not offered: %q"):format(header), 0)
-  end
-  local p, why = deflate_params(answers[1].params)
-  if not p then error("the server's permessage-deflate answer is bad: " .. why, 0) end
-  if p.client_max_window_bits == true then
-    error("the server's permessage-deflate answer is bad: client_max_window_bits needs a value", 0)
-  end
-  return codec_deflate(p)
-end
 
 ---------------------------------------------------------------------------
 -- The WebSocket object: a connection's protocol and the user's `ws`
@@ -618,11 +481,28 @@ function WebSocket:connection_lost(err)
 end
 
 ---------------------------------------------------------------------------
--- The server's handshake (RFC 6455 §4.2)
+-- The entry points: a server's upgrade, a client's connect
 
 local SERVER_OPTS = {max_message = "integer", max_queue = "integer", max_pending = "integer",
                      pending_bytes = "integer", close_timeout = "number",
                      ping_interval = "seconds", protocols = "table", deflate = "boolean"}
+
+local CLIENT_OPTS = {headers = "table", timeout = "number", max_message = "integer",
+                     protocols = "table", deflate = "boolean", max_queue = "integer",
+                     max_pending = "integer", pending_bytes = "integer", close_timeout = "number",
+                     ping_interval = "seconds"}
+
+local function opt_ok(kind, v)
+  if kind == "integer" then return math.type(v) == "integer" and v >= 1 end
+  if kind == "number" then return type(v) == "number" and v > 0 and v == v end
+  if kind == "seconds" then return v == false or (type(v) == "number" and v >= 0 and v == v) end
+  return type(v) == kind
+end
+
+local function opt_wanted(kind)
+  return kind == "integer" and "a whole number from 1" or kind == "number" and "a number above 0"
+      or kind == "seconds" and "a number of seconds from 0, or false" or "a " .. kind
+end
 
 local function check_opts(opts, allowed, what)
   if opts == nil then return {} end
@@ -630,74 +510,14 @@ local function check_opts(opts, allowed, what)
   for key, v in pairs(opts) do
     local kind = allowed[key]
     if not kind then fail(("%s: unknown option %s"):format(what, tostring(key)), 3) end
-    local ok
-    if kind == "integer" then ok = math.type(v) == "integer" and v >= 1
-    elseif kind == "number" then ok = type(v) == "number" and v > 0 and v == v
-    elseif kind == "seconds" then ok = v == false or (type(v) == "number" and v >= 0 and v == v)
-    else ok = type(v) == kind end
-    if not ok then
-      fail(("%s: %s must be %s"):format(what, key, kind == "integer" and "a whole number from 1"
-           or kind == "number" and "a number above 0"
-           or kind == "seconds" and "a number of seconds from 0, or false" or "a " .. kind), 3)
-    end
+    if not opt_ok(kind, v) then fail(("%s: %s must be %s"):format(what, key, opt_wanted(kind)), 3) end
   end
   for _, p in ipairs(opts.protocols or {}) do
-    if type(p) ~= "string" or not p:find(TOKEN) then
+    if type(p) ~= "string" or not p:find(handshake.TOKEN) then
       fail(("%s: protocols must be a list of tokens, not %s"):format(what, tostring(p)), 3)
     end
   end
   return opts
-end
-
--- A refusal, as the handler's answer.
-local function refuse(status, reason, headers)
-  return status, headers or {}, "bad WebSocket upgrade: " .. reason .. "\n"
-end
-
-local VERSION_HEADERS = {["Sec-WebSocket-Version"] = "13"}
-local UPGRADE_HEADERS = {Upgrade = "websocket", ["Sec-WebSocket-Version"] = "13"}
-local KEY = "^[A-Za-z0-9+/]" .. ("[A-Za-z0-9+/]"):rep(21) .. "==$"
-
--- Why `request` is not a valid opening handshake, with the status and
--- headers to answer; nil when it is one.
-local function handshake_problem(request)
-  local h = request.headers
-  if not has_element(h.upgrade, "websocket") then
-    return 426, "the request does not ask for one (no Upgrade: websocket)", UPGRADE_HEADERS
-  end
-  if request.method ~= "GET" then return 400, "the method must be GET, not " .. request.method end
-  if request.version ~= "HTTP/1.1" then return 400, "HTTP/1.1 needed, not " .. tostring(request.version) end
-  if not has_element(h.connection, "upgrade") then return 400, "Connection does not contain upgrade" end
-  local version = h["sec-websocket-version"]
-  if version == nil then return 400, "no Sec-WebSocket-Version", VERSION_HEADERS end
-  if trim(version) ~= "13" then
-    return 426, ("Sec-WebSocket-Version must be 13, not %q"):format(version), VERSION_HEADERS
-  end
-  local key = h["sec-websocket-key"]
-  if key == nil then return 400, "no Sec-WebSocket-Key" end
-  if not trim(key):find(KEY) then return 400, "Sec-WebSocket-Key is not 16 bytes in base64" end
-  return nil
-end
-
--- The server's pick among the client's subprotocols: its own first choice
--- the client offers (tokens are case-sensitive), or nil.
-local function choose_protocol(header, ours)
-  if not ours or not header then return nil end
-  local offered = {}
-  for _, p in ipairs(elements(header, true)) do offered[p] = true end
-  for _, p in ipairs(ours) do
-    if offered[p] then return p end
-  end
-  return nil
-end
-
-local function switching_response(accept, protocol, extensions)
-  local parts = {"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n",
-                 "Sec-WebSocket-Accept: ", accept, "\r\n"}
-  if protocol then parts[#parts + 1] = "Sec-WebSocket-Protocol: " .. protocol .. "\r\n" end
-  if extensions then parts[#parts + 1] = "Sec-WebSocket-Extensions: " .. extensions .. "\r\n" end
-  parts[#parts + 1] = "Date: " .. http.date() .. "\r\nServer: " .. http.SERVER .. "\r\n\r\n"
-  return table.concat(parts)
 end
 
 -- The protocol an accepted upgrade hands the connection to (called by
@@ -717,168 +537,23 @@ end
 -- returns to accept a WebSocket. For a valid opening handshake, an upgrade
 -- object (pulsar.http writes its 101 and runs handler(ws) in a task); for
 -- a bad one, 400 (426 without Upgrade: websocket, or another version),
--- headers and "bad WebSocket upgrade: REASON". opts: max_message (bytes;
--- default the server's ws_max_message), protocols (subprotocols, our
--- preference first), deflate (false: never compress), max_queue,
--- max_pending, pending_bytes, close_timeout, ping_interval (false or 0:
--- no keepalive; see the head of this file and _start_keepalive).
+-- headers and "bad WebSocket upgrade: REASON" (wshandshake.answer). opts:
+-- max_message (bytes; default the server's ws_max_message), protocols
+-- (subprotocols, our preference first), deflate (false: never compress),
+-- max_queue, max_pending, pending_bytes, close_timeout, ping_interval
+-- (false or 0: no keepalive; see the head of this file and
+-- _start_keepalive).
 function M.upgrade(request, handler, opts)
   if type(request) ~= "table" or type(request.headers) ~= "table" then
     fail("websocket.upgrade: request must be the handler's request", 2)
   end
   if type(handler) ~= "function" then fail("websocket.upgrade: handler must be a function(ws)", 2) end
   opts = check_opts(opts, SERVER_OPTS, "websocket.upgrade")
-  local status, why, headers = handshake_problem(request)
-  if status then
-    log.debug("WebSocket upgrade of %s refused (%d): %s", request.path, status, why)
-    return refuse(status, why, headers)
-  end
-  local h = request.headers
-  local protocol = choose_protocol(h["sec-websocket-protocol"], opts.protocols)
-  local deflate, extensions
-  if opts.deflate ~= false then deflate, extensions = accept_deflate(h["sec-websocket-extensions"]) end
-  return setmetatable({
-    response = switching_response(core.ws_accept(trim(h["sec-websocket-key"])), protocol, extensions),
-    make_protocol = make_protocol,
-    request = request, handler = handler, opts = opts,
-    protocol = protocol, deflate = deflate, extensions = extensions,
-  }, http.Upgrade)
-end
-
----------------------------------------------------------------------------
--- The client (RFC 6455 §4.1)
-
-local CLIENT_OPTS = {headers = "table", timeout = "number", max_message = "integer",
-                     protocols = "table", deflate = "boolean", max_queue = "integer",
-                     max_pending = "integer", pending_bytes = "integer", close_timeout = "number",
-                     ping_interval = "seconds"}
-
--- Headers the handshake writes itself.
-local OWN_HEADERS = {host = true, upgrade = true, connection = true, ["sec-websocket-key"] = true,
-                     ["sec-websocket-version"] = true, ["sec-websocket-extensions"] = true,
-                     ["sec-websocket-protocol"] = true}
-
--- {host=, port=, path=, authority=} of a ws:// URL; raises for another.
-local function parse_url(url)
-  if type(url) ~= "string" then fail("websocket.connect: url must be a string", 3) end
-  local scheme, rest = url:match("^(%a[%w+.-]*)://(.*)$")
-  scheme = scheme and scheme:lower()
-  if scheme == "wss" then fail(("websocket.connect %s: wss: not supported until TLS"):format(url), 3) end
-  if scheme ~= "ws" then fail(("websocket.connect %s: the URL must begin with ws://"):format(url), 3) end
-  local authority, path = rest:match("^([^/?#]*)(.*)$")
-  path = path:gsub("#.*$", "")
-  if path == "" then path = "/" elseif path:sub(1, 1) == "?" then path = "/" .. path end
-  if path:find("[%s%c]") then fail(("websocket.connect %s: the path holds spaces or control characters"):format(url), 3) end
-  local host, port = authority:match("^%[([%x:.]+)%]:?(%d*)$")
-  if not host then host, port = authority:match("^([^:@]+):?(%d*)$") end
-  port = tonumber(port ~= "" and port or "80")
-  if not host or host == "" or not port or port < 1 or port > 65535 then
-    fail(("websocket.connect %s: no host and port in the URL"):format(url), 3)
-  end
-  return {host = host, port = math.tointeger(port), path = path, authority = authority}
-end
-
-local function handshake_request(target, key, opts)
-  local parts = {"GET ", target.path, " HTTP/1.1\r\nHost: ", target.authority,
-                 "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: ", key,
-                 "\r\nSec-WebSocket-Version: 13\r\n"}
-  if opts.deflate ~= false then parts[#parts + 1] = "Sec-WebSocket-Extensions: " .. CLIENT_OFFER .. "\r\n" end
-  if opts.protocols and #opts.protocols > 0 then
-    parts[#parts + 1] = "Sec-WebSocket-Protocol: " .. table.concat(opts.protocols, ", ") .. "\r\n"
-  end
-  for name, value in pairs(opts.headers or {}) do
-    if type(name) ~= "string" or not name:find(TOKEN) then
-      fail(("websocket.connect: header name %q is not a token"):format(tostring(name)), 3)
-    end
-    if OWN_HEADERS[name:lower()] then
-      fail(("websocket.connect: header %s is the handshake's own"):format(name), 3)
-    end
-    value = tostring(value)
-    if value:find("[\r\n%z]") then fail(("websocket.connect: header %s holds CR, LF or NUL"):format(name), 3) end
-    parts[#parts + 1] = name .. ": " .. value .. "\r\n"
-  end
-  parts[#parts + 1] = "\r\n"
-  return table.concat(parts)
-end
-
--- Waits on f until the deadline (core.hrtime() seconds, or none); a
--- timeout raises "timed out after N s WHAT".
-local function wait_until(f, deadline, timeout, what)
-  if not deadline then return f:wait() end
-  local left = deadline - core.hrtime()
-  local ok, result = pcall(f.wait, f, math.max(left, 0))
-  if ok then return result end
-  if not f:done() and tostring(result):find("^timed out") then
-    error(("timed out after %g s %s"):format(timeout, what), 0)
-  end
-  error(result, 0)
-end
-
--- The head of the server's answer (up to its blank line) and the bytes
--- after it, read with at most MAX_HEAD bytes.
-local function read_head(stream, deadline, timeout)
-  local buffer = ""
-  while true do
-    local data = wait_until(stream:read(), deadline, timeout, "waiting for the handshake's answer")
-    if not data then
-      error(buffer == "" and "the server closed the connection without answering"
-            or "the server closed the connection in the middle of its answer", 0)
-    end
-    buffer = buffer .. data
-    local e = buffer:find("\r\n\r\n", 1, true)
-    if e and e + 3 <= M.MAX_HEAD then return buffer:sub(1, e + 1), buffer:sub(e + 4) end
-    if #buffer > M.MAX_HEAD then error(("not a WebSocket server: no answer's head within %d bytes"):format(M.MAX_HEAD), 0) end
-  end
-end
-
--- The status and the headers (lower-case names, repeats joined by ", ")
--- of an answer's head; raises for what is not HTTP.
-local function parse_head(head)
-  local status, reason = head:match("^HTTP/1%.1 (%d%d%d) ?([^\r\n]*)\r\n")
-  if not status then
-    error(("not a WebSocket server: the answer is not HTTP/1.1 (%q)"):format(head:sub(1, 40)), 0)
-  end
-  local headers = {}
-  for line in head:gmatch("\r\n([^\r\n]+)") do
-    local name, value = line:match("^([^:%s]+):%s*(.-)%s*$")
-    if not name then error(("the answer has a malformed header line %q"):format(line:sub(1, 60)), 0) end
-    name = name:lower()
-    headers[name] = headers[name] and headers[name] .. ", " .. value or value
-  end
-  return tonumber(status), reason, headers
-end
-
--- The checks of §4.1 on the server's answer; returns the codec's deflate
--- table and the subprotocol.
-local function check_answer(status, reason, headers, key, opts)
-  if status ~= 101 then
-    error(("not a WebSocket server: it answered %d %s"):format(status, reason), 0)
-  end
-  if not has_element(headers.upgrade, "websocket") then
-    error("the answer's Upgrade is not websocket", 0)
-  end
-  if not has_element(headers.connection, "upgrade") then
-    error("the answer's Connection does not contain upgrade", 0)
-  end
-  local accept, expected = headers["sec-websocket-accept"], core.ws_accept(key)
-  if accept ~= expected then
-    error(("the answer's Sec-WebSocket-Accept is %s, not %s"):format(
-      accept and ("%q"):format(accept) or "missing", expected), 0)
-  end
-  local deflate
-  if headers["sec-websocket-extensions"] then
-    if opts.deflate == false then
-      error(("the server answered with extensions not offered: %q"):format(headers["sec-websocket-extensions"]), 0)
-    end
-    deflate = agreed_deflate(headers["sec-websocket-extensions"])
-  end
-  local protocol = headers["sec-websocket-protocol"]
-  if protocol then
-    local offered = false
-    for _, p in ipairs(opts.protocols or {}) do offered = offered or p == protocol end
-    if not offered then error(("the server chose a subprotocol not offered: %q"):format(protocol), 0) end
-  end
-  return deflate, protocol
+  local accepted, status, headers, body = handshake.answer(request, opts)
+  if not accepted then return status, headers, body end
+  accepted.make_protocol = make_protocol
+  accepted.request, accepted.handler, accepted.opts = request, handler, opts
+  return setmetatable(accepted, http.Upgrade)
 end
 
 -- Hands the stream's transport to the client WebSocket, with what the
@@ -896,24 +571,22 @@ local function take_over(stream, ws, rest)
   if stream._eof and not ws:eof_received() then transport:close() end
 end
 
+-- The client WebSocket for the server's checked answer (wshandshake.exchange's).
+local function client_websocket(answer, opts)
+  local max_message = opts.max_message or M.MAX_MESSAGE
+  local codec = core.ws_codec{role = "client", max_message = max_message, deflate = answer.deflate}
+  return new_websocket("client", codec, {
+    subprotocol = answer.protocol, extensions = answer.headers["sec-websocket-extensions"],
+    response = {status = answer.status, headers = answer.headers}, max_message = max_message,
+  }, opts)
+end
+
 local function client_handshake(target, key, request, opts)
-  local timeout = opts.timeout
-  local deadline = timeout and core.hrtime() + timeout
-  local stream = wait_until(require("pulsar.net").open_connection{
-    host = target.host, port = target.port, timeout = timeout, limit = M.MAX_HEAD},
-    deadline, timeout, "connecting")
+  local stream, deadline = handshake.open(target, opts)
   local ok, result = pcall(function()
-    stream:write(request)
-    local head, rest = read_head(stream, deadline, timeout)
-    local status, reason, headers = parse_head(head)
-    local deflate, protocol = check_answer(status, reason, headers, key, opts)
-    local max_message = opts.max_message or M.MAX_MESSAGE
-    local ws = new_websocket("client", core.ws_codec{role = "client", max_message = max_message,
-                                                      deflate = deflate}, {
-      subprotocol = protocol, extensions = headers["sec-websocket-extensions"],
-      response = {status = status, headers = headers}, max_message = max_message,
-    }, opts)
-    take_over(stream, ws, rest)
+    local answer = handshake.exchange(stream, key, request, opts, deadline)
+    local ws = client_websocket(answer, opts)
+    take_over(stream, ws, answer.rest)
     return ws
   end)
   if not ok then stream:close() error(result, 0) end
@@ -928,10 +601,10 @@ end
 -- permessage-deflate), max_queue, max_pending, pending_bytes,
 -- close_timeout, ping_interval. A failure names the URL and what went wrong.
 function M.connect(url, opts)
-  local target = parse_url(url)
+  local target = handshake.parse_url(url)
   opts = check_opts(opts, CLIENT_OPTS, "websocket.connect")
   local key = core.ws_key()
-  local request = handshake_request(target, key, opts)
+  local request = handshake.client_request(target, key, opts)
   return future.async(function()
     local ok, result = pcall(client_handshake, target, key, request, opts)
     if not ok then error(("websocket.connect %s: %s"):format(url, tostring(result)), 0) end
