@@ -275,6 +275,9 @@ describe("pulsar.http against servers it did not write", function()
                function() http.request{url = base, method = "POST", body = {"a"}} end)
     fails_with("value holds CR, LF or NUL",
                function() http.request{url = base, headers = {X = "a\r\nInjected: 1"}} end)
+    fails_with("holds spaces or control characters", function() http.get(base .. "/a b") end)
+    fails_with("holds spaces or control characters",
+               function() http.get(base .. "/x\r\nInjected: 1") end)
   end)
 end)
 
