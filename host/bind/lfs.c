@@ -12,13 +12,12 @@
  *
  * code is libuv's name of the error ("ENOENT", "EACCES", ...), err says it
  * in words with the path. fn runs from the loop, through pl_host_pcall
- * (an error in it is logged). Lifetime as lnet.c's host name lookups: a
- * request is a resource of its host until its answer; at the host's
- * shutdown its function is forgotten and the request cancelled, and its
- * callback, which libuv still makes, only frees. */
+ * (an error in it is logged). Lifetime as lnet.c's host name lookups, in
+ * lrequest.h: a request is a resource of its host until its answer; at the
+ * host's shutdown its function is forgotten and the request cancelled, and
+ * its callback, which libuv still makes, only frees. */
 #include "lfs.h"
 
-#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -27,22 +26,13 @@
 #include <uv.h>
 
 #include "host.h"
+#include "lrequest.h"
 
 typedef struct lfs_req {
     uv_fs_t req;
-    pl_host *host;
-    pl_resource res;
-    int fn_ref; /* LUA_NOREF once forgotten (host shutdown) */
+    pl_lrequest lr; /* its host and function */
     char path[];
 } lfs_req;
-
-static void fs_forget(pl_resource *res) {
-    lfs_req *r = (lfs_req *)((char *)res - offsetof(lfs_req, res));
-    pl_host_untrack(res);
-    luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->fn_ref);
-    r->fn_ref = LUA_NOREF;
-    uv_cancel((uv_req_t *)&r->req);
-}
 
 static void push_stat(lua_State *L, const uv_stat_t *st) {
     lua_createtable(L, 0, 6);
@@ -66,15 +56,13 @@ static void push_stat(lua_State *L, const uv_stat_t *st) {
 /* Calls the request's function with its answer, then frees it. */
 static void fs_done(uv_fs_t *req) {
     lfs_req *r = req->data;
-    if (r->fn_ref == LUA_NOREF) {
+    pl_host *h = pl_lrequest_answer(&r->lr);
+    if (!h) {
         uv_fs_req_cleanup(req);
         free(r);
         return;
     }
-    pl_host_untrack(&r->res);
-    lua_State *L = r->host->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, r->fn_ref);
+    lua_State *L = h->L;
     int nargs = 1;
     if (req->result < 0) {
         int rc = (int)req->result;
@@ -88,7 +76,6 @@ static void fs_done(uv_fs_t *req) {
         push_stat(L, &req->statbuf);
     }
     uv_fs_req_cleanup(req);
-    pl_host *h = r->host;
     free(r);
     pl_host_pcall(h, nargs, 0, "file lookup callback");
 }
@@ -103,9 +90,8 @@ static lfs_req *fs_request(lua_State *L) {
     lfs_req *r = calloc(1, sizeof *r + len + 1);
     if (!r) luaL_error(L, "out of memory");
     memcpy(r->path, path, len + 1);
-    r->host = pl_host_of(L);
+    pl_lrequest_init(&r->lr, L, (uv_req_t *)&r->req);
     r->req.data = r;
-    r->fn_ref = LUA_NOREF;
     return r;
 }
 
@@ -116,20 +102,18 @@ static int fs_started(lua_State *L, lfs_req *r, int rc, const char *what) {
         free(r);
         return luaL_error(L, "%s: %s", what, uv_strerror(rc));
     }
-    lua_pushvalue(L, 2);
-    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    pl_host_track(r->host, &r->res, fs_forget);
+    pl_lrequest_started(&r->lr, L, 2);
     return 0;
 }
 
 static int core_fs_stat(lua_State *L) {
     lfs_req *r = fs_request(L);
-    return fs_started(L, r, uv_fs_stat(r->host->loop, &r->req, r->path, fs_done), "fs_stat");
+    return fs_started(L, r, uv_fs_stat(r->lr.host->loop, &r->req, r->path, fs_done), "fs_stat");
 }
 
 static int core_fs_realpath(lua_State *L) {
     lfs_req *r = fs_request(L);
-    return fs_started(L, r, uv_fs_realpath(r->host->loop, &r->req, r->path, fs_done),
+    return fs_started(L, r, uv_fs_realpath(r->lr.host->loop, &r->req, r->path, fs_done),
                       "fs_realpath");
 }
 

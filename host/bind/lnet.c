@@ -64,6 +64,7 @@
 
 #include "host.h"
 #include "log.h"
+#include "lrequest.h"
 #include "lsock.h"
 #include "net.h"
 
@@ -245,6 +246,20 @@ static void pause_producer(lua_State *L, ltransport *t) {
     if (t->stream) pl_stream_pause_for_flow(t->stream);
 }
 
+/* The answer of t:write and t:sendfile to net.h's rc: nil, err when the
+ * bytes were refused; else true, once the producer is paused if they
+ * took the queue above its high-water mark (rc 1). */
+static int queued_result(lua_State *L, ltransport *t, int rc, const char *err) {
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (rc == 1) pause_producer(L, t);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 /* t:write(data, ...) -> true | nil, err: the pieces go out in order, in
  * one system call when the socket takes them. */
 static int transport_write(lua_State *L) {
@@ -264,14 +279,7 @@ static int transport_write(lua_State *L) {
     if (!t->stream) return closed_result(L);
     char err[300];
     int rc = pl_stream_write(t->stream, bufs, (unsigned)n, err, sizeof err);
-    if (rc < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    if (rc == 1) pause_producer(L, t);
-    lua_pushboolean(L, 1);
-    return 1;
+    return queued_result(L, t, rc, err);
 }
 
 /* t:sendfile(path | fd [, offset [, length]]) -> true | nil, err (net.h's
@@ -292,14 +300,7 @@ static int transport_sendfile(lua_State *L) {
     char err[PATH_MAX + 200];
     int rc = pl_stream_sendfile(t->stream, path, fd, (uint64_t)offset, (int64_t)length,
                                 err, sizeof err);
-    if (rc < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    if (rc == 1) pause_producer(L, t);
-    lua_pushboolean(L, 1);
-    return 1;
+    return queued_result(L, t, rc, err);
 }
 
 static int transport_write_eof(lua_State *L) {
@@ -750,21 +751,12 @@ static int core_net_connect(lua_State *L) {
 
 /* ---- names ------------------------------------------------------------------ */
 
+/* A lookup's lifetime, at the host's shutdown too, is lrequest.h's. */
 typedef struct lresolve {
     uv_getaddrinfo_t req;
-    pl_host *host;
-    pl_resource res;
-    int fn_ref; /* LUA_NOREF once forgotten (host shutdown) */
+    pl_lrequest lr; /* its host and function */
     char name[256];
 } lresolve;
-
-static void resolve_forget(pl_resource *res) {
-    lresolve *r = (lresolve *)((char *)res - offsetof(lresolve, res));
-    pl_host_untrack(res);
-    luaL_unref(r->host->L, LUA_REGISTRYINDEX, r->fn_ref);
-    r->fn_ref = LUA_NOREF;
-    uv_cancel((uv_req_t *)&r->req); /* its callback still comes, and frees */
-}
 
 /* Pushes the distinct addresses of a getaddrinfo answer, in its order. */
 static void push_addresses(lua_State *L, const struct addrinfo *ai) {
@@ -792,15 +784,13 @@ static void push_addresses(lua_State *L, const struct addrinfo *ai) {
 
 static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) {
     lresolve *r = req->data;
-    if (r->fn_ref == LUA_NOREF) {
+    pl_host *h = pl_lrequest_answer(&r->lr);
+    if (!h) {
         uv_freeaddrinfo(ai);
         free(r);
         return;
     }
-    pl_host_untrack(&r->res);
-    lua_State *L = r->host->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, r->fn_ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, r->fn_ref);
+    lua_State *L = h->L;
     if (status == 0) {
         push_addresses(L, ai);
         lua_pushnil(L);
@@ -811,7 +801,6 @@ static void resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *ai) {
                         uv_reason(status, why, sizeof why));
     }
     uv_freeaddrinfo(ai);
-    pl_host *h = r->host;
     free(r);
     pl_host_pcall(h, 2, 0, "getaddrinfo callback");
 }
@@ -826,17 +815,15 @@ static int core_net_getaddrinfo(lua_State *L) {
     lresolve *r = calloc(1, sizeof *r);
     if (!r) return luaL_error(L, "out of memory");
     memcpy(r->name, name, len + 1);
-    r->host = pl_host_of(L);
+    pl_lrequest_init(&r->lr, L, (uv_req_t *)&r->req);
     r->req.data = r;
-    int rc = uv_getaddrinfo(r->host->loop, &r->req, resolved, r->name, NULL,
+    int rc = uv_getaddrinfo(r->lr.host->loop, &r->req, resolved, r->name, NULL,
                             &pl_sockaddr_stream_hints);
     if (rc != 0) {
         free(r);
         return luaL_error(L, "cannot resolve '%s': %s", name, uv_strerror(rc));
     }
-    lua_pushvalue(L, 2);
-    r->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    pl_host_track(r->host, &r->res, resolve_forget);
+    pl_lrequest_started(&r->lr, L, 2);
     return 0;
 }
 

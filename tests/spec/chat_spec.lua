@@ -13,19 +13,12 @@ local WAIT = 30 -- seconds; generous, for slow machines and sanitizers
 local PYTHON = "/usr/bin/python3" -- Debian's, which has python3-websockets
 local quote = support.quote
 
--- The example on a port the system picks; the handle has url, ws_url and
--- stop() (SIGTERM to the arbiter, then its exit status).
+-- The example on a port the system picks; support.start_server's handle
+-- (url, pid, stop()) and ws_url.
 local function start_chat()
-  local pid_file = support.tmpname(".pid")
-  local h = support.start("--pid-file " .. quote(pid_file) .. " examples/chat.lua 0")
-  h.url = h.wait_output("chat: open (http://127%.0%.0%.1:%d+)/%?name=you", WAIT)
-  assert(h.url, "the chat did not start: " .. h.err())
-  h.ws_url = h.url:gsub("^http:", "ws:") .. "/chat"
-  h.pid = tonumber(support.read_file(pid_file))
-  function h.stop()
-    h.kill("TERM", h.pid)
-    return h.wait(WAIT)
-  end
+  local h = support.start_server("examples/chat.lua 0",
+                                 {ready = "chat: open http://(127%.0%.0%.1:%d+)/%?name=you"})
+  h.ws_url = "ws://" .. h.address .. "/chat"
   return h
 end
 
@@ -65,7 +58,7 @@ describe("examples/chat.lua", function()
   end)
 
   it("serves its page at / with the message list, the input and the send button", function()
-    local r = support.run("-sS --max-time " .. WAIT .. " " .. quote(chat.url .. "/?name=ann"), nil, "curl")
+    local r = support.curl(quote(chat.url .. "/?name=ann"))
     assert.are.equal(0, r.code, r.err)
     for _, id in ipairs {'id="messages"', 'id="text"', 'id="send"', "new WebSocket"} do
       assert.matches(id, r.out, 1, true)

@@ -66,52 +66,18 @@ io.stdout:flush()
 
 local server_script = support.script(SERVER)
 
--- Starts a server process; the handle has address, url, pid (the
--- arbiter's) and stop() (SIGTERM, then its exit status).
+-- Starts a server process with these settings; support.start_server's
+-- handle (address, url, pid, stop()).
 local function start_server(settings)
-  local pid_file = support.tmpname(".pid")
-  local args = {"--pid-file", support.quote(pid_file), support.quote(server_script)}
-  for k, v in pairs(settings) do args[#args + 1] = support.quote(k .. "=" .. tostring(v)) end
-  local h = support.start(table.concat(args, " "))
-  h.address = h.wait_output("serving (%S+)\n", WAIT)
-  assert(h.address, "the server did not start: " .. h.err())
-  h.url = "http://" .. h.address
-  h.pid = tonumber(support.read_file(pid_file))
-  function h.stop()
-    h.kill("TERM", h.pid)
-    return h.wait(WAIT)
-  end
-  return h
+  return support.start_server(support.quote(server_script) .. " " .. support.setting_args(settings))
 end
 
--- Runs curl in the background (the loop goes on meanwhile); returns
--- {code=, out=, err=}.
-local function curl(args)
-  local base = support.tmpname()
-  os.execute(("(curl -sS --max-time %d %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
-    WAIT, args, support.quote(base .. ".out"), support.quote(base .. ".err"),
-    support.quote(base .. ".status")))
-  local status = support.wait_for(function()
-    local s = support.read_file(base .. ".status")
-    return s and s:match("%d+")
-  end, WAIT + 5)
-  local r = {code = tonumber(status), out = support.read_file(base .. ".out") or "",
-             err = support.read_file(base .. ".err") or ""}
-  for _, ext in ipairs {".out", ".err", ".status"} do os.remove(base .. ext) end
-  return r
-end
+local curl = support.curl
 
 local function connect(server) return pulsar.open_connection(server.address):wait(WAIT) end
 
 -- Everything up to the end of the stream.
-local function read_all(stream)
-  local parts = {}
-  while true do
-    local data = stream:read():wait(WAIT)
-    if not data then return table.concat(parts) end
-    parts[#parts + 1] = data
-  end
-end
+local function read_all(stream) return support.read_all(stream, WAIT) end
 
 -- The responses in `text`, each {status=, head=, body=} (bodies by
 -- Content-Length; none after 1xx).

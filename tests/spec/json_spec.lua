@@ -5,8 +5,6 @@
 local support = require "support"
 local json = pulsar.json
 
-local WAIT = 30
-
 describe("pulsar.json", function()
   it("is pulsar.json and require 'pulsar.json' alike", function()
     -- not the same table when busted has reset package.loaded between files
@@ -124,38 +122,15 @@ print("serving " .. app.address)
 io.stdout:flush()
 ]]
 
-local function curl(args)
-  local base = support.tmpname()
-  os.execute(("(curl -sS --max-time %d %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
-    WAIT, args, support.quote(base .. ".out"), support.quote(base .. ".err"),
-    support.quote(base .. ".status")))
-  local status = support.wait_for(function()
-    local s = support.read_file(base .. ".status")
-    return s and s:match("%d+")
-  end, WAIT + 5)
-  local r = {code = tonumber(status), out = support.read_file(base .. ".out") or "",
-             err = support.read_file(base .. ".err") or ""}
-  for _, ext in ipairs {".out", ".err", ".status"} do os.remove(base .. ext) end
-  return r
-end
+local curl = support.curl
 
 describe("request:json()", function()
   local server, url
   setup(function()
-    local pid_file = support.tmpname(".pid")
-    server = support.start("--pid-file " .. support.quote(pid_file) .. " " ..
-                           support.quote(support.script(SERVER)))
-    local address = server.wait_output("serving (%S+)\n", WAIT)
-    assert(address, "the server did not start: " .. server.err())
-    url = "http://" .. address
-    server.pid = tonumber(support.read_file(pid_file))
+    server = support.start_server(support.quote(support.script(SERVER)))
+    url = server.url
   end)
-  teardown(function()
-    if server and server.pid then
-      server.kill("TERM", server.pid)
-      server.wait(WAIT)
-    end
-  end)
+  teardown(function() if server then server.stop() end end)
 
   it("decodes the body a client sent", function()
     local body = support.write_file(support.tmpname(), '{"name": "Jürgen", "tags": ["a", null]}')

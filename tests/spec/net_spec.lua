@@ -33,15 +33,7 @@ end
 local function wait_until(check) return require("support").wait_for(check, WAIT) and true or false end
 
 -- Reads everything up to the end of the stream.
-local function read_all(stream)
-  local parts = {}
-  while true do
-    local data = stream:read():wait(WAIT)
-    if not data then break end
-    parts[#parts + 1] = data
-  end
-  return table.concat(parts)
-end
+local function read_all(stream) return support.read_all(stream, WAIT) end
 
 describe("create_server and open_connection", function()
   it("echo over TCP, with the real port in the address", function()

@@ -61,50 +61,16 @@ print("serving " .. app.address)
 io.stdout:flush()
 ]]
 
--- Runs curl in the background (the loop goes on meanwhile); {code=, out=, err=}.
-local function curl(args)
-  local base = support.tmpname()
-  local cmd = ("(curl -sS --max-time %d %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
-    WAIT, args, support.quote(base .. ".out"), support.quote(base .. ".err"),
-    support.quote(base .. ".status"))
-  os.execute(cmd)
-  local status = support.wait_for(function()
-    local s = support.read_file(base .. ".status")
-    return s and s:match("%d+")
-  end, WAIT + 5)
-  local r = {code = tonumber(status), out = support.read_file(base .. ".out") or "",
-             err = support.read_file(base .. ".err") or ""}
-  for _, ext in ipairs {".out", ".err", ".status"} do os.remove(base .. ext) end
-  return r
-end
-
--- curl -i: {status=, headers = {lower name = value}, body=}
-local function get(url, args)
-  local r = curl("-i " .. (args or "") .. " " .. support.quote(url))
-  assert.are.equal(0, r.code, r.err)
-  local head, body = r.out:match("^(.-\r\n)\r\n(.*)$")
-  local res = {status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)")), headers = {}, body = body}
-  for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do res.headers[name:lower()] = value end
-  return res
-end
+local curl = support.curl
+local get = support.curl_response -- (url [, args]) -> {status=, headers=, body=}
 
 describe("Router", function()
   local server, url
   setup(function()
-    local pid_file = support.tmpname(".pid")
-    server = support.start("--pid-file " .. support.quote(pid_file) .. " " ..
-                           support.quote(support.script(SERVER)))
-    local address = server.wait_output("serving (%S+)\n", WAIT)
-    assert(address, "the server did not start: " .. server.err())
-    url = "http://" .. address
-    server.pid = tonumber(support.read_file(pid_file))
+    server = support.start_server(support.quote(support.script(SERVER)))
+    url = server.url
   end)
-  teardown(function()
-    if server and server.pid then
-      server.kill("TERM", server.pid)
-      server.wait(WAIT)
-    end
-  end)
+  teardown(function() if server then server.stop() end end)
 
   it("serves a static path", function()
     local r = get(url .. "/")

@@ -23,31 +23,10 @@ io.stdout:flush()
 
 local function sh(command) assert(os.execute(command), command) end
 
--- Runs curl in the background (the loop goes on meanwhile); {code=, out=, err=}.
-local function curl(args)
-  local base = support.tmpname()
-  os.execute(("(curl -sS --max-time %d %s > %s 2> %s; echo $? > %s) < /dev/null &"):format(
-    WAIT, args, support.quote(base .. ".out"), support.quote(base .. ".err"),
-    support.quote(base .. ".status")))
-  local status = support.wait_for(function()
-    local s = support.read_file(base .. ".status")
-    return s and s:match("%d+")
-  end, WAIT + 5)
-  local r = {code = tonumber(status), out = support.read_file(base .. ".out") or "",
-             err = support.read_file(base .. ".err") or ""}
-  for _, ext in ipairs {".out", ".err", ".status"} do os.remove(base .. ext) end
-  return r
-end
+local curl = support.curl
 
--- curl -i: {status=, headers = {lower name = value}, body=}
-local function get(url, args)
-  local r = curl("-i --path-as-is " .. (args or "") .. " " .. support.quote(url))
-  assert.are.equal(0, r.code, r.err)
-  local head, body = r.out:match("^(.-\r\n)\r\n(.*)$")
-  local res = {status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)")), headers = {}, body = body}
-  for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do res.headers[name:lower()] = value end
-  return res
-end
+-- curl -i --path-as-is: {status=, headers = {lower name = value}, body=}
+local function get(url, args) return support.curl_response(url, "--path-as-is " .. (args or "")) end
 
 local function sha256(path)
   local p = io.popen("sha256sum " .. support.quote(path))
@@ -78,19 +57,11 @@ describe("router:static", function()
     sh(("ln -s style.css %s/link-in.css"):format(www))
     sh(("ln -s ../outside/secret.txt %s/link-out.txt"):format(www))
     sh(("ln -s %s/outside %s/dir-out"):format(root, www))
-    local pid_file = support.tmpname(".pid")
-    server = support.start("--pid-file " .. support.quote(pid_file) .. " " ..
-                           support.quote(support.script(SERVER)) .. " " .. support.quote(root))
-    local address = server.wait_output("serving (%S+)\n", WAIT)
-    assert(address, "the server did not start: " .. server.err())
-    url = "http://" .. address
-    server.pid = tonumber(support.read_file(pid_file))
+    server = support.start_server(support.quote(support.script(SERVER)) .. " " .. support.quote(root))
+    url = server.url
   end)
   teardown(function()
-    if server and server.pid then
-      server.kill("TERM", server.pid)
-      server.wait(WAIT)
-    end
+    if server then server.stop() end
     if root then os.execute("rm -rf " .. support.quote(root)) end
   end)
 
@@ -213,13 +184,7 @@ describe("router:static", function()
     stream:write("GET /static/big.bin HTTP/1.1\r\nHost: x\r\n\r\n" ..
                  "GET /static/digits.txt HTTP/1.1\r\nHost: x\r\n\r\n" ..
                  "GET /alive HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    local parts = {}
-    while true do
-      local data = stream:read():wait(WAIT)
-      if not data then break end
-      parts[#parts + 1] = data
-    end
-    local text = table.concat(parts)
+    local text = support.read_all(stream, WAIT)
     local _, head_end = text:find("\r\n\r\n", 1, true)
     assert.matches("^HTTP/1%.1 200 OK\r\n", text)
     local big = support.read_file(root .. "/www/big.bin")
@@ -324,14 +289,7 @@ describe("transport:sendfile", function()
     return server, seen
   end
 
-  local function read_all(stream)
-    local parts = {}
-    while true do
-      local chunk = stream:read():wait(WAIT)
-      if not chunk then return table.concat(parts) end
-      parts[#parts + 1] = chunk
-    end
-  end
+  local function read_all(stream) return support.read_all(stream, WAIT) end
 
   it("sends a file in order between writes, then the EOF asked before it was sent", function()
     local server = serve(function(t)

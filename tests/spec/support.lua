@@ -98,7 +98,82 @@ function M.start(args, wrapper, command)
     end, timeout)
     return status and tonumber(status)
   end
+  --- Waits for the exit (the timeout a few seconds beyond M.WAIT by default)
+  -- and returns {code=, out=, err=}, as run does, removing the files.
+  function h.result(timeout)
+    local code = h.wait(timeout or M.WAIT + 5)
+    local r = {code = code, out = h.out(), err = h.err()}
+    os.remove(h.outfile); os.remove(h.errfile); os.remove(h.statusfile)
+    return r
+  end
   return h
+end
+
+--- The default bound (seconds) of the waits below: generous, for slow
+-- machines and the sanitizer build.
+M.WAIT = 30
+
+--- Settings as NAME=VALUE arguments, each quoted for the shell, for the
+-- server scripts that read their settings so from `arg`.
+function M.setting_args(settings)
+  local args = {}
+  for name, value in pairs(settings or {}) do
+    args[#args + 1] = shell_quote(name .. "=" .. tostring(value))
+  end
+  return table.concat(args, " ")
+end
+
+--- Starts a pulsar-lua server in the background (`args`: its script and
+-- arguments, shell-ready) and waits until its stdout shows `opts.ready`
+-- (default "serving (%S+)\n"), whose capture is the address it serves on.
+-- The handle is start's, plus address, url ("http://" .. address), pid
+-- (the arbiter's, from --pid-file), log() (its stderr, where it logs) and
+-- stop() (SIGTERM, then its exit status). Raises, with its stderr, when
+-- it does not start within opts.timeout (default M.WAIT) seconds.
+function M.start_server(args, opts)
+  opts = opts or {}
+  local timeout = opts.timeout or M.WAIT
+  local pid_file = M.tmpname(".pid")
+  local h = M.start("--pid-file " .. shell_quote(pid_file) .. " " .. args)
+  h.address = h.wait_output(opts.ready or "serving (%S+)\n", timeout)
+  assert(h.address, "the server did not start: " .. h.err())
+  h.url = "http://" .. h.address
+  h.pid = tonumber(read_file(pid_file))
+  h.log = h.err
+  function h.stop()
+    h.kill("TERM", h.pid)
+    return h.wait(timeout)
+  end
+  return h
+end
+
+--- Runs curl (-sS --max-time, then `args`, shell-ready) in the background,
+-- so that the loop goes on meanwhile (the server under test may be this
+-- process); returns {code=, out=, err=}.
+function M.curl(args, timeout)
+  timeout = timeout or M.WAIT
+  return M.start(args, nil, "curl -sS --max-time " .. timeout).result(timeout + 5)
+end
+
+--- curl -i `url` (with `args` before it): the response as {status=,
+-- headers = {lowercase name = value}, body=}; raises if curl failed.
+function M.curl_response(url, args, timeout)
+  local r = M.curl("-i " .. (args or "") .. " " .. shell_quote(url), timeout)
+  assert(r.code == 0, "curl failed: " .. r.err)
+  local head, body = r.out:match("^(.-\r\n)\r\n(.*)$")
+  local res = {status = tonumber(head:match("^HTTP/1%.1 (%d%d%d)")), headers = {}, body = body}
+  for name, value in head:gmatch("\r\n([^:\r\n]+): ([^\r\n]*)") do res.headers[name:lower()] = value end
+  return res
+end
+
+--- Everything a stream (pulsar.open_connection's) reads up to its end.
+function M.read_all(stream, timeout)
+  local parts = {}
+  while true do
+    local data = stream:read():wait(timeout or M.WAIT)
+    if not data then return table.concat(parts) end
+    parts[#parts + 1] = data
+  end
 end
 
 --- Whether a process with this pid exists.

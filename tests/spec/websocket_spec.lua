@@ -98,44 +98,19 @@ io.stdout:flush()
 
 local server_script = support.script(SERVER)
 
+-- Starts a server process with these settings; support.start_server's
+-- handle (address, url, pid, stop()) and ws, its ws:// base.
 local function start_server(settings)
-  local pid_file = support.tmpname(".pid")
-  local args = {"--pid-file", support.quote(pid_file), support.quote(server_script)}
-  for k, v in pairs(settings) do args[#args + 1] = support.quote(k .. "=" .. tostring(v)) end
-  local h = support.start(table.concat(args, " "))
-  h.address = h.wait_output("serving (%S+)\n", WAIT)
-  assert(h.address, "the server did not start: " .. h.err())
-  h.url = "http://" .. h.address
+  local h = support.start_server(support.quote(server_script) .. " " .. support.setting_args(settings))
   h.ws = "ws://" .. h.address
-  h.pid = tonumber(support.read_file(pid_file))
-  function h.stop()
-    h.kill("TERM", h.pid)
-    return h.wait(WAIT)
-  end
   return h
 end
 
--- Runs a shell command in the background (the loop goes on meanwhile);
--- the handle reads its output so far and waits for its exit status.
-local function background(command)
-  local base = support.tmpname()
-  os.execute(("(%s > %s 2> %s; echo $? > %s) < /dev/null &"):format(command,
-    support.quote(base .. ".out"), support.quote(base .. ".err"), support.quote(base .. ".status")))
-  local h = {}
-  function h.out() return support.read_file(base .. ".out") or "" end
-  function h.wait()
-    local status = support.wait_for(function()
-      local s = support.read_file(base .. ".status")
-      return s and s:match("%d+")
-    end, WAIT + 5)
-    return {code = tonumber(status), out = h.out(), err = support.read_file(base .. ".err") or ""}
-  end
-  return h
-end
+-- ws_client.py in the background, with its arguments; result() waits for
+-- its {code=, out=, err=}.
+local function python(args) return support.start(args, nil, PYTHON .. " " .. CLIENT) end
 
-local function python(args) return background(PYTHON .. " " .. CLIENT .. " " .. args) end
-
-local function curl(args) return background("curl -sS --max-time " .. WAIT .. " " .. args).wait() end
+local curl = support.curl
 
 local function get(server, path) return curl(support.quote(server.url .. path)).out end
 
@@ -218,7 +193,7 @@ describe("WebSocket", function()
 
       it("echoes text, binary, fragmented and large messages, answers pings, closes with a code" ..
          (deflate and " (permessage-deflate)" or " (uncompressed)"), function()
-        local r = python("echo " .. server.ws .. "/echo" .. flag).wait()
+        local r = python("echo " .. server.ws .. "/echo" .. flag).result()
         assert.are.equal(0, r.code, r.out .. r.err)
         local out = r.out
         assert.matches("extensions " .. ext .. "\n", out)
@@ -233,23 +208,23 @@ describe("WebSocket", function()
       end)
 
       it("sees the server's close code and reason" .. (deflate and " (permessage-deflate)" or ""), function()
-        local r = python("closeme " .. server.ws .. "/echo" .. flag).wait()
+        local r = python("closeme " .. server.ws .. "/echo" .. flag).result()
         assert.are.equal(0, r.code, r.out .. r.err)
         assert.matches("\nclosed 4001 as you wish\n", r.out, 1, true)
       end)
 
       it("closes with 1009 a message over ws_max_message" .. (deflate and " (inflated)" or ""), function()
-        local r = python("big " .. server.ws .. "/echo --size 300000" .. flag).wait()
+        local r = python("big " .. server.ws .. "/echo --size 300000" .. flag).result()
         assert.are.equal(0, r.code, r.out .. r.err)
         assert.matches("\nclosed 1009 ", r.out, 1, true)
         -- a message within the bound still goes through
-        r = python("big " .. server.ws .. "/echo --size 200000" .. flag).wait()
+        r = python("big " .. server.ws .. "/echo --size 200000" .. flag).result()
         assert.matches("\nreply 200000\nclosed 1000 \n", r.out, 1, true)
       end)
     end
 
     it("agrees on a subprotocol, the server's first choice among the client's", function()
-      local r = python("subprotocol " .. server.ws .. "/echo --protocol superchat --protocol chat").wait()
+      local r = python("subprotocol " .. server.ws .. "/echo --protocol superchat --protocol chat").result()
       assert.are.equal(0, r.code, r.out .. r.err)
       assert.matches("subprotocol chat\n", r.out, 1, true)
     end)
@@ -481,7 +456,7 @@ describe("WebSocket", function()
     assert.matches("\nopen\n", client.out(), 1, true)
     stopped = true
     assert.are.equal(15, other.stop()) -- SIGTERM's number, after a graceful stop
-    local r = client.wait()
+    local r = client.result()
     assert.matches("\nclosed 1001 going away\n", r.out, 1, true)
     assert.are.equal(1001, mine.closed:wait(WAIT))
     assert.are.equal("going away", mine.close_reason)
