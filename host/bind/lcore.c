@@ -23,6 +23,7 @@
 #include "host.h"
 #include "inbox.h"
 #include "lenvelope.h"
+#include "lfs.h"
 #include "log.h"
 #include "conn.h"
 #include "executor.h"
@@ -758,6 +759,7 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lauth_register(L);
     pl_lnet_register(L);
     pl_lhttp_register(L);
+    pl_lfs_register(L);
     pl_llineedit_register(L);
     pl_linbox_register(L);
     pl_lenvelope_register(L);

@@ -18,6 +18,9 @@
  * A Transport (asyncio's names) carries one connection:
  *   t:set_protocol(p)   reading starts; p's methods are called from now on
  *   t:get_protocol()    t:write(data, ...) -> true | nil, err
+ *   t:sendfile(path | fd, [offset [, length]]) -> true | nil, err: a file
+ *       range (default: all of it) queued behind what was written, sent
+ *       with sendfile(2); its bytes count in the write buffer until sent
  *   t:write_eof()       t:close()   t:abort()   t:is_closing()
  *   t:pause_reading()   t:resume_reading()
  *   t:get_extra_info("peername" | "sockname") -> "HOST:PORT" | "unix:PATH"
@@ -50,6 +53,7 @@
  * the write that caused it, so its error is that write's. sock.address,
  * server.address and the connect callback work as lconn.c's do, through
  * lsock.c. */
+#include <limits.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -270,6 +274,34 @@ static int transport_write(lua_State *L) {
     return 1;
 }
 
+/* t:sendfile(path | fd [, offset [, length]]) -> true | nil, err (net.h's
+ * pl_stream_sendfile); flow control as t:write's. */
+static int transport_sendfile(lua_State *L) {
+    ltransport *t = check_transport(L, 1);
+    const char *path = NULL;
+    int fd = -1;
+    if (lua_type(L, 2) == LUA_TSTRING) path = lua_tostring(L, 2);
+    else if (lua_isinteger(L, 2)) fd = (int)lua_tointeger(L, 2);
+    else return luaL_typeerror(L, 2, "path or file descriptor");
+    if (!path && fd < 0) return luaL_argerror(L, 2, "not a file descriptor");
+    lua_Integer offset = luaL_optinteger(L, 3, 0);
+    lua_Integer length = luaL_opt(L, luaL_checkinteger, 4, -1);
+    luaL_argcheck(L, offset >= 0, 3, "offset must be 0 or more");
+    luaL_argcheck(L, length >= -1, 4, "length must be 0 or more");
+    if (!t->stream) return closed_result(L);
+    char err[PATH_MAX + 200];
+    int rc = pl_stream_sendfile(t->stream, path, fd, (uint64_t)offset, (int64_t)length,
+                                err, sizeof err);
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (rc == 1) pause_producer(L, t);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static int transport_write_eof(lua_State *L) {
     ltransport *t = check_transport(L, 1);
     if (!t->stream) return closed_result(L);
@@ -386,6 +418,7 @@ static const luaL_Reg transport_methods[] = {
     {"set_protocol", transport_set_protocol},
     {"get_protocol", transport_get_protocol},
     {"write", transport_write},
+    {"sendfile", transport_sendfile},
     {"write_eof", transport_write_eof},
     {"close", transport_close},
     {"abort", transport_abort},

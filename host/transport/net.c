@@ -18,6 +18,30 @@
  * under the low-water mark to the handler's on_drain, from the write
  * callback. Nothing is ever dropped but by abort or an error.
  *
+ * Files (pl_stream_sendfile). A file range is sent by sendfile(2), the
+ * kernel copying from the page cache to the socket, with no pass through
+ * our memory. libuv offers no "tell me when this uv_tcp_t is writable"
+ * that a raw sendfile could wait on (a uv_poll_t on a descriptor libuv
+ * already watches is not allowed), so writability is waited for the one
+ * way libuv has, a uv_write:
+ *   - a file range, and every write behind it, waits in the stream's own
+ *     list of parts (out_part), in order, until uv's queue is empty;
+ *   - then sendfile(2) runs on the non-blocking socket, as often as the
+ *     socket takes bytes;
+ *   - when it says EAGAIN (the socket is full), the next chunk of the file
+ *     (64 KiB at most) is read into a write request and given to uv_write,
+ *     which waits for writability; its callback goes back to sendfile.
+ * So at most one chunk per stream is in memory, and bytes never overtake
+ * one another. The file's bytes not yet sent count in the write queue
+ * (pl_stream_write_queue) from the moment they are queued, so the high
+ * and low water marks and pause_writing work for files as for bytes, and
+ * the idle timeout sees sendfile's progress as the kernel taking bytes.
+ * sendfile(2) and the chunk's pread(2) read the file on the loop's thread:
+ * quick for files in the page cache (what a static server mostly sends),
+ * a disk's latency otherwise, as nginx without thread pools. A file that
+ * turns out shorter than the range asked ends the stream with an error:
+ * its length was promised to the peer already.
+ *
  * Reading. A stream reads while it has a handler and nobody paused it: the
  * owner (pl_stream_pause_reading), flow control (pl_stream_pause_for_flow,
  * until the queue drains) or its end. Bytes land in a read buffer shared
@@ -71,7 +95,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sendfile.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -81,6 +107,22 @@
 #define IDLE_GRACE_MS 200
 
 #define READ_BUFFER_SIZE ((size_t)64 << 10)
+
+/* The most of a file read into memory at once, when the socket is full. */
+#define FILE_CHUNK_SIZE ((size_t)64 << 10)
+/* The most one sendfile(2) call is asked for (Linux takes 2 GiB at most). */
+#define SENDFILE_MAX ((uint64_t)1 << 30)
+
+typedef struct write_req write_req;
+
+/* A part of the output waiting behind a file (see the head): a file range
+ * (fd >= 0), or bytes written after one, already copied in their request. */
+typedef struct out_part {
+    struct out_part *next;
+    int fd;
+    uint64_t offset, left; /* a file: the next byte, the bytes still to send */
+    write_req *bytes;      /* bytes: the request, not yet given to uv_write */
+} out_part;
 
 typedef union stream_io {
     uv_handle_t handle;
@@ -105,7 +147,9 @@ struct pl_stream {
     char error[512];            /* why it ended; empty when clean */
     size_t high_water, low_water;
     uint64_t idle_ms, last_active;
-    uint64_t queued_bytes; /* ever handed to uv_write (see idle_check) */
+    uint64_t queued_bytes; /* ever queued, to uv or as parts (see idle_check) */
+    out_part *parts, *parts_tail; /* output waiting behind a file */
+    uint64_t parts_bytes;  /* bytes in parts, not yet given to uv or sent */
     uint64_t sent_seen;    /* of those, taken by the kernel at the last check */
     int idle_grace;        /* the last check found no progress: one more look */
     uint64_t connect_ms;          /* the connect timeout, for its message */
@@ -127,6 +171,8 @@ struct pl_stream {
     unsigned reported : 1;    /* the owner has heard of the end */
     unsigned tracked : 1;     /* a resource of its host */
     unsigned has_buffer : 1;  /* holds a reference to the read buffer */
+    unsigned pumping : 1;     /* send_parts is running */
+    unsigned eof_waiting : 1; /* write_eof asked while parts were waiting */
 };
 
 struct pl_server {
@@ -140,12 +186,12 @@ struct pl_server {
     int closed;
 };
 
-typedef struct write_req {
+struct write_req {
     uv_write_t req;
     pl_stream *stream;
     size_t len;
     char data[];
-} write_req;
+};
 
 
 /* "connection refused (ECONNREFUSED)" */
@@ -239,7 +285,21 @@ static pl_stream *stream_new(pl_host *h, int is_unix) {
     return s;
 }
 
+/* Drops the output still waiting behind a file (the stream is ending). */
+static void drop_parts(pl_stream *s) {
+    while (s->parts) {
+        out_part *p = s->parts;
+        s->parts = p->next;
+        if (p->fd >= 0) close(p->fd);
+        free(p->bytes);
+        free(p);
+    }
+    s->parts_tail = NULL;
+    s->parts_bytes = 0;
+}
+
 static void stream_free(pl_stream *s) {
+    drop_parts(s);
     if (s->has_buffer) read_buffer_release();
     free(s);
 }
@@ -288,6 +348,7 @@ static void stream_finish(pl_stream *s, const char *err) {
     if (s->closed) return;
     s->closed = 1;
     if (err && !s->error[0]) snprintf(s->error, sizeof s->error, "%s", err);
+    drop_parts(s);
     if (s->resolving) uv_cancel((uv_req_t *)&s->resolve_req);
     uv_close(&s->io.handle, handle_closed);
     uv_close((uv_handle_t *)&s->idle, handle_closed);
@@ -333,7 +394,7 @@ void pl_stream_close(pl_stream *s) {
         uv_read_stop(&s->io.stream);
         s->reading = 0;
     }
-    if (s->pending_writes == 0) stream_finish(s, NULL);
+    if (s->pending_writes == 0 && !s->parts) stream_finish(s, NULL);
     /* else the last write callback finishes it */
 }
 
@@ -438,7 +499,7 @@ void pl_stream_pause_for_flow(pl_stream *s) {
 
 size_t pl_stream_write_queue(const pl_stream *s) {
     if (s->closed) return 0;
-    return uv_stream_get_write_queue_size(&s->io.stream);
+    return uv_stream_get_write_queue_size(&s->io.stream) + (size_t)s->parts_bytes;
 }
 
 void pl_stream_set_write_limits(pl_stream *s, size_t high, size_t low) {
@@ -452,6 +513,8 @@ void pl_stream_get_write_limits(const pl_stream *s, size_t *high, size_t *low) {
     *high = s->high_water;
     *low = s->low_water;
 }
+
+static void send_parts(pl_stream *s);
 
 static void drained(pl_stream *s) {
     s->above_high = 0;
@@ -477,21 +540,23 @@ static void written(uv_write_t *req, int status) {
         return;
     }
     touch(s);
+    if (s->parts) send_parts(s);
+    if (s->closed) return;
     if (s->above_high && pl_stream_write_queue(s) <= s->low_water) drained(s);
-    if (s->closing && s->pending_writes == 0 && !s->closed)
+    if (s->closing && s->pending_writes == 0 && !s->parts && !s->closed)
         stream_finish(s, NULL);
 }
 
-/* Copies what the socket did not take (bufs past `done` bytes) into one
- * request and queues it. 0 or -1 (out of memory, or libuv refused). */
-static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
-                      size_t done, size_t total, char *err, size_t errlen) {
+/* A write request holding bufs past their first `done` bytes, or NULL
+ * (out of memory: the stream is finished with that error). */
+static write_req *copy_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
+                            size_t done, size_t total, char *err, size_t errlen) {
     size_t len = total - done;
     write_req *w = malloc(sizeof *w + len);
     if (!w) {
         pl_set_err(err, errlen, "out of memory queueing %zu bytes", len);
         stream_finish(s, err);
-        return -1;
+        return NULL;
     }
     w->stream = s;
     w->len = len;
@@ -502,7 +567,13 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
         memcpy(w->data + at, bufs[i].base + skip, bufs[i].len - skip);
         at += bufs[i].len - skip;
     }
-    uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+    return w;
+}
+
+/* Hands a request to uv_write (which takes it over). 0, or -1 with err
+ * and the stream finished. */
+static int give_to_uv(pl_stream *s, write_req *w, char *err, size_t errlen) {
+    uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
     int rc = uv_write(&w->req, &s->io.stream, &b, 1, written);
     if (rc != 0) {
         char why[120];
@@ -512,7 +583,49 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
         return -1;
     }
     s->pending_writes++;
+    return 0;
+}
+
+/* Appends a part behind those waiting (see the head). */
+static void append_part(pl_stream *s, out_part *p, uint64_t len) {
+    p->next = NULL;
+    if (s->parts_tail) s->parts_tail->next = p;
+    else s->parts = p;
+    s->parts_tail = p;
+    s->parts_bytes += len;
     s->queued_bytes += len;
+}
+
+/* Queues what the socket did not take (bufs past `done` bytes): to uv, or
+ * behind the parts waiting. 0 or -1 (out of memory, or libuv refused). */
+static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
+                      size_t done, size_t total, char *err, size_t errlen) {
+    write_req *w = copy_rest(s, bufs, nbufs, done, total, err, errlen);
+    if (!w) return -1;
+    if (!s->parts) {
+        if (give_to_uv(s, w, err, errlen) != 0) return -1;
+        s->queued_bytes += w->len;
+        return 0;
+    }
+    out_part *p = calloc(1, sizeof *p);
+    if (!p) {
+        free(w);
+        pl_set_err(err, errlen, "out of memory queueing %zu bytes", total - done);
+        stream_finish(s, err);
+        return -1;
+    }
+    p->fd = -1;
+    p->bytes = w;
+    append_part(s, p, w->len);
+    return 0;
+}
+
+/* Reports crossing the high-water mark to the writer: 1, else 0. */
+static int above_high(pl_stream *s) {
+    if (!s->above_high && pl_stream_write_queue(s) > s->high_water) {
+        s->above_high = 1;
+        return 1;
+    }
     return 0;
 }
 
@@ -530,7 +643,7 @@ int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
         return -1;
     }
     size_t done = 0;
-    if (s->pending_writes == 0) {
+    if (s->pending_writes == 0 && !s->parts) {
         int n = uv_try_write(&s->io.stream, bufs, nbufs);
         if (n < 0 && n != UV_EAGAIN) {
             char why[120];
@@ -543,11 +656,170 @@ int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
     touch(s);
     if (done < total && queue_rest(s, bufs, nbufs, done, total, err, errlen) != 0)
         return -1;
-    if (!s->above_high && pl_stream_write_queue(s) > s->high_water) {
-        s->above_high = 1;
-        return 1;
+    return above_high(s);
+}
+
+/* ---- streams: files ----------------------------------------------------------- */
+
+static void start_shutdown(pl_stream *s);
+
+/* The part at the head is done with: unlinked and freed. */
+static void pop_part(pl_stream *s) {
+    out_part *p = s->parts;
+    s->parts = p->next;
+    if (!s->parts) s->parts_tail = NULL;
+    if (p->fd >= 0) close(p->fd);
+    free(p->bytes);
+    free(p);
+}
+
+/* The file at the head is full: its next chunk goes through uv_write,
+ * which waits for the socket (see the head). 0, or -1 (stream finished). */
+static int send_chunk(pl_stream *s, out_part *p) {
+    char err[300];
+    size_t want = p->left < FILE_CHUNK_SIZE ? (size_t)p->left : FILE_CHUNK_SIZE;
+    write_req *w = malloc(sizeof *w + want);
+    if (!w) {
+        stream_fail(s, "out of memory reading a file to send");
+        return -1;
     }
+    w->stream = s;
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(p->fd, w->data + got, want - got, (off_t)(p->offset + got));
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) {
+            free(w);
+            if (n == 0) stream_fail(s, "the file to send ended %llu bytes early",
+                                    (unsigned long long)(p->left - got));
+            else stream_fail(s, "cannot read the file to send: %s", strerror(errno));
+            return -1;
+        }
+        got += (size_t)n;
+    }
+    w->len = got;
+    p->offset += got;
+    p->left -= got;
+    s->parts_bytes -= got; /* now in uv's queue, counted there */
+    if (give_to_uv(s, w, err, sizeof err) != 0) return -1;
+    if (p->left == 0) pop_part(s);
     return 0;
+}
+
+/* Sends the file at the head with sendfile(2) while the socket takes it.
+ * 1 when it is all sent, 0 when the rest waits for a chunk's write, -1
+ * when the stream failed. */
+static int send_file(pl_stream *s, out_part *p) {
+    uv_os_fd_t sock;
+    if (uv_fileno(&s->io.handle, &sock) != 0) {
+        stream_fail(s, "cannot send a file: the transport has no socket");
+        return -1;
+    }
+    while (p->left > 0) {
+        off_t off = (off_t)p->offset;
+        size_t ask = (size_t)(p->left < SENDFILE_MAX ? p->left : SENDFILE_MAX);
+        ssize_t n = sendfile(sock, p->fd, &off, ask);
+        if (n > 0) {
+            p->offset += (uint64_t)n;
+            p->left -= (uint64_t)n;
+            s->parts_bytes -= (uint64_t)n;
+            touch(s);
+            continue;
+        }
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return send_chunk(s, p) == 0 ? 0 : -1;
+        if (n == 0) stream_fail(s, "the file to send ended %llu bytes early",
+                                (unsigned long long)p->left);
+        else stream_fail(s, "write error: %s", strerror(errno));
+        return -1;
+    }
+    return 1;
+}
+
+/* Moves the parts on, in order: bytes to uv_write at once, a file only
+ * once uv's queue is empty. Not re-entered (a drain callback may write). */
+static void send_parts(pl_stream *s) {
+    if (s->pumping) return;
+    s->pumping = 1;
+    while (s->parts && !s->closed) {
+        out_part *p = s->parts;
+        if (p->fd < 0) {
+            char err[300];
+            write_req *w = p->bytes;
+            p->bytes = NULL;
+            s->parts_bytes -= w->len;
+            pop_part(s);
+            if (give_to_uv(s, w, err, sizeof err) != 0) break;
+            continue;
+        }
+        if (s->pending_writes > 0) break; /* written() comes back here */
+        int rc = send_file(s, p);
+        if (rc <= 0) break;
+        pop_part(s);
+    }
+    s->pumping = 0;
+    if (s->closed) return;
+    if (!s->parts && s->eof_waiting) start_shutdown(s);
+    if (s->closed) return;
+    if (s->above_high && pl_stream_write_queue(s) <= s->low_water) drained(s);
+    if (s->closing && s->pending_writes == 0 && !s->parts && !s->closed)
+        stream_finish(s, NULL);
+}
+
+/* The descriptor to send from: `path` opened, or a duplicate of fd (the
+ * caller keeps its own); its size in *size. -1 with err. */
+static int open_file(const char *path, int fd, uint64_t *size, char *err,
+                     size_t errlen) {
+    int own = path ? open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)
+                   : fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (own < 0)
+        return pl_set_err(err, errlen, "cannot open %s: %s",
+                          path ? path : "the file", strerror(errno));
+    struct stat st;
+    const char *why = NULL;
+    if (fstat(own, &st) != 0) why = strerror(errno);
+    else if (!S_ISREG(st.st_mode)) why = "not a regular file";
+    if (why) {
+        close(own);
+        return pl_set_err(err, errlen, "cannot send %s: %s", path ? path : "the file", why);
+    }
+    *size = (uint64_t)st.st_size;
+    return own;
+}
+
+int pl_stream_sendfile(pl_stream *s, const char *path, int fd, uint64_t offset,
+                       int64_t length, char *err, size_t errlen) {
+    if (s->closed || s->closing || s->eof_sent || s->lingering)
+        return pl_set_err(err, errlen, "the transport is closed");
+    uint64_t size = 0;
+    int own = open_file(path, fd, &size, err, errlen);
+    if (own < 0) return -1;
+    if (offset > size || (length >= 0 && (uint64_t)length > size - offset)) {
+        close(own);
+        return pl_set_err(err, errlen, "sendfile: the range %llu+%lld is past the "
+                          "end of the file (%llu bytes)", (unsigned long long)offset,
+                          (long long)length, (unsigned long long)size);
+    }
+    uint64_t len = length >= 0 ? (uint64_t)length : size - offset;
+    if (len == 0) {
+        close(own);
+        return 0;
+    }
+    out_part *p = calloc(1, sizeof *p);
+    if (!p) {
+        close(own);
+        return pl_set_err(err, errlen, "out of memory queueing a file");
+    }
+    p->fd = own;
+    p->offset = offset;
+    p->left = len;
+    append_part(s, p, len);
+    touch(s);
+    send_parts(s);
+    if (s->closed) return pl_set_err(err, errlen, "%s", s->error[0] ? s->error
+                                     : "the transport is closed");
+    return above_high(s);
 }
 
 static void shut_down(uv_shutdown_t *req, int status) {
@@ -565,12 +837,30 @@ static void shut_down(uv_shutdown_t *req, int status) {
         stream_finish(s, NULL);
 }
 
+/* The shutdown asked while parts waited, once they are sent. */
+static void start_shutdown(pl_stream *s) {
+    s->eof_waiting = 0;
+    s->shutdown_req.data = s;
+    int rc = uv_shutdown(&s->shutdown_req, &s->io.stream, shut_down);
+    if (rc != 0) {
+        char why[120];
+        stream_fail(s, "cannot shut the write side: %s", uv_reason(rc, why, sizeof why));
+        return;
+    }
+    s->pending_writes++;
+}
+
 int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen) {
     if (s->closed || s->closing || s->lingering) {
         pl_set_err(err, errlen, "the transport is closed");
         return -1;
     }
     if (s->eof_sent) return 0;
+    if (s->parts) { /* after the file, by send_parts */
+        s->eof_sent = 1;
+        s->eof_waiting = 1;
+        return 0;
+    }
     s->shutdown_req.data = s;
     int rc = uv_shutdown(&s->shutdown_req, &s->io.stream, shut_down);
     if (rc != 0) {

@@ -138,6 +138,17 @@ void pl_stream_set_handler(pl_stream *s, const pl_stream_handler *handler);
  * write failed (the stream is then closed with that error). */
 int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
                     char *err, size_t errlen);
+/* Queues `length` bytes of a file from `offset` (length < 0: to its end)
+ * behind what was written before, sent with sendfile(2) (see net.c's
+ * head); writes after it wait for it. The file is `path`, opened here, or
+ * when path is NULL a duplicate of `fd` (the caller keeps its own). Its
+ * bytes count in the write queue until sent. 0; 1 as pl_stream_write (the
+ * queue went above the high-water mark); -1 with err when the file cannot
+ * be opened, is not a regular file, is shorter than the range, or the
+ * stream is closing. A file that shrinks while it is sent ends the stream
+ * with an error. */
+int pl_stream_sendfile(pl_stream *s, const char *path, int fd, uint64_t offset,
+                       int64_t length, char *err, size_t errlen);
 /* Shuts the write side once the queue is written (half-close). 0 or -1. */
 int pl_stream_write_eof(pl_stream *s, char *err, size_t errlen);
 /* Stops reading, writes what is queued, then closes; on_lost(NULL) from

@@ -238,6 +238,20 @@ local function check_value(name, value)
   return value
 end
 
+-- A body that is a range of a file, which the transport sends with
+-- sendfile(2) after the head (pulsar.static makes them).
+local FileBody = {__name = "pulsar.http.FileBody"}
+
+--- pulsar.http.file_body(path, offset, length): a response body of
+-- `length` bytes of the file at `path` from `offset`, sent by the kernel
+-- (transport:sendfile) rather than read into Lua.
+function M.file_body(path, offset, length)
+  return setmetatable({path = path, offset = offset, length = length}, FileBody)
+end
+
+--- The file range of a body made by file_body, or nil.
+function M.is_file_body(body) return getmetatable(body) == FileBody end
+
 local function body_string(body)
   local t = type(body)
   if t == "nil" then return "" end
@@ -359,9 +373,13 @@ function M.response(status, headers, body, opts)
   if math.type(status) ~= "integer" or status < 100 or status > 999 then
     error(("invalid HTTP status %s"):format(tostring(status)), 2)
   end
-  if type(body) ~= "string" then body = body_string(body) end
+  local file_length -- a file body: its length, and no bytes here
+  if type(body) ~= "string" then
+    if getmetatable(body) == FileBody then file_length, body = body.length, ""
+    else body = body_string(body) end
+  end
   local keep_alive = opts.keep_alive ~= false
-  if headers == nil or next(headers) == nil then -- the common case, in one concatenation
+  if (headers == nil or next(headers) == nil) and not file_length then -- the common case, in one concatenation
     local connection = keep_alive and KEEP or CLOSE
     if no_body_status(status) then
       return status_line(status) .. date_and_server() .. connection, keep_alive
@@ -372,7 +390,7 @@ function M.response(status, headers, body, opts)
   local parts = PARTS
   if parts[1] then clear(parts) end -- left by a response that raised
   parts[1] = status_line(status)
-  local date, server, ctype, length, close = add_user_headers(parts, headers)
+  local date, server, ctype, length, close = add_user_headers(parts, headers or NO_OPTS)
   keep_alive = keep_alive and not close
   if not date and not server then
     parts[#parts + 1] = date_and_server()
@@ -385,7 +403,7 @@ function M.response(status, headers, body, opts)
   else
     if body ~= "" and not ctype then parts[#parts + 1] = DEFAULT_TYPE end
     if not (opts.head and length) then
-      parts[#parts + 1] = length_line(#body)
+      parts[#parts + 1] = length_line(file_length or #body)
     elseif length:find("^%d+$") then
       parts[#parts + 1] = "Content-Length: " .. length .. "\r\n"
     else
@@ -500,12 +518,27 @@ function Protocol:_flush()
       self.first, self.last = 1, 0 -- table keeps its slots in an array
     end
     self.transport:write(slot.data)
+    if slot.file then
+      self:_send_file(slot.file)
+      if self.lost then return end
+    end
     if slot.close then return self:_close() end
   end
   if self:_in_flight() == 0 and (self.draining or (self.eof and self:_queued() == 0)) then
     return self:_close()
   end
   self:_throttle()
+end
+
+-- The file of a response, after its head. Its length was promised: a
+-- file that cannot be sent (gone since the handler looked) ends the
+-- connection.
+function Protocol:_send_file(file)
+  local ok, err = self.transport:sendfile(file.path, file.offset, file.length)
+  if not ok then
+    log.error("HTTP: cannot send %s: %s", tostring(file.path), tostring(err))
+    self.transport:abort()
+  end
 end
 
 -- Dispatches the queue, in order, while there is room in the pipeline
@@ -558,10 +591,15 @@ function Protocol:_fail(status, reason)
   self:_enqueue({data = data, close = true})
 end
 
--- The response to what the handler returned.
+-- The response to what the handler returned; a file body is kept in
+-- slot.file, for _flush to send after the head.
 local function respond(slot)
   local status, headers, body = interpret(slot)
-  return M.response(status, headers, body, slot)
+  local data, keep_alive = M.response(status, headers, body, slot)
+  if getmetatable(body) == FileBody and not slot.head and not no_body_status(status) then
+    slot.file = body
+  end
+  return data, keep_alive
 end
 
 -- The handler of `slot` is done: at once (task nil), or its task is.
@@ -588,6 +626,7 @@ function Protocol:_answer(slot, task)
   end
   if not ok then
     if self.stats then self.stats.errors = self.stats.errors + 1 end
+    slot.file = false
     data, keep_alive = M.response(500, nil, "Internal Server Error\n", slot)
   end
   slot.close = not keep_alive
@@ -600,7 +639,7 @@ function Protocol:_dispatch(raw)
   local slot = self:_push({
     false, false, false, data = false, close = false,
     method = raw.method, target = raw.target, path = raw.path, head = raw.method == "HEAD",
-    keep_alive = raw.keep_alive, timer = false, timed_out = false,
+    keep_alive = raw.keep_alive, timer = false, timed_out = false, file = false,
   })
   if not raw.keep_alive then self.closing = true end
   if self.stats then self.stats.requests = self.stats.requests + 1 end

@@ -35,7 +35,9 @@
 --
 -- Settings beside SocketServer's (bind, workers, concurrency, backlog,
 -- max_requests, the Application's hooks...):
---   handler           function(request) -> status, headers, body | body
+--   handler           function(request) -> status, headers, body | body,
+--                     or a pulsar.http.Router() (it crosses as data and is
+--                     compiled in each worker)
 --   keep_alive        idle seconds between requests before a connection is
 --                     closed (15, as pulsar; 0: never)
 --   http_max_body     bytes of a request body (16 MiB), else 413
@@ -80,7 +82,9 @@ local function protocol_options(params, keep_alive)
   local opts = {keep_alive = keep_alive}
   for setting, option in pairs(OPTIONS) do opts[option] = params[setting] end
   if opts.timeout == nil then opts.timeout = DEFAULTS.http_timeout end
-  local ok, err = pcall(require("pulsar.http").protocol, params.handler, opts)
+  local handler = params.handler
+  if type(handler) == "table" then handler = function() end end -- a Router: checked by HttpServer{}
+  local ok, err = pcall(require("pulsar.http").protocol, handler, opts)
   if not ok then
     err = tostring(err):gsub("^http%.protocol: ", "")
     for setting, option in pairs(OPTIONS) do err = err:gsub("^" .. option .. " ", setting .. " ") end
@@ -92,11 +96,14 @@ end
 -- The protocol factory given to SocketServer. It crosses into each worker
 -- with only the handler and the options; pulsar.http is required there,
 -- once, at the first connection.
+-- A Router (lua/pulsar/router.lua) crosses as plain data and is compiled
+-- into one handler function here, in the worker, once.
 local function protocol_factory(handler, opts)
   local make
   return function()
     if not make then
       opts.stats = require("pulsar.apps.http").stats
+      if type(handler) == "table" then handler = require("pulsar.router").handler(handler) end
       make = require("pulsar.http").protocol(handler, opts)
     end
     return make()
@@ -129,7 +136,16 @@ HttpServer.__name = "pulsar.apps.HttpServer"
 -- file); bad settings raise at once.
 function M.HttpServer(params)
   if type(params) ~= "table" then fail("parameters must be a table", 2) end
-  if type(params.handler) ~= "function" then fail("handler must be a function(request)", 2) end
+  local handler = params.handler
+  local is_router = require("pulsar.router").is_router(handler)
+  if type(handler) ~= "function" and not is_router then
+    fail("handler must be a function(request) or a pulsar.http.Router()", 2)
+  end
+  if is_router then
+    -- compiled here too, so that a bad route is refused now, not in each worker
+    local compiled, why = pcall(require("pulsar.router").handler, handler)
+    if not compiled then fail("the router: " .. tostring(why), 2) end
+  end
   if params.protocol ~= nil then fail("takes a handler, not a protocol", 2) end
   local crosses, why = pcall(require("pulsar.core").encode, params.handler)
   if not crosses then fail("the handler cannot cross into the workers: " .. tostring(why), 2) end
