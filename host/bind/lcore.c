@@ -30,6 +30,7 @@
 #include "spawn.h"
 #include "auth.h"
 #include "http.h"
+#include "ws.h"
 #include "lineedit.h"
 #include "net.h"
 
@@ -760,6 +761,7 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lnet_register(L);
     pl_lhttp_register(L);
     pl_lfs_register(L);
+    pl_lws_register(L);
     pl_llineedit_register(L);
     pl_linbox_register(L);
     pl_lenvelope_register(L);
