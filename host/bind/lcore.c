@@ -760,8 +760,8 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_lauth_register(L);
     pl_lnet_register(L);
     pl_lhttp_register(L);
-    pl_lfs_register(L);
     pl_lws_register(L);
+    pl_lfs_register(L);
     pl_llineedit_register(L);
     pl_linbox_register(L);
     pl_lenvelope_register(L);

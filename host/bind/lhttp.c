@@ -22,15 +22,36 @@
  * ("HTTP/1.1"), headers (lower-case names; a repeated field's values joined
  * with ", ", cookies with "; "), body (a string, "" when none), keep_alive,
  * expect_continue, upgrade (booleans). lua/pulsar/http.lua decodes the path
- * and the query. */
+ * and the query.
+ *
+ * The response parser (http_response.c), for the client:
+ *   core.http_response_parser{max_header=, max_headers=, max_body=} -> rp
+ *       (the same limits and defaults)
+ *   rp:feed(data) -> response | nil, reason
+ *       the oldest response complete so far (taken off the queue; a second
+ *       one in the same bytes waits for rp:next()), or nil; reason once the
+ *       input is bad (then and ever after; a response completed before the
+ *       bad bytes still comes first)
+ *   rp:eof() -> response | nil, reason: the server closed: ends a body
+ *       delimited by the close; reason if a response was cut short
+ *   rp:expect_head(on): the next final response answers a HEAD (no body)
+ *   rp:next() -> response | nil   rp:in_response()   rp:closed()
+ *   rp:interim() -> the count of 1xx responses read and dropped
+ * A response is a table: status, reason, version, headers (lower-case
+ * names; a repeated field's values joined with ", " as a request's are,
+ * but Set-Cookie, which cannot be joined, as a list of its values when
+ * repeated), body ("" when none), keep_alive, chunked, until_eof, upgrade
+ * (booleans). */
 #include <stdio.h>
 #include <string.h>
 
 #include <lauxlib.h>
 
 #include "http.h"
+#include "http_response.h"
 
 #define PARSER_METATABLE "pulsar.core.HttpParser"
+#define RESPONSE_PARSER_METATABLE "pulsar.core.HttpResponseParser"
 
 typedef struct lparser {
     pl_http_parser *p;
@@ -118,8 +139,8 @@ static lua_Integer opt_limit(lua_State *L, const char *key, size_t dflt,
     return v;
 }
 
-/* core.http_parser([limits]) */
-static int core_http_parser(lua_State *L) {
+/* The limits in the table at index 1 (absent: the defaults). */
+static pl_http_limits check_limits(lua_State *L) {
     pl_http_limits lim = pl_http_default_limits;
     if (!lua_isnoneornil(L, 1)) {
         luaL_checktype(L, 1, LUA_TTABLE);
@@ -127,6 +148,12 @@ static int core_http_parser(lua_State *L) {
         lim.max_headers = (size_t)opt_limit(L, "max_headers", lim.max_headers, 0);
         lim.max_body = (size_t)opt_limit(L, "max_body", lim.max_body, 0);
     }
+    return lim;
+}
+
+/* core.http_parser([limits]) */
+static int core_http_parser(lua_State *L) {
+    pl_http_limits lim = check_limits(L);
     lparser *u = lua_newuserdatauv(L, sizeof *u, 0);
     u->p = NULL;
     u->holding = NULL;
@@ -202,17 +229,180 @@ static const luaL_Reg parser_methods[] = {
     {NULL, NULL},
 };
 
-static const luaL_Reg http_functions[] = {
-    {"http_parser", core_http_parser},
+/* ---- the response parser ------------------------------------------------ */
+
+typedef struct lresponse_parser {
+    pl_http_response_parser *p;
+    pl_http_response *holding; /* taken from the queue, being turned to Lua */
+} lresponse_parser;
+
+static lresponse_parser *check_response_parser(lua_State *L) {
+    lresponse_parser *u = luaL_checkudata(L, 1, RESPONSE_PARSER_METATABLE);
+    if (!u->p) luaL_error(L, "the HTTP response parser is closed");
+    return u;
+}
+
+/* headers[name] = value; a repeated field joined with ", ", but Set-Cookie
+ * kept as a list (its values hold commas of their own: RFC 9110 §5.3).
+ * Leaves the stack as found. */
+static void add_response_header(lua_State *L, const pl_http_response *r,
+                                const pl_http_header *h) {
+    const char *name = pl_http_response_text(r, h->name);
+    const char *value = pl_http_response_text(r, h->value);
+    int cookie = h->name_len == 10 && memcmp(name, "set-cookie", 10) == 0;
+    lua_pushlstring(L, name, h->name_len);
+    lua_pushvalue(L, -1);
+    int seen = lua_rawget(L, -3);
+    if (seen == LUA_TNIL) {
+        lua_pop(L, 1);
+        lua_pushlstring(L, value, h->value_len);
+    } else if (cookie && seen == LUA_TTABLE) {
+        lua_pushlstring(L, value, h->value_len);
+        lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    } else if (cookie) {
+        lua_createtable(L, 2, 0);
+        lua_insert(L, -2);
+        lua_rawseti(L, -2, 1);
+        lua_pushlstring(L, value, h->value_len);
+        lua_rawseti(L, -2, 2);
+    } else {
+        lua_pushliteral(L, ", ");
+        lua_pushlstring(L, value, h->value_len);
+        lua_concat(L, 3);
+    }
+    lua_rawset(L, -3);
+}
+
+static void push_response(lua_State *L, const pl_http_response *r) {
+    lua_createtable(L, 0, 10);
+    lua_pushinteger(L, r->status);
+    lua_setfield(L, -2, "status");
+    set_lstring(L, "reason", pl_http_response_text(r, 0), r->reason_len);
+    char version[32];
+    snprintf(version, sizeof version, "HTTP/%d.%d", r->version_major, r->version_minor);
+    lua_pushstring(L, version);
+    lua_setfield(L, -2, "version");
+    lua_createtable(L, 0, (int)r->nheaders);
+    for (size_t i = 0; i < r->nheaders; i++) add_response_header(L, r, &r->headers[i]);
+    lua_setfield(L, -2, "headers");
+    set_lstring(L, "body", r->body.len ? r->body.data : "", r->body.len);
+    set_boolean(L, "keep_alive", r->keep_alive);
+    set_boolean(L, "chunked", r->chunked);
+    set_boolean(L, "until_eof", r->until_eof);
+    set_boolean(L, "upgrade", r->upgrade);
+}
+
+/* Pushes the oldest queued response, or nil; 1. */
+static int push_next_response(lua_State *L, lresponse_parser *u) {
+    u->holding = pl_http_response_next(u->p);
+    if (!u->holding) {
+        lua_pushnil(L);
+        return 1;
+    }
+    /* a memory error here leaves u->holding for __gc to free */
+    push_response(L, u->holding);
+    pl_http_response_free(u->holding);
+    u->holding = NULL;
+    return 1;
+}
+
+/* response | nil, then the reason once the input is bad. */
+static int response_result(lua_State *L, lresponse_parser *u, int rc) {
+    push_next_response(L, u);
+    if (rc == 0) return 1;
+    lua_pushstring(L, pl_http_response_error(u->p));
+    return 2;
+}
+
+/* core.http_response_parser([limits]) */
+static int core_http_response_parser(lua_State *L) {
+    pl_http_limits lim = check_limits(L);
+    lresponse_parser *u = lua_newuserdatauv(L, sizeof *u, 0);
+    u->p = NULL;
+    u->holding = NULL;
+    luaL_setmetatable(L, RESPONSE_PARSER_METATABLE);
+    u->p = pl_http_response_parser_new(&lim);
+    if (!u->p) return luaL_error(L, "out of memory making an HTTP response parser");
+    return 1;
+}
+
+static int response_parser_feed(lua_State *L) {
+    lresponse_parser *u = check_response_parser(L);
+    size_t len;
+    const char *data = luaL_checklstring(L, 2, &len);
+    return response_result(L, u, pl_http_response_feed(u->p, data, len));
+}
+
+static int response_parser_eof(lua_State *L) {
+    lresponse_parser *u = check_response_parser(L);
+    return response_result(L, u, pl_http_response_eof(u->p));
+}
+
+static int response_parser_next(lua_State *L) {
+    return push_next_response(L, check_response_parser(L));
+}
+
+static int response_parser_expect_head(lua_State *L) {
+    lresponse_parser *u = check_response_parser(L);
+    pl_http_response_expect_head(u->p, lua_toboolean(L, 2));
+    return 0;
+}
+
+static int response_parser_in_response(lua_State *L) {
+    lua_pushboolean(L, pl_http_response_in_response(check_response_parser(L)->p));
+    return 1;
+}
+
+static int response_parser_closed(lua_State *L) {
+    lua_pushboolean(L, pl_http_response_closed(check_response_parser(L)->p));
+    return 1;
+}
+
+static int response_parser_interim(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)pl_http_response_interim(check_response_parser(L)->p));
+    return 1;
+}
+
+static int response_parser_gc(lua_State *L) {
+    lresponse_parser *u = luaL_checkudata(L, 1, RESPONSE_PARSER_METATABLE);
+    pl_http_response_free(u->holding);
+    pl_http_response_parser_free(u->p);
+    u->holding = NULL;
+    u->p = NULL;
+    return 0;
+}
+
+static const luaL_Reg response_parser_methods[] = {
+    {"feed", response_parser_feed},
+    {"eof", response_parser_eof},
+    {"next", response_parser_next},
+    {"expect_head", response_parser_expect_head},
+    {"in_response", response_parser_in_response},
+    {"closed", response_parser_closed},
+    {"interim", response_parser_interim},
     {NULL, NULL},
 };
 
-void pl_lhttp_register(lua_State *L) {
-    luaL_newmetatable(L, PARSER_METATABLE);
-    luaL_newlib(L, parser_methods);
+static const luaL_Reg http_functions[] = {
+    {"http_parser", core_http_parser},
+    {"http_response_parser", core_http_response_parser},
+    {NULL, NULL},
+};
+
+static void new_metatable(lua_State *L, const char *name, const luaL_Reg *methods,
+                          lua_CFunction gc) {
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, parser_gc);
+    lua_pushcfunction(L, gc);
     lua_setfield(L, -2, "__gc");
     lua_pop(L, 1);
+}
+
+void pl_lhttp_register(lua_State *L) {
+    new_metatable(L, PARSER_METATABLE, parser_methods, parser_gc);
+    new_metatable(L, RESPONSE_PARSER_METATABLE, response_parser_methods,
+                  response_parser_gc);
     luaL_setfuncs(L, http_functions, 0);
 }

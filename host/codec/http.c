@@ -3,7 +3,9 @@
  * http_parser knows the grammar (request line, header fields, Content-Length,
  * chunked coding, keep-alive rules, request smuggling checks) and calls back
  * with pieces of the bytes it is given; it stores nothing. This file keeps
- * those pieces in one request object at a time and queues the complete ones.
+ * those pieces in one request object at a time and queues the complete ones;
+ * the head's text and fields are kept, bounded and checked by http_head.c,
+ * which the response parser shares.
  *
  * Bounds, and how each is kept:
  *   - max_header: while a request's head is incomplete, http_parser is never
@@ -45,8 +47,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <string.h>
-#include <strings.h>
 
 #include <http_parser.h>
 
@@ -55,10 +55,6 @@ const pl_http_limits pl_http_default_limits = {
     .max_headers = PL_HTTP_MAX_HEADERS_DEFAULT,
     .max_body = PL_HTTP_MAX_BODY_DEFAULT,
 };
-
-/* Where the last header callback left off: a field's name can arrive in
- * several pieces, so a new field begins only after a value (or first). */
-enum field_state { IN_NOTHING, IN_NAME, IN_VALUE };
 
 /* Where the scan of a head's raw bytes is (see scan_head). */
 enum line_state {
@@ -70,12 +66,7 @@ struct pl_http_parser {
     pl_http_limits lim;
     pl_http_request *cur;               /* being parsed; NULL between requests */
     pl_http_request *first, *last;      /* complete, oldest first */
-    size_t head_seen;     /* bytes of the current head given to http_parser */
-    int headers_done;     /* cur's head is complete: its body is coming */
-    enum field_state field;
-    int in_trailers;      /* after the last chunk: trailer fields */
-    int skipping;         /* the current field is past max_headers */
-    size_t extra_fields;  /* fields past max_headers */
+    pl_http_head head;    /* cur's head while it is read */
     int continue_pending; /* see pl_http_take_continue */
     enum line_state line; /* scan_head's */
     int folded;           /* a line of the head began with a blank */
@@ -110,8 +101,6 @@ static int out_of_memory(pl_http_parser *p) {
 static pl_http_request *request_new(const pl_http_limits *lim) {
     pl_http_request *r = calloc(1, sizeof *r);
     if (!r) return NULL;
-    /* the head never holds more than the bytes of the head */
-    pl_buf_init(&r->head, lim->max_header ? lim->max_header : 1);
     pl_buf_init(&r->body, lim->max_body ? lim->max_body : 1);
     return r;
 }
@@ -124,46 +113,13 @@ void pl_http_request_free(pl_http_request *r) {
     free(r);
 }
 
-static pl_http_header *last_header(pl_http_request *r) {
-    return &r->headers[r->nheaders - 1];
-}
-
-/* Adds an empty header entry, its name starting at the end of the head; a
- * field past max_headers is only counted (p->skipping). */
-static int add_header(pl_http_parser *p, pl_http_request *r) {
-    p->skipping = r->nheaders == p->lim.max_headers;
-    if (p->skipping) {
-        p->extra_fields++;
-        return 0;
-    }
-    if (r->nheaders == r->headers_cap) {
-        size_t cap = r->headers_cap ? r->headers_cap * 2 : 16;
-        if (cap > p->lim.max_headers) cap = p->lim.max_headers;
-        pl_http_header *h = realloc(r->headers, cap * sizeof *h);
-        if (!h) return out_of_memory(p);
-        r->headers = h;
-        r->headers_cap = cap;
-    }
-    pl_http_header *h = &r->headers[r->nheaders++];
-    h->name = r->head.len;
-    h->name_len = h->value = h->value_len = 0;
-    return 0;
-}
-
-static int append_head(pl_http_parser *p, pl_http_request *r, const char *at,
-                       size_t len) {
-    /* cannot pass the limit: the head budget is the same size */
-    if (pl_buf_append(&r->head, at, len) != 0) return out_of_memory(p);
-    return 0;
-}
-
-static int append_lowered(pl_http_parser *p, pl_http_request *r,
-                          const char *at, size_t len) {
-    size_t start = r->head.len;
-    if (append_head(p, r, at, len) != 0) return -1;
-    for (char *c = r->head.data + start; c < r->head.data + r->head.len; c++)
-        if (*c >= 'A' && *c <= 'Z') *c = (char)(*c - 'A' + 'a');
-    return 0;
+/* The head is complete and checked: the request takes its text and fields. */
+static void take_head(pl_http_request *r, pl_http_head *h) {
+    r->head = h->text;
+    r->headers = h->fields;
+    r->nheaders = h->nfields;
+    r->headers_cap = h->cap;
+    pl_http_head_complete(h);
 }
 
 /* Splits the target into path, query and fragment (which a client should not
@@ -184,33 +140,6 @@ static void split_target(pl_http_request *r) {
 
 static int is_blank(char c) { return c == ' ' || c == '\t'; }
 
-/* http_parser drops the blanks before a value, not always those after it. */
-static void trim_values(pl_http_request *r) {
-    for (size_t i = 0; i < r->nheaders; i++) {
-        pl_http_header *h = &r->headers[i];
-        while (h->value_len && is_blank(r->head.data[h->value + h->value_len - 1]))
-            h->value_len--;
-    }
-}
-
-static int value_is(const pl_http_request *r, const pl_http_header *h,
-                    const char *want) {
-    size_t n = strlen(want);
-    return h->value_len == n &&
-           strncasecmp(pl_http_text(r, h->value), want, n) == 0;
-}
-
-static const pl_http_header *find_header(const pl_http_request *r,
-                                         const char *name) {
-    size_t n = strlen(name);
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const pl_http_header *h = &r->headers[i];
-        if (h->name_len == n && memcmp(pl_http_text(r, h->name), name, n) == 0)
-            return h;
-    }
-    return NULL;
-}
-
 /* ---- http_parser's callbacks ------------------------------------------ */
 
 static int on_message_begin(http_parser *hp) {
@@ -218,40 +147,26 @@ static int on_message_begin(http_parser *hp) {
     pl_http_request_free(p->cur);
     p->cur = request_new(&p->lim);
     if (!p->cur) return out_of_memory(p);
-    p->field = IN_NOTHING;
-    p->in_trailers = p->skipping = 0;
-    p->extra_fields = 0;
+    pl_http_head_begin(&p->head);
     return 0;
 }
 
 static int on_url(http_parser *hp, const char *at, size_t len) {
     pl_http_parser *p = parser_of(hp);
-    if (append_head(p, p->cur, at, len) != 0) return -1;
+    if (pl_http_head_start_line(&p->head, at, len) != 0) return out_of_memory(p);
     p->cur->target_len += len;
     return 0;
 }
 
 static int on_header_field(http_parser *hp, const char *at, size_t len) {
     pl_http_parser *p = parser_of(hp);
-    int new_field = p->field != IN_NAME;
-    p->field = IN_NAME;
-    if (p->in_trailers) return 0;
-    if (new_field && add_header(p, p->cur) != 0) return -1;
-    if (p->skipping) return 0;
-    if (append_lowered(p, p->cur, at, len) != 0) return -1;
-    last_header(p->cur)->name_len += len;
+    if (pl_http_head_name(&p->head, at, len) != 0) return out_of_memory(p);
     return 0;
 }
 
 static int on_header_value(http_parser *hp, const char *at, size_t len) {
     pl_http_parser *p = parser_of(hp);
-    int new_value = p->field != IN_VALUE;
-    p->field = IN_VALUE;
-    if (p->in_trailers || p->skipping) return 0;
-    pl_http_header *h = last_header(p->cur);
-    if (new_value) h->value = p->cur->head.len;
-    if (append_head(p, p->cur, at, len) != 0) return -1;
-    h->value_len += len;
+    if (pl_http_head_value(&p->head, at, len) != 0) return out_of_memory(p);
     return 0;
 }
 
@@ -299,79 +214,37 @@ static void scan_head(pl_http_parser *p, const char *data, size_t n) {
     }
 }
 
-static size_t count_headers(const pl_http_request *r, const char *name) {
-    size_t n = strlen(name), count = 0;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const pl_http_header *h = &r->headers[i];
-        count += h->name_len == n && memcmp(pl_http_text(r, h->name), name, n) == 0;
-    }
-    return count;
-}
-
-/* The transfer codings of every Transfer-Encoding field, in order (at
- * least one field is there): 0, or -1 once refused. */
-static int check_codings(pl_http_parser *p, const pl_http_request *r) {
-    size_t chunked = 0;
-    int last_chunked = 0;
-    const char *other = NULL; /* the first coding that is not chunked */
-    int other_len = 0;
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const pl_http_header *h = &r->headers[i];
-        if (h->name_len != 17 ||
-            memcmp(pl_http_text(r, h->name), "transfer-encoding", 17) != 0)
-            continue;
-        const char *v = pl_http_text(r, h->value), *end = v + h->value_len;
-        while (v < end) {
-            const char *comma = memchr(v, ',', (size_t)(end - v));
-            const char *a = v, *b = comma ? comma : end;
-            v = comma ? comma + 1 : end;
-            while (a < b && is_blank(*a)) a++;
-            while (b > a && is_blank(b[-1])) b--;
-            if (a == b) continue; /* an empty list element (RFC 9110 §5.6.1) */
-            last_chunked = b - a == 7 && strncasecmp(a, "chunked", 7) == 0;
-            if (last_chunked) {
-                chunked++;
-            } else if (!other) {
-                other = a;
-                other_len = (int)(b - a > 40 ? 40 : b - a);
-            }
-        }
-    }
-    if (!last_chunked)
+/* The transfer codings of every Transfer-Encoding field (at least one
+ * field is there): chunked, once and last; 0, or -1 once refused. */
+static int check_codings(pl_http_parser *p) {
+    pl_http_codings c = pl_http_head_codings(&p->head);
+    if (!c.last_chunked)
         return fail(p, 400, "Transfer-Encoding must end with chunked");
-    if (chunked > 1) return fail(p, 400, "Transfer-Encoding has chunked twice");
-    if (other)
+    if (c.chunked > 1) return fail(p, 400, "Transfer-Encoding has chunked twice");
+    if (c.other)
         return fail(p, 501, "Transfer-Encoding '%.*s' is not implemented",
-                    other_len, other);
+                    c.other_len, c.other);
     return 0;
 }
 
 /* The rules of RFC 9112 http_parser does not keep (see the head comment). */
-static int check_strict(pl_http_parser *p, const http_parser *hp,
-                        const pl_http_request *r) {
-    for (size_t i = 0; i < r->nheaders; i++) {
-        const pl_http_header *h = &r->headers[i];
-        const char *name = pl_http_text(r, h->name);
-        for (size_t k = 0; k < h->name_len; k++)
-            if (is_blank(name[k]))
-                return fail(p, 400, "blank in the header name '%.*s'",
-                            (int)(h->name_len > 60 ? 60 : h->name_len), name);
-    }
+static int check_strict(pl_http_parser *p, const http_parser *hp) {
+    const pl_http_head *h = &p->head;
+    char why[sizeof p->reason];
+    if (pl_http_head_check_names(h, why, sizeof why) != 0)
+        return fail(p, 400, "%s", why);
     if (p->folded)
         return fail(p, 400, "a header line begins with a blank (obs-fold)");
-    size_t hosts = count_headers(r, "host");
+    size_t hosts = pl_http_head_count_named(h, "host");
     if (hosts > 1) return fail(p, 400, "more than one Host header");
     if (hosts == 0 && hp->http_minor >= 1)
         return fail(p, 400, "HTTP/1.1 request without a Host header");
-    size_t lengths = count_headers(r, "content-length");
-    size_t encodings = count_headers(r, "transfer-encoding");
-    if (lengths > 1) return fail(p, 400, "more than one Content-Length header");
-    if (encodings == 0) return 0;
-    if (lengths)
-        return fail(p, 400, "both Content-Length and Transfer-Encoding");
+    if (pl_http_head_check_lengths(h, why, sizeof why) != 0)
+        return fail(p, 400, "%s", why);
+    if (!pl_http_head_find(h, "transfer-encoding")) return 0;
     if (hp->http_minor == 0)
         return fail(p, 400, "Transfer-Encoding in an HTTP/1.0 request");
-    return check_codings(p, r);
+    return check_codings(p);
 }
 
 static int on_headers_complete(http_parser *hp) {
@@ -383,24 +256,23 @@ static int on_headers_complete(http_parser *hp) {
     if (hp->http_major != 1)
         return fail(p, 505, "HTTP/%d.%d is not supported", hp->http_major,
                     hp->http_minor);
-    if (p->extra_fields)
+    if (p->head.extra)
         return fail(p, 431, "more than %zu header fields", p->lim.max_headers);
-    trim_values(r);
-    if (check_strict(p, hp, r) != 0) return -1;
+    pl_http_head_trim(&p->head);
+    if (check_strict(p, hp) != 0) return -1;
     r->chunked = (hp->flags & F_CHUNKED) != 0;
     if (!r->chunked && hp->content_length != UINT64_MAX &&
         hp->content_length > p->lim.max_body)
         return fail(p, 413, "Content-Length %llu exceeds the body limit of %zu "
                     "bytes", (unsigned long long)hp->content_length,
                     p->lim.max_body);
-    split_target(r);
     /* RFC 9110 §10.1.1: a server ignores 100-continue from HTTP/1.0 */
-    const pl_http_header *expect = find_header(r, "expect");
+    const pl_http_header *expect = pl_http_head_find(&p->head, "expect");
     r->expect_continue = hp->http_minor >= 1 && expect &&
-                         value_is(r, expect, "100-continue");
+                         pl_http_head_value_is(&p->head, expect, "100-continue");
     p->continue_pending = r->expect_continue && body_expected(hp);
-    p->headers_done = 1;
-    p->field = IN_NOTHING;
+    take_head(r, &p->head);
+    split_target(r);
     return 0;
 }
 
@@ -412,7 +284,7 @@ static int on_chunk_header(http_parser *hp) {
     pl_http_parser *p = parser_of(hp);
     uint64_t size = hp->content_length; /* this chunk's */
     if (size > p->lim.max_body - p->cur->body.len) return body_too_large(p);
-    if (size == 0) p->in_trailers = 1;
+    if (size == 0) pl_http_head_trailers(&p->head);
     return 0;
 }
 
@@ -436,8 +308,7 @@ static int on_message_complete(http_parser *hp) {
     else p->first = r;
     p->last = r;
     p->cur = NULL;
-    p->headers_done = 0;
-    p->head_seen = 0;
+    pl_http_head_next_message(&p->head);
     p->continue_pending = 0;
     p->line = LINE_BEFORE;
     p->folded = 0;
@@ -463,6 +334,7 @@ pl_http_parser *pl_http_parser_new(const pl_http_limits *lim) {
     pl_http_parser *p = calloc(1, sizeof *p);
     if (!p) return NULL;
     p->lim = lim ? *lim : pl_http_default_limits;
+    pl_http_head_init(&p->head, p->lim.max_header, p->lim.max_headers);
     http_parser_init(&p->hp, HTTP_REQUEST);
     p->hp.data = p;
     return p;
@@ -471,13 +343,14 @@ pl_http_parser *pl_http_parser_new(const pl_http_limits *lim) {
 void pl_http_parser_free(pl_http_parser *p) {
     if (!p) return;
     pl_http_request_free(p->cur);
+    pl_http_head_clear(&p->head);
     while (p->first) pl_http_request_free(pl_http_next(p));
     free(p);
 }
 
 /* The head budget ran out before the head ended. */
 static int head_too_large(pl_http_parser *p) {
-    if (p->cur && p->cur->nheaders == 0 && p->field == IN_NOTHING)
+    if (p->cur && !pl_http_head_in_fields(&p->head))
         return fail(p, 414, "request line longer than %zu bytes", p->lim.max_header);
     return fail(p, 431, "request line and headers larger than %zu bytes",
                 p->lim.max_header);
@@ -488,6 +361,7 @@ static int head_too_large(pl_http_parser *p) {
 static int parse_failed(pl_http_parser *p, enum http_errno e) {
     pl_http_request_free(p->cur);
     p->cur = NULL;
+    pl_http_head_clear(&p->head);
     p->continue_pending = 0;
     if (p->status) return -1;
     if (e == HPE_HEADER_OVERFLOW)
@@ -498,25 +372,20 @@ static int parse_failed(pl_http_parser *p, enum http_errno e) {
 int pl_http_feed(pl_http_parser *p, const char *data, size_t len) {
     if (p->status) return -1;
     while (len > 0 && !p->closed) {
-        size_t n = len;
-        int in_head = !p->headers_done;
-        if (in_head) {
-            size_t budget = p->lim.max_header - p->head_seen;
-            if (budget == 0) {
-                head_too_large(p);
-                return parse_failed(p, HPE_OK);
-            }
-            if (n > budget) n = budget;
-            scan_head(p, data, n);
+        size_t n = pl_http_head_room(&p->head, len);
+        if (n == 0) {
+            head_too_large(p);
+            return parse_failed(p, HPE_OK);
         }
+        if (!p->head.done) scan_head(p, data, n);
         size_t used = http_parser_execute(&p->hp, &settings, data, n);
         enum http_errno e = HTTP_PARSER_ERRNO(&p->hp);
         if (e == HPE_PAUSED) {
             http_parser_pause(&p->hp, 0); /* a request ended at data[used] */
         } else if (e != HPE_OK) {
             return parse_failed(p, e);
-        } else if (in_head && !p->headers_done) {
-            p->head_seen += used;
+        } else {
+            pl_http_head_count(&p->head, used);
         }
         if (used == 0) break; /* cannot happen; never spin */
         data += used;

@@ -15,8 +15,10 @@
  *
  * The HTTP grammar is Debian's libhttp-parser (http_parser.h); this layer adds
  * the limits, the strict rules, the buffering and the request objects
- * (host/codec/http.c). The Lua face is host/bind/lhttp.c (core.http_parser);
- * lua/pulsar/http.lua turns requests into responses. */
+ * (host/codec/http.c, on the head storage and checks it shares with the
+ * response parser: host/codec/http_head.c). The Lua face is
+ * host/bind/lhttp.c (core.http_parser); lua/pulsar/http.lua turns requests
+ * into responses. */
 #ifndef PULSAR_HTTP_H
 #define PULSAR_HTTP_H
 
@@ -25,6 +27,7 @@
 #include <lua.h>
 
 #include "buf.h"
+#include "http_head.h" /* pl_http_header */
 
 typedef struct pl_http_limits {
     size_t max_header;  /* request line plus headers, in bytes */
@@ -37,12 +40,6 @@ typedef struct pl_http_limits {
 #define PL_HTTP_MAX_BODY_DEFAULT ((size_t)16 << 20)    /* 16 MiB */
 
 extern const pl_http_limits pl_http_default_limits;
-
-/* One header field; the offsets point into the request's `head` buffer. */
-typedef struct pl_http_header {
-    size_t name, name_len;   /* the name, lower-cased */
-    size_t value, value_len; /* the value as sent, without surrounding blanks */
-} pl_http_header;
 
 /* A complete request. `head` holds the target and then every header name and
  * value; read them with pl_http_text. */

@@ -621,7 +621,7 @@ static int queue_rest(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
 }
 
 /* Reports crossing the high-water mark to the writer: 1, else 0. */
-static int above_high(pl_stream *s) {
+static int crossed_high(pl_stream *s) {
     if (!s->above_high && pl_stream_write_queue(s) > s->high_water) {
         s->above_high = 1;
         return 1;
@@ -656,7 +656,7 @@ int pl_stream_write(pl_stream *s, const uv_buf_t *bufs, unsigned nbufs,
     touch(s);
     if (done < total && queue_rest(s, bufs, nbufs, done, total, err, errlen) != 0)
         return -1;
-    return above_high(s);
+    return crossed_high(s);
 }
 
 /* ---- streams: files ----------------------------------------------------------- */
@@ -819,7 +819,7 @@ int pl_stream_sendfile(pl_stream *s, const char *path, int fd, uint64_t offset,
     send_parts(s);
     if (s->closed) return pl_set_err(err, errlen, "%s", s->error[0] ? s->error
                                      : "the transport is closed");
-    return above_high(s);
+    return crossed_high(s);
 }
 
 static void shut_down(uv_shutdown_t *req, int status) {

@@ -15,6 +15,9 @@
 -- query_string=, version=} and returns `status, headers, body`, or
 -- `status, body` (a second value that is a table is headers), or a body
 -- alone (status 200), or nothing (200, empty).
+-- A handler may also take the connection over: an upgrade object as its
+-- answer (pulsar.websocket.upgrade) is written as its 101 in its place and
+-- the connection handed to another protocol (see "Switching protocols").
 -- It runs in a task, so it may wait on Futures; a Lua error in it answers
 -- 500 and logs the traceback; the connection and the worker go on. With
 -- `handler_timeout`, one that has not answered by then is answered 503 in
@@ -433,6 +436,23 @@ end
 local CONTINUE = "HTTP/1.1 100 Continue\r\n\r\n"
 
 ---------------------------------------------------------------------------
+-- Switching protocols (101)
+--
+-- A handler that takes the connection over answers with an upgrade object
+-- (pulsar.websocket.upgrade makes them), known by its metatable: a table
+-- with `response`, the whole 101 to write, and `make_protocol(upgrade,
+-- defaults)`, which gives the protocol the connection is handed to once
+-- that is written; defaults carries the server's ws_max_message. The
+-- objects are made elsewhere, so this module needs no WebSocket of its own.
+
+local Upgrade = {__name = "pulsar.http.Upgrade"}
+Upgrade.__index = Upgrade
+M.Upgrade = Upgrade
+
+--- Whether a handler's answer is an upgrade object.
+function M.is_upgrade(v) return getmetatable(v) == Upgrade end
+
+---------------------------------------------------------------------------
 -- The protocol: one per connection
 --
 -- What a connection holds, and why it stays bounded:
@@ -518,6 +538,7 @@ function Protocol:_flush()
       self.first, self.last = 1, 0 -- table keeps its slots in an array
     end
     self.transport:write(slot.data)
+    if slot.upgrade then return self:_switch(slot.upgrade) end
     if slot.file then
       self:_send_file(slot.file)
       if self.lost then return end
@@ -610,6 +631,9 @@ function Protocol:_answer(slot, task)
     slot.keep_alive = false -- the last answer before a graceful stop says so
   end
   local refused = task and M.error_status(task:exception())
+  if (task == nil or task:exception() == nil) and getmetatable(slot[1]) == Upgrade then
+    return self:_upgrade_answer(slot)
+  end
   if refused then
     ok = true
     log.debug("HTTP %d for %s %s: %s", refused, slot.method, slot.target, task:exception().message)
@@ -634,12 +658,53 @@ function Protocol:_answer(slot, task)
   if self.qfirst > self.qlast then self:_flush() else self:_next() end
 end
 
+-- The handler answered with an upgrade object: its 101 goes in the
+-- slot, and once written the connection is switched (_flush). A server
+-- stopping refuses it instead: the new protocol would outlive the stop.
+function Protocol:_upgrade_answer(slot)
+  local upgrade = slot[1]
+  slot[1], slot[2], slot[3] = false, false, false
+  if self.draining then
+    slot.close = true
+    slot.data = M.response(503, nil, "Service Unavailable: the server is stopping\n", {keep_alive = false})
+  else
+    slot.upgrade, slot.data = upgrade, upgrade.response
+  end
+  if self.qfirst > self.qlast then self:_flush() else self:_next() end
+end
+
+-- The 101 is written: the transport is the new protocol's from now on.
+-- This one is done (closed: nothing more is parsed nor answered); the
+-- connection is no longer idle between requests, and reads again if the
+-- request's Connection: upgrade, which ends HTTP, had paused it.
+function Protocol:_switch(upgrade)
+  self.closed = true
+  self:_stop_timer()
+  self:_drop_queue()
+  local transport = self.transport
+  local ok, protocol = xpcall(upgrade.make_protocol, debug.traceback, upgrade,
+                              {max_message = self.ws_max_message})
+  if not ok or type(protocol) ~= "table" then
+    log.error("switching %s to the new protocol failed: %s",
+              tostring(transport:get_extra_info("peername")), tostring(protocol))
+    return transport:abort("protocol switch failed")
+  end
+  transport:set_idle_timeout(0)
+  transport:set_protocol(protocol)
+  if protocol.connection_made then protocol:connection_made(transport) end
+  if self.write_paused and protocol.pause_writing then protocol:pause_writing() end
+  if self.read_paused then transport:resume_reading() end
+  if self.eof and not (protocol.eof_received and protocol:eof_received()) then
+    transport:close()
+  end
+end
+
 function Protocol:_dispatch(raw)
   -- every field the slot will have, so that it is made at its full size
   local slot = self:_push({
     false, false, false, data = false, close = false,
     method = raw.method, target = raw.target, path = raw.path, head = raw.method == "HEAD",
-    keep_alive = raw.keep_alive, timer = false, timed_out = false, file = false,
+    keep_alive = raw.keep_alive, timer = false, timed_out = false, file = false, upgrade = false,
   })
   if not raw.keep_alive then self.closing = true end
   if self.stats then self.stats.requests = self.stats.requests + 1 end
@@ -791,7 +856,8 @@ function Protocol:resume_writing()
 end
 
 local function check_opts(opts)
-  for key, min in pairs {max_body = 0, max_header = 1, max_headers = 0, pipeline = 1} do
+  for key, min in pairs {max_body = 0, max_header = 1, max_headers = 0, pipeline = 1,
+                        ws_max_message = 1} do
     local v = opts[key]
     if v ~= nil and (math.type(v) ~= "integer" or v < min) then
       error(("http.protocol: %s must be an integer from %d"):format(key, min), 3)
@@ -825,6 +891,8 @@ end
 --     which this protocol lifts while a handler runs and sets back after
 --   linger (2): seconds a closing connection keeps reading (and dropping)
 --     what the peer still sends, waiting for its EOF
+--   ws_max_message (16 MiB): what a handler's upgrade gets as its default
+--     max_message (pulsar.websocket.upgrade)
 --   stats: a table whose counters requests, errors (answered 500) and
 --     rejected (bad input answered 4xx) the protocols count up
 function M.protocol(handler, opts)
@@ -840,11 +908,12 @@ function M.protocol(handler, opts)
   end
   local keep_alive = opts.keep_alive ~= 0 and opts.keep_alive or nil
   local pipeline, timeout, linger = opts.pipeline or 16, opts.timeout, opts.linger or 2
-  local handler_timeout = opts.handler_timeout
+  local handler_timeout, ws_max_message = opts.handler_timeout, opts.ws_max_message
   return function()
     return setmetatable({handler = handler, limits = limits, pipeline = pipeline,
                          timeout = timeout, keep_alive = keep_alive, linger = linger,
-                         handler_timeout = handler_timeout, stats = stats}, Protocol)
+                         handler_timeout = handler_timeout, stats = stats,
+                         ws_max_message = ws_max_message}, Protocol)
   end
 end
 

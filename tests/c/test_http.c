@@ -7,7 +7,8 @@
  * whatever the split" is one string comparison.
  *
  *   gcc -std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined \
- *       -Ihost/codec host/codec/buf.c host/codec/http.c tests/c/test_http.c -lhttp_parser \
+ *       -Ihost/codec host/codec/buf.c host/codec/http_head.c host/codec/http.c \
+ *       tests/c/test_http.c -lhttp_parser \
  *       $(pkg-config --cflags lua5.4) -o /tmp/test_http
  */
 #include <stdio.h>
@@ -17,26 +18,9 @@
 #include "http.h"
 
 #include "check.h"
+#include "text.h"
 
 /* ---- helpers ---- */
-
-typedef struct text {
-    char *s;
-    size_t len, cap;
-} text;
-
-static void put(text *t, const char *s, size_t n) {
-    if (t->len + n + 1 > t->cap) {
-        t->cap = (t->len + n + 1) * 2;
-        t->s = realloc(t->s, t->cap);
-        if (!t->s) abort();
-    }
-    memcpy(t->s + t->len, s, n);
-    t->len += n;
-    t->s[t->len] = '\0';
-}
-
-static void puts_(text *t, const char *s) { put(t, s, strlen(s)); }
 
 static void putf(text *t, const char *fmt, long a, long b) {
     char tmp[64];
@@ -66,9 +50,7 @@ static void describe(text *t, const pl_http_request *r) {
 }
 
 static void feed_copy(pl_http_parser *p, const char *s, size_t n) {
-    char *c = malloc(n ? n : 1);
-    if (!c) abort();
-    memcpy(c, s, n);
+    char *c = exact_copy(s, n);
     pl_http_feed(p, c, n);
     free(c);
 }

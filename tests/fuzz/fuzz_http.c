@@ -16,9 +16,11 @@
  * http.c adds to http_parser's: no blank in a field name, Host once (and
  * required in 1.1), never two framings, chunked last when
  * Transfer-Encoding is there. Broken invariants stop with __builtin_trap().
+ * The feeding and comparing are tests/fuzz/split.h's.
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
- *       $(pkg-config --cflags lua5.4) host/codec/buf.c host/codec/http.c \
+ *       $(pkg-config --cflags lua5.4) host/codec/buf.c host/codec/http_head.c \
+ *       host/codec/http.c \
  *       tests/fuzz/fuzz_http.c -lhttp_parser -o /tmp/fuzz_http
  */
 #include <stdint.h>
@@ -27,41 +29,10 @@
 
 #include "http.h"
 
-#define REQUIRE(cond)                                                      \
-    do {                                                                   \
-        if (!(cond)) __builtin_trap();                                     \
-    } while (0)
-
-#define BYTE_BY_BYTE_MAX 2048
+#include "split.h"
 
 static const pl_http_limits small = {
     .max_header = 256, .max_headers = 8, .max_body = 1024};
-
-/* A growable record of a run's outcome, compared with memcmp. */
-typedef struct record {
-    char *data;
-    size_t len, cap;
-} record;
-
-static void put(record *r, const void *p, size_t n) {
-    if (r->len + n > r->cap) {
-        size_t cap = (r->len + n) * 2;
-        char *d = realloc(r->data, cap);
-        REQUIRE(d != NULL);
-        r->data = d;
-        r->cap = cap;
-    }
-    if (n) memcpy(r->data + r->len, p, n);
-    r->len += n;
-}
-
-/* Length-prefixed, so no two different outcomes can record alike. */
-static void put_field(record *r, const char *p, size_t n) {
-    put(r, &n, sizeof n);
-    put(r, p, n);
-}
-
-static void put_int(record *r, long v) { put(r, &v, sizeof v); }
 
 static int name_is(const pl_http_request *q, const pl_http_header *h,
                    const char *name) {
@@ -139,14 +110,17 @@ static void drain(pl_http_parser *p, const pl_http_limits *lim, record *r) {
     }
 }
 
-static void feed(pl_http_parser *p, const pl_http_limits *lim,
-                 const uint8_t *bytes, size_t n, record *r) {
-    char *copy = malloc(n ? n : 1);
-    REQUIRE(copy != NULL);
-    if (n) memcpy(copy, bytes, n);
+typedef struct run_state {
+    pl_http_parser *p;
+    const pl_http_limits *lim;
+    record *r;
+} run_state;
+
+static void feed(void *ctx, const char *piece, size_t n) {
+    run_state *st = ctx;
+    pl_http_parser *p = st->p;
     int failed_before = pl_http_error(p, NULL) != 0;
-    int rc = pl_http_feed(p, copy, n);
-    free(copy);
+    int rc = pl_http_feed(p, piece, n);
     const char *reason;
     int status = pl_http_error(p, &reason);
     REQUIRE((rc == -1) == (status != 0));
@@ -159,71 +133,36 @@ static void feed(pl_http_parser *p, const pl_http_limits *lim,
         REQUIRE(!pl_http_in_request(p));
     }
     if (pl_http_take_continue(p)) REQUIRE(pl_http_in_request(p));
-    drain(p, lim, r);
+    drain(p, st->lim, st->r);
 }
 
-static void finish(pl_http_parser *p, record *r) {
+/* Feeds the plan's stream to a parser with the limits ctx points to. */
+static void run(const void *ctx, const split_plan *plan, record *r) {
+    run_state st = {pl_http_parser_new(ctx), ctx, r};
+    REQUIRE(st.p != NULL);
+    split_feed(plan, feed, &st);
+    /* after an error, more input changes nothing */
+    static const uint8_t more[] = "GET / HTTP/1.1\r\n\r\n";
+    split_plan again = {more, sizeof more - 1, NULL, 0, 0};
+    if (pl_http_error(st.p, NULL)) split_feed(&again, feed, &st);
     const char *reason;
-    int status = pl_http_error(p, &reason);
+    int status = pl_http_error(st.p, &reason);
     put_int(r, status);
     if (status) put_field(r, reason, strlen(reason));
-    pl_http_parser_free(p);
-}
-
-/* Feeds stream[0..len) cut at the given points (ascending, within len). */
-static void run(const uint8_t *stream, size_t len, const size_t *cuts,
-                size_t ncuts, const pl_http_limits *lim, record *r) {
-    pl_http_parser *p = pl_http_parser_new(lim);
-    REQUIRE(p != NULL);
-    size_t at = 0;
-    for (size_t i = 0; i <= ncuts; i++) {
-        size_t end = i < ncuts ? cuts[i] : len;
-        feed(p, lim, stream + at, end - at, r);
-        at = end;
-    }
-    /* after an error, more input changes nothing */
-    if (pl_http_error(p, NULL)) feed(p, lim, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18, r);
-    finish(p, r);
-}
-
-static void run_byte_by_byte(const uint8_t *stream, size_t len, record *r) {
-    pl_http_parser *p = pl_http_parser_new(&small);
-    REQUIRE(p != NULL);
-    for (size_t i = 0; i < len; i++) feed(p, &small, stream + i, 1, r);
-    if (pl_http_error(p, NULL)) feed(p, &small, (const uint8_t *)"GET / HTTP/1.1\r\n\r\n", 18, r);
-    finish(p, r);
-}
-
-static void require_same(const record *a, const record *b) {
-    REQUIRE(a->len == b->len);
-    REQUIRE(a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+    pl_http_parser_free(st.p);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 2) return 0;
     const uint8_t *stream = data + 2;
     size_t len = size - 2;
-    size_t cuts[2] = {data[0] % (len + 1), data[1] % (len + 1)};
-    if (cuts[0] > cuts[1]) {
-        size_t t = cuts[0];
-        cuts[0] = cuts[1];
-        cuts[1] = t;
-    }
-
-    record once = {0}, split = {0}, bytes = {0};
-    run(stream, len, NULL, 0, &small, &once);
-    run(stream, len, cuts, 2, &small, &split);
-    require_same(&once, &split);
-    if (len <= BYTE_BY_BYTE_MAX) {
-        run_byte_by_byte(stream, len, &bytes);
-        require_same(&once, &bytes);
-    }
-    free(once.data);
-    free(split.data);
-    free(bytes.data);
+    size_t cuts[2];
+    split_choose(data, 2, len, cuts);
+    split_require_same(run, &small, stream, len, cuts, 2);
 
     record dflt = {0};
-    run(stream, len, NULL, 0, &pl_http_default_limits, &dflt);
+    split_plan whole = {stream, len, NULL, 0, 0};
+    run(&pl_http_default_limits, &whole, &dflt);
     free(dflt.data);
     return 0;
 }

@@ -16,7 +16,7 @@
  * control payload, after an error every call fails at once, and each data
  * message, encoded again by a client codec with the same parameters and
  * decoded by a fresh server, comes back the same. Broken invariants stop
- * with __builtin_trap().
+ * with __builtin_trap(). The feeding and comparing are tests/fuzz/split.h's.
  *
  *   clang -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -Ihost/codec \
  *       host/codec/buf.c host/codec/ws.c host/codec/wsdeflate.c \
@@ -28,42 +28,12 @@
 
 #include "ws.h"
 
-#define REQUIRE(cond)                                                      \
-    do {                                                                   \
-        if (!(cond)) __builtin_trap();                                     \
-    } while (0)
-
-#define BYTE_BY_BYTE_MAX 2048
+#include "split.h"
 
 typedef struct setup {
     pl_ws_config cfg;
     pl_ws_deflate_params deflate;
 } setup;
-
-/* A growable record of a run's outcome, compared with memcmp. */
-typedef struct record {
-    char *data;
-    size_t len, cap;
-} record;
-
-static void put(record *r, const void *p, size_t n) {
-    if (r->len + n > r->cap) {
-        size_t cap = (r->len + n) * 2;
-        char *d = realloc(r->data, cap);
-        REQUIRE(d != NULL);
-        r->data = d;
-        r->cap = cap;
-    }
-    if (n) memcpy(r->data + r->len, p, n);
-    r->len += n;
-}
-
-static void put_int(record *r, long v) { put(r, &v, sizeof v); }
-
-static void put_field(record *r, const char *p, size_t n) {
-    put(r, &n, sizeof n);
-    put(r, p, n);
-}
 
 static pl_ws *make(const setup *s, int client) {
     pl_ws_config cfg = s->cfg;
@@ -114,11 +84,18 @@ static void check_message(const setup *s, const pl_ws_message *m, int reencode) 
     }
 }
 
-static void feed(pl_ws *w, const setup *s, const uint8_t *bytes, size_t n,
-                 record *r, int reencode) {
-    char *copy = malloc(n ? n : 1);
-    REQUIRE(copy != NULL);
-    if (n) memcpy(copy, bytes, n);
+typedef struct run_state {
+    pl_ws *w;
+    const setup *s;
+    record *r;
+    int reencode; /* check each data message by encoding it again */
+} run_state;
+
+static void feed(void *ctx, const char *copy, size_t n) {
+    run_state *st = ctx;
+    pl_ws *w = st->w;
+    const setup *s = st->s;
+    record *r = st->r;
     int failed_before = pl_ws_error(w, NULL) != 0;
     size_t at = 0;
     for (;;) {
@@ -140,12 +117,11 @@ static void feed(pl_ws *w, const setup *s, const uint8_t *bytes, size_t n,
             REQUIRE(at == n);
             break;
         }
-        check_message(s, &m, reencode);
+        check_message(s, &m, st->reencode);
         put_int(r, m.opcode);
         put_int(r, m.close_code);
         put_field(r, m.data, m.len);
     }
-    free(copy);
 }
 
 static void finish(pl_ws *w, record *r) {
@@ -157,9 +133,16 @@ static void finish(pl_ws *w, record *r) {
     pl_ws_free(w);
 }
 
-static void require_same(const record *a, const record *b) {
-    REQUIRE(a->len == b->len);
-    REQUIRE(a->len == 0 || memcmp(a->data, b->data, a->len) == 0);
+/* Feeds the plan's stream to a server, then one more frame: after an error
+ * or a close it must change nothing. Only the whole run re-encodes. */
+static void run(const void *ctx, const split_plan *plan, record *r) {
+    run_state st = {make(ctx, 0), ctx, r, split_is_whole(plan)};
+    split_feed(plan, feed, &st);
+    static const uint8_t more[] = "\x81\x80\0\0\0\0";
+    split_plan again = {more, sizeof more - 1, NULL, 0, 0};
+    st.reencode = 0;
+    split_feed(&again, feed, &st);
+    finish(st.w, r);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -176,31 +159,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     const uint8_t *stream = data + 2;
     size_t len = size - 2;
-    size_t cut = data[1] % (len + 1);
-
-    record once = {0}, split = {0}, bytes = {0};
-    pl_ws *w = make(&s, 0);
-    feed(w, &s, stream, len, &once, 1);
-    /* one more frame: after an error or a close it must change nothing */
-    feed(w, &s, (const uint8_t *)"\x81\x80\0\0\0\0", 6, &once, 0);
-    finish(w, &once);
-
-    w = make(&s, 0);
-    feed(w, &s, stream, cut, &split, 0);
-    feed(w, &s, stream + cut, len - cut, &split, 0);
-    feed(w, &s, (const uint8_t *)"\x81\x80\0\0\0\0", 6, &split, 0);
-    finish(w, &split);
-    require_same(&once, &split);
-
-    if (len <= BYTE_BY_BYTE_MAX) {
-        w = make(&s, 0);
-        for (size_t i = 0; i < len; i++) feed(w, &s, stream + i, 1, &bytes, 0);
-        feed(w, &s, (const uint8_t *)"\x81\x80\0\0\0\0", 6, &bytes, 0);
-        finish(w, &bytes);
-        require_same(&once, &bytes);
-    }
-    free(once.data);
-    free(split.data);
-    free(bytes.data);
+    size_t cut;
+    split_choose(data + 1, 1, len, &cut);
+    split_require_same(run, &s, stream, len, &cut, 1);
     return 0;
 }

@@ -1,5 +1,6 @@
 -- The examples run as README says, print what they promise and exit 0.
--- (The echo and HTTP examples have their own specs, beside their servers.)
+-- (The echo and HTTP hello examples have their own specs, beside their
+-- servers; api, which needs only curl, is here.)
 local support = require "support"
 
 local function example(name, args)
@@ -39,5 +40,44 @@ describe("the examples", function()
     assert.are.same({1, 2, 3, 4, 5}, seen)
     assert.is_true(meals > 0)
     assert.matches(meals .. " meals in 1.5 s", r.out, 1, true)
+  end)
+
+  it("api serves its notes as JSON and its page as static files", function()
+    local pid_file = support.tmpname(".pid")
+    local h = support.start("--pid-file " .. support.quote(pid_file) .. " examples/api.lua 127.0.0.1:0")
+    finally(function()
+      local pid = tonumber(support.read_file(pid_file) or "")
+      if pid and support.alive(pid) then h.kill("KILL", pid) end
+    end)
+    local address = h.wait_output("serving the notes API on http://(%S+)/", 30)
+    assert.truthy(address, h.err())
+    local function curl(args)
+      local p = io.popen("curl -sS --max-time 30 -w '\n%{http_code} %{content_type}' " .. args .. " 2>&1")
+      local out = p:read("a")
+      p:close()
+      local body, status, ctype = out:match("^(.*)\n(%d+) (.*)$")
+      return tonumber(status), body, ctype
+    end
+    local function at(path) return support.quote("http://" .. address .. path) end
+    local json = pulsar.json.decode
+    local status, body, ctype = curl("-d '{\"text\": \"buy milk\"}' " .. at("/api/notes"))
+    assert.are.same({201, {id = 1, text = "buy milk"}, "application/json"}, {status, json(body), ctype})
+    status, body = curl(at("/api/notes"))
+    assert.are.same({200, {notes = {{id = 1, text = "buy milk"}}, count = 1}}, {status, json(body)})
+    status, body = curl(at("/api/notes/1"))
+    assert.are.same({200, {id = 1, text = "buy milk"}}, {status, json(body)})
+    status, body = curl("-d '{\"text\": ' " .. at("/api/notes"))
+    assert.are.equal(400, status)
+    assert.matches("malformed JSON body: .* at character 10", body)
+    status = curl("-X DELETE " .. at("/api/notes/1"))
+    assert.are.equal(204, status)
+    assert.are.equal(404, (curl(at("/api/notes/1"))))
+    status, body, ctype = curl(at("/"))
+    assert.are.same({200, "text/html; charset=utf-8"}, {status, ctype})
+    assert.matches("<title>pulsar%-lua notes</title>", body)
+    status, body, ctype = curl(at("/style.css"))
+    assert.are.same({200, "text/css; charset=utf-8"}, {status, ctype})
+    h.kill("TERM", tonumber(support.read_file(pid_file)))
+    assert.are.equal(15, h.wait(30))
   end)
 end)

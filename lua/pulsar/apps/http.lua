@@ -55,12 +55,16 @@
 --                     turn, "handler timed out after N s: METHOD PATH" is
 --                     logged, the handler's task is cancelled and whatever
 --                     it returns later is dropped
+--   ws_max_message    bytes of a WebSocket message (16 MiB), else the
+--                     connection closes with 1009: the default max_message
+--                     of pulsar.websocket.upgrade
 --
 -- Worker info has, beside SocketServer's `server`, `http = {requests=,
--- errors=, rejected=, in_flight=, write_queue=, write_queue_max=}`:
--- requests handed to the handler, handler errors (500), bad requests (4xx),
--- requests read and not answered yet, and the bytes waiting in the
--- transports' write buffers (in total, and on the fullest connection).
+-- errors=, rejected=, in_flight=, write_queue=, write_queue_max=,
+-- websockets=}`: requests handed to the handler, handler errors (500), bad
+-- requests (4xx), requests read and not answered yet, the bytes waiting in
+-- the transports' write buffers (in total, and on the fullest connection),
+-- and the connections switched to WebSocket.
 local M = {}
 
 local DEFAULTS = {keep_alive = 15, http_timeout = 60}
@@ -68,7 +72,7 @@ local OPTIONS = { -- setting -> pulsar.http's protocol option
   http_max_body = "max_body", http_max_header = "max_header",
   http_max_headers = "max_headers", http_pipeline = "pipeline",
   http_timeout = "timeout", http_linger = "linger",
-  http_handler_timeout = "handler_timeout",
+  http_handler_timeout = "handler_timeout", ws_max_message = "ws_max_message",
 }
 
 -- Counters of every connection this VM serves (one HttpServer per worker).
@@ -115,17 +119,19 @@ function M.worker_info(worker, info)
   local server = worker.server
   if not server then return end
   local s = M.stats
-  local in_flight, queued, fullest = 0, 0, 0
+  local in_flight, queued, fullest, websockets = 0, 0, 0, 0
   for transport in pairs(server.connections) do
     local protocol = transport:get_protocol()
-    if type(protocol) == "table" and protocol.pending then
-      in_flight = in_flight + protocol:pending()
+    if type(protocol) == "table" then
+      if protocol.is_websocket then websockets = websockets + 1
+      elseif protocol.pending then in_flight = in_flight + protocol:pending() end
     end
     local size = transport:get_write_buffer_size()
     queued, fullest = queued + size, math.max(fullest, size)
   end
   info.http = {requests = s.requests, errors = s.errors, rejected = s.rejected,
-               in_flight = in_flight, write_queue = queued, write_queue_max = fullest}
+               in_flight = in_flight, write_queue = queued, write_queue_max = fullest,
+               websockets = websockets}
 end
 
 local HttpServer = {}
