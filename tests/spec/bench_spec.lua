@@ -1,7 +1,8 @@
 -- scripts/bench's command line and output (docs/BENCHMARKS.md): a benchmark
 -- name it does not know is refused before anything builds or runs, with the
 -- names it knows, and exit status 2; and the benchmarks added last (B1's
--- thread floor and node peers, B3, B7, B8) print their lines in quick mode.
+-- thread floor and node peers, B3, B7, B8, B10) print their lines in quick
+-- mode.
 -- (scripts/test runs the whole quick mode; figures are never judged here.)
 local support = require "support"
 
@@ -11,11 +12,11 @@ local function have_node()
 end
 
 describe("scripts/bench", function()
-  for _, name in ipairs {"B9", "B0", "B10", "Bx"} do
+  for _, name in ipairs {"B9", "B0", "B11", "Bx"} do
     it("refuses the unknown benchmark " .. name, function()
       local r = support.run("--no-build " .. name, nil, "scripts/bench")
       assert.are.equal(2, r.code, r.out .. r.err)
-      assert.matches("bench: unknown benchmark " .. name .. "; known: B1 B2 B3 B4 B5 B6 B7 B8", r.err)
+      assert.matches("bench: unknown benchmark " .. name .. "; known: B1 B2 B3 B4 B5 B6 B7 B8 B10", r.err)
       assert.are.equal("", r.out)
     end)
   end
@@ -39,6 +40,22 @@ describe("scripts/bench", function()
       has("\nB8 many%-to%-many calls rate" .. peer)
     else
       has("node peers skipped: ")
+    end
+  end)
+
+  it("prints B10, WebSocket echo, beside its C floor and node's ws in quick mode", function()
+    local r = support.run("--quick --no-build B10", nil, "scripts/bench")
+    assert.are.equal(0, r.code, r.out .. r.err)
+    local function has(pattern) assert.matches(pattern, r.out, 1, false) end
+    local figure = ": [%d.]+ [%w/ ]+ %(baseline: [%d.]+ [%w/ ]+, ratio: [%d.]+%)"
+    has("\nB10 WebSocket echo messages/s" .. figure)
+    has("\nB10 WebSocket echo p99" .. figure)
+    if r.out:find("skipped", 1, true) then
+      has("node [%w ]*skipped: ")
+    else
+      local peer = " peer: [%d.]+ [%w/ ]+ %(node ws [%d.]+, 2 cluster workers: [%d.]+ [%w/ ]+, ratio: [%d.]+%)"
+      has("\nB10 WebSocket echo messages/s" .. peer .. "  target ratio >= 1: ")
+      has("\nB10 WebSocket echo p99" .. peer .. "  target ratio <= 1: ")
     end
   end)
 end)
