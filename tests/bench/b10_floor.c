@@ -30,7 +30,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define MAX_EVENTS 256
+#include "prefork.h"
+
 #define BUF_SIZE 65536
 
 static const char GUID[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
@@ -42,24 +43,6 @@ typedef struct conn {
     size_t pending, off;    /* bytes to write back */
     unsigned char in[BUF_SIZE + 1], out[BUF_SIZE + 16];
 } conn;
-
-static int listen_any_port(void) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        listen(fd, 2048) != 0) {
-        perror("b10_floor: listen");
-        exit(1);
-    }
-    socklen_t len = sizeof sa;
-    getsockname(fd, (struct sockaddr *)&sa, &len);
-    printf("address=127.0.0.1:%d\n", ntohs(sa.sin_port));
-    fflush(stdout);
-    return fd;
-}
 
 static void watch(int ep, conn *c, unsigned events, int op) {
     struct epoll_event ev = {.events = events, .data.ptr = c};
@@ -168,59 +151,19 @@ static void serve(int ep, conn *c, unsigned events) {
     if (w == 1) watch(ep, c, EPOLLOUT, EPOLL_CTL_MOD);
 }
 
-static void accept_all(int ep, int lfd) {
-    for (;;) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) return;
-        int on = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-        conn *c = calloc(1, sizeof *c);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->fd = fd;
-        watch(ep, c, EPOLLIN, EPOLL_CTL_ADD);
+static void *accepted(int ep, int fd) {
+    conn *c = calloc(1, sizeof *c);
+    if (!c) {
+        close(fd);
+        return NULL;
     }
+    c->fd = fd;
+    watch(ep, c, EPOLLIN, EPOLL_CTL_ADD);
+    return c;
 }
 
-static void worker(int lfd) {
-    int ep = epoll_create1(EPOLL_CLOEXEC);
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
-    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
-    struct epoll_event events[MAX_EVENTS];
-    for (;;) {
-        int n = epoll_wait(ep, events, MAX_EVENTS, -1);
-        for (int i = 0; i < n; i++) {
-            if (!events[i].data.ptr) accept_all(ep, lfd);
-            else serve(ep, events[i].data.ptr, events[i].events);
-        }
-    }
-}
-
-static pid_t children[64];
-static int nchildren;
-
-static void stop(int sig) {
-    (void)sig;
-    for (int i = 0; i < nchildren; i++) kill(children[i], SIGTERM);
-    _exit(0);
-}
+static void on_event(int ep, void *c, unsigned events) { serve(ep, c, events); }
 
 int main(int argc, char **argv) {
-    int workers = argc > 1 ? atoi(argv[1]) : 2;
-    if (workers < 1 || workers > 64) workers = 2;
-    signal(SIGPIPE, SIG_IGN);
-    int lfd = listen_any_port();
-    for (int i = 0; i < workers; i++) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            signal(SIGTERM, SIG_DFL);
-            worker(lfd);
-        }
-        children[nchildren++] = pid;
-    }
-    signal(SIGTERM, stop);
-    signal(SIGINT, stop);
-    for (;;) pause();
+    prefork_main(argc, argv, "b10_floor", accepted, on_event);
 }
