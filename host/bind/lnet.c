@@ -406,6 +406,12 @@ static int transport_set_idle_timeout(lua_State *L) {
     return 0;
 }
 
+static int transport_unref(lua_State *L) {
+    ltransport *t = check_transport(L, 1);
+    if (t->stream) pl_stream_unref(t->stream);
+    return 0;
+}
+
 static int transport_tostring(lua_State *L) {
     ltransport *t = check_transport(L, 1);
     char peer[PL_SOCKADDR_NAME_MAX] = "closed";
@@ -431,6 +437,7 @@ static const luaL_Reg transport_methods[] = {
     {"set_write_buffer_limits", transport_set_write_buffer_limits},
     {"get_write_buffer_limits", transport_get_write_buffer_limits},
     {"set_idle_timeout", transport_set_idle_timeout},
+    {"unref", transport_unref},
     {NULL, NULL},
 };
 
@@ -650,8 +657,15 @@ static int server_set_idle_timeout(lua_State *L) {
     return 0;
 }
 
+static int server_unref(lua_State *L) {
+    lserver *u = check_server(L, 1);
+    if (u->server) pl_server_unref(u->server);
+    return 0;
+}
+
 static const luaL_Reg server_methods[] = {
     {"close", server_close},
+    {"unref", server_unref},
     {"closed", server_closed_method},
     {"set_idle_timeout", server_set_idle_timeout},
     {NULL, NULL},

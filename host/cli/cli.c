@@ -151,6 +151,13 @@ static int apply_attach(pl_cli *c, const char *v, char *e, size_t n) {
     return apply_address("--attach", &c->cfg.attach, v, e, n);
 }
 
+/* A browser opens the observer: TCP only. */
+static int apply_observer(pl_cli *c, const char *v, char *e, size_t n) {
+    if (strncmp(v, "unix:", 5) == 0)
+        return fail(e, n, "--observer takes HOST:PORT (a browser opens it), not '%s'", v);
+    return apply_address("--observer", &c->cfg.observer, v, e, n);
+}
+
 static int apply_log_level(pl_cli *c, const char *v, char *e, size_t n) {
     static const char *const levels[] = {"debug", "info", "warning", "error",
                                          "critical", "none"};
@@ -194,6 +201,7 @@ static const option_spec options[] = {
     {NULL, "--pid-file", 1, apply_pid_file},
     {NULL, "--attach", 1, apply_attach},
     {NULL, "--cookie-file", 1, apply_cookie_file},
+    {NULL, "--observer", 1, apply_observer},
 };
 
 /* Finds the spec for argv[i]; sets *glued to a value glued onto the option
@@ -292,6 +300,8 @@ void pl_cli_usage(const char *progname) {
         "                        (unix:PATH, or HOST:PORT with its cookie)\n"
         "  --cookie-file PATH    the TCP mailbox's shared secret\n"
         "                        (default: ~/.pulsar-lua/cookie, made if missing)\n"
+        "  --observer ADDR       serve the web observer at HOST:PORT (port 0: any);\n"
+        "                        its URL, with the token, is printed at start\n"
         "  --                    stop handling options\n"
         "  -                     run stdin as the script\n"
         "With no script and a terminal on stdin, the REPL opens.\n",

@@ -21,6 +21,7 @@ typedef struct pl_config {
     const char *pid_file;
     const char *attach;
     const char *cookie_file; /* NULL: ~/.pulsar-lua/cookie */
+    const char *observer;    /* HOST:PORT of the web observer; NULL: none */
 } pl_config;
 
 /* A -e or -l, run in command-line order before the script. */

@@ -31,6 +31,7 @@ static int refuse_conflicts(const pl_cli *cli) {
                         : cli->nactions  ? "-e or -l"
                         : cli->cfg.mailbox  ? "--mailbox"
                         : cli->cfg.pid_file ? "--pid-file"
+                        : cli->cfg.observer ? "--observer"
                                             : NULL;
     if (!other) return 0;
     fprintf(stderr, "pulsar-lua: --attach runs lines in the arbiter at %s: "

@@ -13,7 +13,14 @@
  * 0 unless PULSAR_STRIP_LUA (docs/DESIGN.md, "Loading modules", says why). The tool is linked with
  * the same liblua as the executable, so the bytecode always matches it.
  * The modules are written sorted by name: modules.c looks them up by
- * binary search. */
+ * binary search.
+ *
+ * A FILE ending in .html, .css or .js is an asset (the observer's page):
+ * it becomes a module of its path without the extension
+ * (pulsar/observer/page.html is "pulsar.observer.page") whose chunk returns
+ * the file's text, so that what the executable serves is inside it, never
+ * read from disk at run time. The text is wrapped in a long bracket of a
+ * level it does not contain; Lua reads its line ends as "\n". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,14 +47,29 @@ static int append_code(lua_State *L, const void *p, size_t n, void *ud) {
     return 0;
 }
 
-/* "pulsar/apps/init.lua" -> "pulsar.apps"; NULL if not a .lua path. */
+static const char *const asset_extensions[] = {".html", ".css", ".js"};
+
+static int ends_with(const char *s, const char *tail) {
+    size_t n = strlen(s), t = strlen(tail);
+    return n > t && strcmp(s + n - t, tail) == 0;
+}
+
+/* The length of the extension that makes FILE embeddable, else 0. */
+static size_t extension_length(const char *file) {
+    if (ends_with(file, ".lua")) return 4;
+    for (size_t i = 0; i < sizeof asset_extensions / sizeof *asset_extensions; i++)
+        if (ends_with(file, asset_extensions[i])) return strlen(asset_extensions[i]);
+    return 0;
+}
+
+/* "pulsar/apps/init.lua" -> "pulsar.apps"; NULL if not embeddable. */
 static char *module_name(const char *file) {
-    size_t n = strlen(file);
-    if (n < 5 || strcmp(file + n - 4, ".lua") != 0) return NULL;
-    char *name = malloc(n - 3);
+    size_t n = strlen(file), ext = extension_length(file);
+    if (ext == 0) return NULL;
+    char *name = malloc(n - ext + 1);
     if (!name) return NULL;
-    memcpy(name, file, n - 4);
-    name[n - 4] = 0;
+    memcpy(name, file, n - ext);
+    name[n - ext] = 0;
     for (char *c = name; *c; c++)
         if (*c == '/') *c = '.';
     size_t len = strlen(name);
@@ -69,6 +91,37 @@ static char *read_file(const char *path, size_t *size) {
     fclose(f);
     *size = (size_t)n;
     return text;
+}
+
+static int contains(const char *text, size_t size, const char *needle, size_t n) {
+    for (size_t i = 0; i + n <= size; i++)
+        if (memcmp(text + i, needle, n) == 0) return 1;
+    return 0;
+}
+
+/* An asset's text as the source of a chunk that returns it:
+ * "return [==[\n" TEXT "]==]", with as many '=' as TEXT needs. */
+static char *asset_chunk(const char *text, size_t size, size_t *out_size) {
+    size_t level = 0;
+    char close[64];
+    for (;; level++) {
+        if (level + 2 >= sizeof close) return NULL;
+        close[0] = ']';
+        memset(close + 1, '=', level);
+        close[level + 1] = ']';
+        close[level + 2] = 0;
+        if (!contains(text, size, close, level + 2)) break;
+    }
+    size_t head = 8 + level + 2, total = head + size + level + 2;
+    char *chunk = malloc(total);
+    if (!chunk) return NULL;
+    memcpy(chunk, "return [", 8);
+    memset(chunk + 8, '=', level);
+    memcpy(chunk + 8 + level, "[\n", 2);
+    memcpy(chunk + head, text, size);
+    memcpy(chunk + head + size, close, level + 2);
+    *out_size = total;
+    return chunk;
 }
 
 /* Compiles LUADIR/FILE into m; 0, or -1 with the reason on stderr. */
@@ -94,6 +147,15 @@ static int compile_module(lua_State *L, const char *dir, const char *file, int s
         return -1;
     }
     free(path);
+    if (!ends_with(file, ".lua")) {
+        char *chunk = asset_chunk(text, size, &size);
+        free(text);
+        if (!chunk) {
+            fprintf(stderr, "embed_lua: %s: out of memory\n", file);
+            return -1;
+        }
+        text = chunk;
+    }
     int rc = luaL_loadbufferx(L, text, size, m->chunkname, "t");
     free(text);
     if (rc != LUA_OK) {
@@ -143,7 +205,7 @@ static int write_modules(const char *path, module *mods, size_t n, int strip) {
 
 int main(int argc, char **argv) {
     if (argc < 5) {
-        fprintf(stderr, "usage: embed_lua OUT.c STRIP(0|1) LUADIR FILE.lua...\n");
+        fprintf(stderr, "usage: embed_lua OUT.c STRIP(0|1) LUADIR FILE.lua|FILE.html...\n");
         return 2;
     }
     int strip = strcmp(argv[2], "1") == 0;

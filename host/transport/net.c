@@ -918,6 +918,12 @@ static void idle_check(uv_timer_t *timer) {
     pl_stream_close(s);
 }
 
+void pl_stream_unref(pl_stream *s) {
+    if (s->closed) return;
+    uv_unref(&s->io.handle);
+    uv_unref((uv_handle_t *)&s->idle);
+}
+
 void pl_stream_set_idle_timeout(pl_stream *s, double seconds) {
     if (s->closed) return;
     s->idle_ms = seconds > 0 ? (uint64_t)(seconds * 1000.0 + 0.5) : 0;

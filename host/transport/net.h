@@ -180,6 +180,10 @@ void pl_stream_get_write_limits(const pl_stream *s, size_t *high,
  * and two timeouts) is dropped, with a warning in the log. */
 void pl_stream_set_idle_timeout(pl_stream *s, double seconds);
 int pl_stream_is_closing(const pl_stream *s);
+/* The stream stops keeping its loop alive (its socket and idle timer are
+ * uv_unref'd): a connection the program does not wait for, such as a
+ * browser's on the observer. */
+void pl_stream_unref(pl_stream *s);
 /* Blocking I/O, outside the loop's rhythm, for a caller that must answer
  * at once (conn.h's pl_conn_wait_message); only while nothing is queued,
  * so that these bytes cannot overtake queued ones. The deadline is

@@ -528,6 +528,20 @@ function M.workers_info()
   return list
 end
 
+--- Every live actor, oldest first, as the arbiter knows it without asking
+-- it: {aid=, name=, unique_name=, kind=, state=, pid=, manager=,
+-- started_at=} (manager: the aid of its monitor; nil: the arbiter's).
+function M.actors()
+  local list = {}
+  for _, rec in pairs(records) do
+    list[#list + 1] = {aid = rec.aid, name = rec.name, unique_name = rec.unique_name, kind = rec.kind,
+                       state = rec.state, pid = rec.pid, manager = rec.manager,
+                       started_at = rec.started_at, age = rec.age}
+  end
+  table.sort(list, function(a, b) return a.age < b.age end)
+  return list
+end
+
 --- At each tick: stops the actors the arbiter manages that have been silent
 -- longer than their timeout (a graceful stop, then the end by force after
 -- exit_timeout), as pulsar's arbiter does.
@@ -648,7 +662,11 @@ end
 
 M.role = {
   stop_children = function(a) M.stop_all(a.cfg.exit_timeout or 3) end,
-  close = close_listener,
+  close = function()
+    close_listener()
+    local observer = package.loaded["pulsar.observer"]
+    if observer then observer.stop() end
+  end,
   on_closed = function(a) core.exit_loop(a.exit_code) end,
   extra_info = function(a, info)
     info.workers, info.monitors = M.workers_info(), M.monitors_info()

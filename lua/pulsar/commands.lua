@@ -38,6 +38,19 @@ function M.install()
   end)
   mailbox.command("stop", function(request) request.actor:stop() end, {ack = false})
   mailbox.command("config", config)
+  -- The observer's poll (lua/pulsar/observer/sampler.lua): this actor's
+  -- figures, and the log lines of its process after `since` when it is a
+  -- process of its own (a thread or monitor logs into the arbiter's).
+  mailbox.command("pulsar:observe", function(request, since)
+    local a = request.actor
+    local info = a:info()
+    local summary = {actor = info.actor, http = info.http, restarts = info.restarts,
+                     application = info.extra and info.extra.application}
+    if a.kind == "process" and core.log_tail then
+      summary.logs = core.log_tail(math.tointeger(since) or 0)
+    end
+    return summary
+  end)
   -- The manager's side of the heartbeat: its role records it.
   mailbox.command("notify", function(request, info)
     request.actor:_role("on_notify", request.caller, info)

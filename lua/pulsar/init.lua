@@ -62,8 +62,10 @@ local early_cfg
 -- there is one table per VM; before the VM has an actor, the command line's
 -- settings. The batteries, each loaded when first used: pulsar.apps
 -- (lua/pulsar/apps/), pulsar.http (http.lua: the client, the router,
--- WebSocket), pulsar.json (json.lua).
-local LAZY = {apps = "pulsar.apps", http = "pulsar.http", json = "pulsar.json"}
+-- WebSocket), pulsar.json (json.lua), pulsar.observer (observer/, in the
+-- arbiter).
+local LAZY = {apps = "pulsar.apps", http = "pulsar.http", json = "pulsar.json",
+              observer = "pulsar.observer"}
 
 setmetatable(pulsar, {__index = function(t, key)
   if key == "cfg" then

@@ -70,7 +70,17 @@ local function run_lua_init(request)
   else run_string(init, "=" .. name) end
 end
 
+-- --observer: the web observer listens before the script runs, and one that
+-- cannot is the end, in one line, as a mailbox that cannot listen.
+local function start_observer()
+  local bind = core.config().observer
+  if not bind then return end
+  local ok, err = pcall(function() return require("pulsar.observer").start{bind = bind}:wait() end)
+  if not ok then load_failure(tostring(err)) end
+end
+
 local function run_main(request)
+  start_observer()
   run_lua_init(request)
   for _, action in ipairs(request.actions) do run_action(action) end
   if request.script then

@@ -10,6 +10,11 @@
 -- retiring (`pulsar:retiring`, as a SocketServer worker past max_requests
 -- does) leaves the pool and is replaced at once, outside the budget.
 --
+-- `restart_worker` (the observer's restart, or anyone's) replaces one
+-- worker the same way, replacement first: the pool never runs short.
+-- `info.restarts` counts the workers replaced since the monitor started,
+-- whatever the cause.
+--
 -- Every worker shares the name `<app>-worker` and has a unique name of its
 -- own, `<app>-worker-<n>`: n is the lowest number no live worker of the
 -- pool holds, so a replacement takes the number of the worker it replaces.
@@ -122,6 +127,7 @@ local function worker_ended(monitor, aid, how)
   if not monitor.pool[aid] then return end
   monitor.pool[aid] = nil
   if monitor.state ~= "running" then return end
+  monitor.restarted = monitor.restarted + 1
   log.warning("application '%s': worker %s %s; replacing it", app_of(monitor).name, aid, how)
   future.async(fill_pool, monitor, true)
 end
@@ -169,9 +175,27 @@ local function pool_info(monitor)
   return list
 end
 
+-- Replaces worker `aid`: it leaves the pool as a retiring one does, its
+-- replacement is started, then it is stopped (kill_actor). Outside the
+-- restart budget: nothing failed.
+local function restart_worker(monitor, aid)
+  local w = monitor.pool[aid]
+  if not w then
+    error(("restart_worker: '%s' is not a worker of application '%s'"):format(
+      tostring(aid), app_of(monitor).name), 0)
+  end
+  monitor.pool[aid], monitor.retiring[aid] = nil, w
+  monitor.restarted = monitor.restarted + 1
+  log.info("application '%s': restarting worker %s", app_of(monitor).name, aid)
+  fill_pool(monitor, false)
+  return pulsar.send("arbiter", "kill_actor", aid):wait()
+end
+
 M.role = setmetatable({
   stop_children = stop_workers,
-  extra_info = function(monitor, info) info.workers = pool_info(monitor) end,
+  extra_info = function(monitor, info)
+    info.workers, info.restarts = pool_info(monitor), monitor.restarted
+  end,
   -- A worker's heartbeat. Kept also for a worker not yet pooled: its first
   -- one arrives before its spawn resolves here.
   on_notify = function(monitor, aid, info)
@@ -185,6 +209,7 @@ M.role = setmetatable({
 function M.start(monitor)
   local app = app_of(monitor)
   monitor.pool, monitor.restarts, monitor.retiring, monitor.infos = {}, {}, {}, {}
+  monitor.restarted = 0
   monitor.extra.application = app.name
   pulsar.command("pulsar:worker_ended", function(request, aid, how)
     worker_ended(request.actor, aid, how)
@@ -199,6 +224,7 @@ function M.start(monitor)
     monitor.pool[aid] = nil
     if monitor.state == "running" then future.async(fill_pool, monitor, false) end
   end, {ack = false})
+  pulsar.command("restart_worker", function(request, aid) return restart_worker(request.actor, aid) end)
   monitor.hooks.on_params = app.actorparams
   if app.monitor_start then app.monitor_start(monitor) end
   if app.workers == 0 then

@@ -20,7 +20,8 @@
 -- and its other connections go on. The transport (host/bind/lnet.c)
 -- has write, write_eof, close, abort, pause_reading, resume_reading,
 -- get_extra_info("peername" | "sockname"), get_write_buffer_size,
--- set_write_buffer_limits and set_idle_timeout.
+-- set_write_buffer_limits, set_idle_timeout and unref (it stops keeping
+-- the loop alive; Server:unref does it for a server's listeners).
 --
 -- Flow control, the rule that keeps memory bounded: writes are never
 -- dropped; once a write takes a transport's queue above its high-water mark
@@ -236,6 +237,12 @@ function Server:close()
 end
 
 function Server:closed() return self._closed == true end
+
+--- The server no longer keeps its VM's loop alive, as a timer's unref:
+-- it still accepts, but the program may end without waiting for it.
+function Server:unref()
+  for _, listener in ipairs(self.listeners) do listener:unref() end
+end
 
 --- A Future resolved once no connection is open.
 function Server:wait_idle()
