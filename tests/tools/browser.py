@@ -5,10 +5,12 @@ on it as a user would and look at what it shows.
 
     /usr/bin/python3 tests/tools/browser.py --url URL [--wait-for JS]
         [--type SELECTOR TEXT] [--click SELECTOR] [--eval JS]...
-        [--screenshot PATH] [--timeout S]
+        [--exec COMMAND] [--screenshot PATH] [--timeout S] [--window WxH]
 
-The steps run in the order given; --url, --wait-for, --type, --click, --eval
-and --screenshot may each be repeated. --eval prints the JSON of its value
+The steps run in the order given; --url, --wait-for, --type, --click, --eval,
+--exec and --screenshot may each be repeated. --exec runs a shell command
+between two steps, the page staying open (a spec kills a process there and
+waits for the page to show it); its failure fails the step. --eval prints the JSON of its value
 (promises awaited), one line per --eval; --wait-for polls an expression until
 it is true, for at most --timeout seconds (10), which also bounds each other
 step. Exit status: 0 all steps done; 1 a step failed or timed out (the reason,
@@ -44,7 +46,7 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
          "--no-first-run", "--disable-background-networking",
          "--disable-component-update", "--disable-sync",
-         "--window-size=1024,768", "--remote-debugging-port=0"]
+         "--remote-debugging-port=0"]
 
 
 class CannotStart(Exception):
@@ -56,8 +58,9 @@ class StepFailed(Exception):
 
 
 class Browser:
-    def __init__(self, timeout=10.0):
+    def __init__(self, timeout=10.0, window="1024,768"):
         self.timeout = timeout
+        self.window = window
         self.proc = self.profile = self.ws = self.reader = None
         self.ids = itertools.count(1)
         self.pending = {}      # command id -> Future of its reply
@@ -82,7 +85,8 @@ class Browser:
         errors = open(os.path.join(self.profile, "stderr.log"), "wb")
         try:
             self.proc = subprocess.Popen(
-                [CHROMIUM, *FLAGS, "--user-data-dir=" + self.profile, "about:blank"],
+                [CHROMIUM, *FLAGS, "--window-size=" + self.window,
+                 "--user-data-dir=" + self.profile, "about:blank"],
                 stdin=subprocess.DEVNULL, stdout=errors, stderr=errors,
                 start_new_session=True)
         except OSError as e:
@@ -285,17 +289,38 @@ def parse(argv):
     p.add_argument("--type", action=Step, nargs=2, metavar=("SELECTOR", "TEXT"))
     p.add_argument("--click", action=Step, metavar="SELECTOR")
     p.add_argument("--eval", action=Step, metavar="JS", help="print JSON of JS's value")
+    p.add_argument("--exec", action=Step, metavar="COMMAND", help="run a shell command")
     p.add_argument("--screenshot", action=Step, metavar="PATH", help="write a PNG")
+    p.add_argument("--window", default="1024x768", metavar="WxH",
+                   help="the window's size in pixels (1024x768)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="bound of each step, seconds (10)")
     args = p.parse_args(argv)
     if not getattr(args, "steps", None):
         p.error("no steps given")
+    w, _, h = args.window.partition("x")
+    if not (w.isdigit() and h.isdigit()):
+        p.error(f"--window takes WIDTHxHEIGHT, not '{args.window}'")
+    args.window = f"{w},{h}"
     return args
 
 
+def run_command(command, bound):
+    """--exec: runs COMMAND with sh, for at most `bound` seconds."""
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True,
+                              timeout=bound)
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"--exec {command!r} did not end within {bound} s")
+    if done.stdout:
+        print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        raise StepFailed(f"--exec {command!r} exited with {done.returncode}: "
+                         f"{done.stderr.strip()}")
+
+
 async def run(args):
-    async with Browser(args.timeout) as b:
+    async with Browser(args.timeout, args.window) as b:
         for step, value in args.steps:
             try:
                 if step == "url":
@@ -308,6 +333,8 @@ async def run(args):
                     await b.click(value)
                 elif step == "eval":
                     print(json.dumps(await b.evaluate(value)), flush=True)
+                elif step == "exec":
+                    run_command(value, args.timeout)
                 elif step == "screenshot":
                     await b.screenshot(value)
             except StepFailed as e:

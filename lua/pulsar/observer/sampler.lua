@@ -279,6 +279,17 @@ function M.refresh(arbiter)
   return task
 end
 
+--- A Future of a snapshot made after this call: a round that was already
+-- running may have asked before something the caller just did.
+function M.fresh(arbiter)
+  local running = state.running
+  if not running then return M.refresh(arbiter) end
+  return future.async(function()
+    pcall(running.wait, running, POLL_TIMEOUT * 2)
+    return M.refresh(arbiter):wait(POLL_TIMEOUT * 2)
+  end)
+end
+
 --- Starts the rounds, every `interval` seconds (default 1). The timer
 -- does not keep the arbiter alive.
 function M.start(arbiter, interval)
