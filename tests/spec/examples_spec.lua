@@ -1,6 +1,7 @@
 -- The examples run as README says, print what they promise and exit 0.
 -- (The echo and HTTP hello examples have their own specs, beside their
--- servers; api, which needs only curl, is here.)
+-- servers; api and observer, which need only curl, are here; the
+-- observer's page in a browser is observer_spec's.)
 local support = require "support"
 
 local function example(name, args)
@@ -78,6 +79,45 @@ describe("the examples", function()
     status, body, ctype = curl(at("/style.css"))
     assert.are.same({200, "text/css; charset=utf-8"}, {status, ctype})
     h.kill("TERM", tonumber(support.read_file(pid_file)))
+    assert.are.equal(15, h.wait(30))
+  end)
+
+  it("observer starts its system and its observer, where the load shows as HTTP requests and messages", function()
+    local dir = support.temp_dir()
+    local h = support.start(("--cookie-file %s --pid-file %s examples/observer.lua 0"):format(
+      support.quote(dir .. "/cookie"), support.quote(dir .. "/pid")))
+    finally(function()
+      local pid = tonumber(support.read_file(dir .. "/pid") or "")
+      if pid and support.alive(pid) then h.kill("KILL", pid) end
+    end)
+    local url = support.wait_for(function() return h.err():match("the observer is at (http://%S+)") end, 30)
+    assert.truthy(url, h.err())
+    assert.truthy(h.wait_output("web serves http://127%.0%.0%.1:%d+/", 30), h.err())
+    local base, token = url:match("^(http://[^/]+)/%?token=(%x+)$")
+    local function api(path)
+      local p = io.popen(("curl -sS --max-time 30 -H 'Authorization: Bearer %s' %s"):format(
+        token, support.quote(base .. path)))
+      local out = p:read("a")
+      p:close()
+      return pulsar.json.decode(out)
+    end
+    local names = {}
+    for _, a in ipairs(api("/api/actors").actors) do names[#names + 1] = a.unique_name or a.name end
+    assert.are.same({"arbiter", "web", "web-worker-1", "web-worker-2", "flaky", "flaky-worker-1",
+                     "flaky-worker-2", "counter", "load"}, names)
+    -- the load's requests and pings reach the counters within a few rounds
+    local served = support.wait_for(function()
+      local n, pings = 0, nil
+      for _, a in ipairs(api("/api/actors").actors) do
+        if a.http then n = n + a.http.requests end
+      end
+      for _, a in ipairs(api("/api/actors").actors) do
+        if a.name == "counter" then pings = api("/api/info/" .. a.aid).counter.pings end
+      end
+      return n > 5 and pings > 5 and {n, pings}
+    end, 30)
+    assert.truthy(served, "the load did not reach the web workers and the counter")
+    h.kill("TERM", tonumber(support.read_file(dir .. "/pid")))
     assert.are.equal(15, h.wait(30))
   end)
 end)
