@@ -41,9 +41,9 @@ local function reset()
     snapshot = nil, history = {}, logs = {}, log_seq = 0,
     subscribers = {}, entries = {}, -- aid -> the last entry of a running actor
     log_since = {},   -- aid of a process actor -> the seq of its last line we have
+    outstanding = {}, -- aid -> the Future of its last request
     own_log_since = 0,
     last_round = nil, -- {time=, totals = aid -> {messages=, http=}}
-    polls_sent = 0,
     wall_base = os.time() - core.now(),
   }
 end
@@ -171,8 +171,10 @@ local function mailbox_total(e)
 end
 
 -- A point from this round's entries and the last round's totals; the
--- observer's own polls are taken out (see the head of this file).
-local function make_point(list, now, arbiter_aid)
+-- observer's own polls are taken out (see the head of this file): the
+-- `asked` requests the arbiter sent since its last reading, and one
+-- received by each actor since its own.
+local function make_point(list, now, arbiter_aid, asked)
   local totals, memory, restarts, messages, http = {}, 0, 0, 0, 0
   local last = state.last_round
   for _, e in ipairs(list) do
@@ -183,14 +185,14 @@ local function make_point(list, now, arbiter_aid)
       totals[e.aid] = t
       local before = last and last.totals[e.aid]
       if before then
-        local polls = e.aid == arbiter_aid and last.polls_sent or 1
+        local polls = e.aid == arbiter_aid and asked or 1
         messages = messages + math.max(0, t.messages - before.messages - polls)
         http = http + math.max(0, t.http - before.http)
       end
     end
   end
   local dt = last and math.max(now - last.time, 0.001) or 1
-  state.last_round = {time = now, totals = totals, polls_sent = state.polls_sent}
+  state.last_round = {time = now, totals = totals}
   return {t = wall_time(), messages = last and messages / dt or 0, memory = memory,
           restarts = restarts, http = last and http / dt or 0}
 end
@@ -205,11 +207,15 @@ end
 -- A round
 
 -- Asks every running actor; returns rec -> summary for those that answered.
+-- One whose last request is still unanswered (a thread busy in Lua) is not
+-- asked again: requests do not pile up behind it.
 local function poll(recs)
-  local asked, answers = {}, {}
+  local asked, answers, outstanding = {}, {}, state.outstanding
   for _, rec in ipairs(recs) do
-    if rec.state == "running" or rec.state == "stopping" then
+    local last = outstanding[rec.aid]
+    if (rec.state == "running" or rec.state == "stopping") and not (last and not last:done()) then
       asked[rec] = mailbox.send(rec.aid, "pulsar:observe", state.log_since[rec.aid] or 0)
+      outstanding[rec.aid] = asked[rec]
     end
   end
   local n = 0
@@ -248,10 +254,12 @@ local function round(arbiter)
   for aid in pairs(state.entries) do
     if not live[aid] then state.entries[aid], state.log_since[aid] = nil, nil end
   end
+  for aid in pairs(state.outstanding) do
+    if not live[aid] then state.outstanding[aid] = nil end
+  end
   local list = tree_order(own_entry(arbiter), entries)
   local now = core.now()
-  local point = make_point(list, now, arbiter.aid)
-  state.polls_sent = asked
+  local point = make_point(list, now, arbiter.aid, asked)
   keep_point(point)
   keep_lines(fresh)
   state.snapshot = {time = point.t, pid = core.pid(), node = list[1].node, actors = list}
