@@ -98,7 +98,8 @@ describe("the observer", function()
   teardown(function()
     if not h then return end
     h.kill("TERM", tonumber(support.read_file(h.dir .. "/pid") or "") or 0)
-    assert.are.equal(15, h.wait(WAIT)) -- SIGTERM's number, after a graceful stop
+    local code = h.wait(WAIT)
+    assert.are.equal(15, code, h.err()) -- SIGTERM's number, after a graceful stop
   end)
 
   it("prints its URL with a token derived from the cookie, and answers 401 without it", function()

@@ -65,13 +65,17 @@ end
 
 --- Polls `check()` until it returns a true value or `timeout` seconds pass;
 -- returns that value (or nil).
+-- The clock is read afresh (core.hrtime), not the loop's (pulsar.time):
+-- after a blocking call (support.run, os.execute) the loop's is as old as
+-- the call, and a deadline made from it would be spent before the first look.
 function M.wait_for(check, timeout)
-  local deadline = pulsar.time() + (timeout or 10)
+  local clock = require("pulsar.core").hrtime
+  local deadline = clock() + (timeout or 10)
   repeat
     local v = check()
     if v then return v end
     pulsar.sleep(0.02)
-  until pulsar.time() > deadline
+  until clock() > deadline
   return check()
 end
 

@@ -143,10 +143,6 @@ local function find_actor(aid)
   return nil
 end
 
-local function snapshot_now()
-  return sampler.snapshot() or sampler.refresh(arbiter()):wait(10)
-end
-
 local function info_of(request)
   local aid = request.params.aid
   if not find_actor(aid) then return refuse(404, ("observer: no actor '%s'"):format(aid)) end
@@ -199,8 +195,7 @@ end
 -- from the last seq this page was sent, so nothing is lost but a frame.
 local function feed(ws)
   local json = require "pulsar.json"
-  local seq = sampler.last_seq()
-  local snapshot = snapshot_now()
+  local snapshot = sampler.fresh(arbiter()):wait(10)
   local lines = sampler.logs_since(0)
   ws:send(json.encode {type = "hello", snapshot = snapshot, history = sampler.history(), logs = lines,
                        token_ok = true})
