@@ -25,6 +25,7 @@
 #include "lenvelope.h"
 #include "lfs.h"
 #include "log.h"
+#include "logtail.h"
 #include "conn.h"
 #include "executor.h"
 #include "spawn.h"
@@ -555,6 +556,48 @@ static int core_log_enabled(lua_State *L) {
     return 1;
 }
 
+static void push_tail_line(lua_State *L, const pl_logtail_line *line) {
+    lua_createtable(L, 0, 5);
+    lua_pushinteger(L, (lua_Integer)line->seq);
+    lua_setfield(L, -2, "seq");
+    lua_pushnumber(L, line->time);
+    lua_setfield(L, -2, "time");
+    lua_pushstring(L, pl_log_level_name(line->level));
+    lua_setfield(L, -2, "level");
+    lua_pushstring(L, line->actor);
+    lua_setfield(L, -2, "actor");
+    lua_pushstring(L, line->text);
+    lua_setfield(L, -2, "text");
+}
+
+/* core.log_tail([since [, max]]) -> lines, last_seq: this process's kept
+ * lines with seq > since (default 0), oldest first, at most max (default
+ * all the ring holds), and the newest seq kept (0 before any line). The
+ * lines come out a chunk at a time, so that no Lua allocation (which may
+ * raise an error) happens while the ring's lock is held. */
+static int core_log_tail(lua_State *L) {
+    lua_Integer since = luaL_optinteger(L, 1, 0);
+    luaL_argcheck(L, since >= 0, 1, "since must be a seq >= 0");
+    lua_Integer max = luaL_optinteger(L, 2, PL_LOGTAIL_LINES);
+    luaL_argcheck(L, max >= 0, 2, "max must be a count >= 0");
+    pl_logtail_line chunk[16];
+    uint64_t after = (uint64_t)since, last = 0;
+    lua_Integer count = 0;
+    size_t want, n;
+    lua_createtable(L, max < PL_LOGTAIL_LINES ? (int)max : PL_LOGTAIL_LINES, 0);
+    do {
+        want = max - count < 16 ? (size_t)(max - count) : 16;
+        n = pl_logtail_copy(after, chunk, want, &last);
+        for (size_t i = 0; i < n; i++) {
+            push_tail_line(L, &chunk[i]);
+            lua_rawseti(L, -2, ++count);
+        }
+        if (n > 0) after = chunk[n - 1].seq;
+    } while (n > 0 && n == want);
+    lua_pushinteger(L, (lua_Integer)last);
+    return 2;
+}
+
 static int core_set_name(lua_State *L) {
     pl_host *h = pl_host_of(L);
     snprintf(h->name, sizeof h->name, "%s", luaL_checkstring(L, 1));
@@ -730,6 +773,7 @@ static const luaL_Reg core_functions[] = {
     {"config", core_config},
     {"log", core_log},
     {"log_enabled", core_log_enabled},
+    {"log_tail", core_log_tail},
     {"set_log_level", core_set_log_level},
     {"set_name", core_set_name},
     {"private_dir", core_private_dir},

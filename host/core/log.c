@@ -1,8 +1,10 @@
 /* log.c: the host's log lines (see log.h), and pl_set_err, the one way its
  * C functions format an error message for their caller. Lines are written
  * with one fprintf so that lines from several threads do not interleave
- * inside a line. */
+ * inside a line; each printed line is also kept in the process's ring of
+ * recent lines (logtail.h), which the observer reads. */
 #include "log.h"
+#include "logtail.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,13 +37,11 @@ int pl_log_enabled(int level) {
     return level >= current_level && current_level != PL_LOG_NONE;
 }
 
-static void format_now(char *out, size_t outlen) {
-    struct timespec ts;
+static void format_time(const struct timespec *ts, char *out, size_t outlen) {
     struct tm tm;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    localtime_r(&ts.tv_sec, &tm);
+    localtime_r(&ts->tv_sec, &tm);
     size_t n = strftime(out, outlen, "%Y-%m-%d %H:%M:%S", &tm);
-    snprintf(out + n, outlen - n, ".%03ld", ts.tv_nsec / 1000000L);
+    snprintf(out + n, outlen - n, ".%03ld", ts->tv_nsec / 1000000L);
 }
 
 void pl_log(int level, const char *actor, const char *fmt, ...) {
@@ -51,9 +51,13 @@ void pl_log(int level, const char *actor, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    format_now(when, sizeof when);
-    fprintf(stderr, "%s %s %s: %s\n", when, level_labels[level],
-            actor ? actor : "pulsar", msg);
+    /* One reading of the clock, so that stderr and the ring agree. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    format_time(&ts, when, sizeof when);
+    if (!actor) actor = "pulsar";
+    fprintf(stderr, "%s %s %s: %s\n", when, level_labels[level], actor, msg);
+    pl_logtail_add(level, actor, msg, (double)ts.tv_sec + ts.tv_nsec / 1e9);
 }
 
 int pl_vset_err(char *err, size_t errlen, const char *fmt, va_list ap) {
