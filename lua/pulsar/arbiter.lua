@@ -45,7 +45,7 @@ local listener, tcp_listener, private_dir
 local spawned = 0
 local gave_up        -- why an application gave up, when it ended the last actors
 
-local start_deadline, stopping_deadline -- defined below, used by spawn and commands
+local start_deadline, stopping_deadline, launch -- defined below, used by spawn and commands
 
 local function label(rec) return ("actor '%s' (%s)"):format(rec.name, rec.aid) end
 
@@ -411,6 +411,20 @@ function M.spawn(params, manager, as_monitor)
   records[rec.aid] = rec
   index_record(rec)
   start_deadline(rec)
+  local launched, why = pcall(launch, rec, spec, kind, as_monitor)
+  if not launched then
+    -- nothing started: the record goes, and its name with it, at once
+    -- (not at its start deadline), so a retry is not refused as a duplicate
+    records[rec.aid] = nil
+    unindex_record(rec)
+    if rec.deadline then rec.deadline:cancel() rec.deadline = nil end
+    rec.spawn:set_exception(("spawn: %s could not start: %s"):format(label(rec), tostring(why)))
+  end
+  return rec.spawn
+end
+
+-- Starts the process, thread or monitor of a new record.
+launch = function(rec, spec, kind, as_monitor)
   if as_monitor then
     local link, monitor = core.spawn_monitor(rec.aid, function(status) actor_ended(rec, status) end)
     rec.monitor = monitor
@@ -431,7 +445,6 @@ function M.spawn(params, manager, as_monitor)
     rec.thread = thread
     attach(link, rec)
   end
-  return rec.spawn
 end
 
 --- Stops the actor `aid` and waits until it is gone (kill_actor): a

@@ -226,7 +226,7 @@ describe("the observer", function()
       return pids.length === 2 && !pids.includes(%d) && !pids.includes(0);
     })()]]):format(victim.pid)
     local r = browser(table.concat({
-      "--window 1280x900",
+      "--window 1280x943", -- a 1280x800 page: the README's picture
       "--url " .. quote(h.url .. "/?token=" .. h.token),
       "--wait-for " .. quote([[document.querySelector("#status").textContent.trim() === "live" &&
         document.querySelectorAll("#actors tr.actor").length === 7]]),

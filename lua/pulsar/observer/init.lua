@@ -148,6 +148,10 @@ local function info_of(request)
   if not find_actor(aid) then return refuse(404, ("observer: no actor '%s'"):format(aid)) end
   local ok, info = pcall(function() return mailbox.send(aid, "info"):wait(5) end)
   if not ok then return refuse(502, ("observer: info of '%s' failed: %s"):format(aid, tostring(info))) end
+  -- a pthread id passes JSON's 14 digits: sent as text, as in the snapshot
+  if type(info) == "table" and type(info.actor) == "table" and info.actor.thread_id then
+    info.actor.thread_id = tostring(info.actor.thread_id)
+  end
   return json_answer(200, info)
 end
 
@@ -199,7 +203,7 @@ local function feed(ws)
   local lines = sampler.logs_since(0)
   ws:send(json.encode {type = "hello", snapshot = snapshot, history = sampler.history(), logs = lines,
                        token_ok = true})
-  seq = sampler.last_seq()
+  local seq = sampler.last_seq()
   local sending
   local function tick(snap, point)
     if sending and not sending:done() then return end

@@ -42,6 +42,8 @@ local function reset()
     subscribers = {}, entries = {}, -- aid -> the last entry of a running actor
     log_since = {},   -- aid of a process actor -> the seq of its last line we have
     outstanding = {}, -- aid -> the Future of its last request
+    polls = {},       -- aid -> requests sent it since the last point
+    asked = 0,        -- requests the arbiter sent since the last point
     own_log_since = 0,
     last_round = nil, -- {time=, totals = aid -> {messages=, http=}}
     wall_base = os.time() - core.now(),
@@ -170,11 +172,11 @@ local function mailbox_total(e)
   return m and (m.sent or 0) + (m.received or 0) or 0
 end
 
--- A point from this round's entries and the last round's totals; the
+-- A point from this round's entries and the last point's totals; the
 -- observer's own polls are taken out (see the head of this file): the
--- `asked` requests the arbiter sent since its last reading, and one
--- received by each actor since its own.
-local function make_point(list, now, arbiter_aid, asked)
+-- requests the arbiter sent since the last point, and those each actor
+-- received (rounds asked for by a page or /api/actors in between too).
+local function make_point(list, now, arbiter_aid)
   local totals, memory, restarts, messages, http = {}, 0, 0, 0, 0
   local last = state.last_round
   for _, e in ipairs(list) do
@@ -185,7 +187,7 @@ local function make_point(list, now, arbiter_aid, asked)
       totals[e.aid] = t
       local before = last and last.totals[e.aid]
       if before then
-        local polls = e.aid == arbiter_aid and asked or 1
+        local polls = e.aid == arbiter_aid and state.asked or state.polls[e.aid] or 0
         messages = messages + math.max(0, t.messages - before.messages - polls)
         http = http + math.max(0, t.http - before.http)
       end
@@ -193,6 +195,7 @@ local function make_point(list, now, arbiter_aid, asked)
   end
   local dt = last and math.max(now - last.time, 0.001) or 1
   state.last_round = {time = now, totals = totals}
+  state.polls, state.asked = {}, 0
   return {t = wall_time(), messages = last and messages / dt or 0, memory = memory,
           restarts = restarts, http = last and http / dt or 0}
 end
@@ -216,6 +219,7 @@ local function poll(recs)
     if (rec.state == "running" or rec.state == "stopping") and not (last and not last:done()) then
       asked[rec] = mailbox.send(rec.aid, "pulsar:observe", state.log_since[rec.aid] or 0)
       outstanding[rec.aid] = asked[rec]
+      state.polls[rec.aid], state.asked = (state.polls[rec.aid] or 0) + 1, state.asked + 1
     end
   end
   local n = 0
@@ -228,9 +232,12 @@ local function poll(recs)
   return answers, n
 end
 
-local function round(arbiter)
+-- A round; `timed` (the timer's, once a second) also makes the history's
+-- point: the others (a page that connects, /api/actors) only refresh the
+-- snapshot, so that the points stay a second apart.
+local function round(arbiter, timed)
   local recs = require("pulsar.arbiter").actors()
-  local answers, asked = poll(recs)
+  local answers = poll(recs)
   local fresh = {}
   own_lines(fresh)
   local apps = {}
@@ -258,11 +265,13 @@ local function round(arbiter)
     if not live[aid] then state.outstanding[aid] = nil end
   end
   local list = tree_order(own_entry(arbiter), entries)
-  local now = core.now()
-  local point = make_point(list, now, arbiter.aid, asked)
-  keep_point(point)
+  local point
+  if timed then
+    point = make_point(list, core.now(), arbiter.aid)
+    keep_point(point)
+  end
   keep_lines(fresh)
-  state.snapshot = {time = point.t, pid = core.pid(), node = list[1].node, actors = list}
+  state.snapshot = {time = wall_time(), pid = core.pid(), node = list[1].node, actors = list}
   return state.snapshot, point
 end
 
@@ -274,12 +283,13 @@ local function tell_subscribers(snapshot, point)
 end
 
 --- One round now (a task); a Future of the snapshot. Rounds never
--- overlap: one asked for while another runs gets that one's.
-function M.refresh(arbiter)
+-- overlap: one asked for while another runs gets that one's. Only a
+-- `timed` round (the timer's) makes a point and tells the subscribers.
+function M.refresh(arbiter, timed)
   if state.running then return state.running end
   local task = future.async(function()
-    local snapshot, point = round(arbiter)
-    tell_subscribers(snapshot, point)
+    local snapshot, point = round(arbiter, timed)
+    if timed then tell_subscribers(snapshot, point) end
     return snapshot
   end)
   state.running = task
@@ -304,10 +314,10 @@ function M.start(arbiter, interval)
   if state.timer then return end
   interval = interval or 1
   state.timer = core.timer(interval, function()
-    if arbiter.state == "running" then M.refresh(arbiter) end
+    if arbiter.state == "running" then M.refresh(arbiter, true) end
   end, interval)
   state.timer:unref()
-  M.refresh(arbiter)
+  M.refresh(arbiter, true)
 end
 
 function M.stop()
