@@ -7,10 +7,9 @@
 -- rather than trusting that they might have. Without Chromium (it cannot
 -- start) the browser's case is pending with the reason browser.py printed.
 local support = require "support"
-local json = require "pulsar.json"
 
 local WAIT = 30 -- seconds; generous, for slow machines and sanitizers
-local PYTHON = "/usr/bin/python3" -- Debian's, which has python3-websockets
+local PYTHON = support.PYTHON
 local quote = support.quote
 
 -- The example on a port the system picks; support.start_server's handle
@@ -22,12 +21,7 @@ local function start_chat()
   return h
 end
 
--- The JSON lines a tool printed, decoded.
-local function json_lines(text)
-  local values = {}
-  for line in text:gmatch("[^\n]+") do values[#values + 1] = json.decode(line) end
-  return values
-end
+local json_lines = support.json_lines
 
 -- ws_chat_client.py in the background, with its arguments.
 local function python_client(url, args)
@@ -35,9 +29,7 @@ local function python_client(url, args)
                        PYTHON .. " tests/tools/ws_chat_client.py")
 end
 
-local function browser(args)
-  return support.run(args .. " --timeout " .. WAIT, nil, PYTHON .. " tests/tools/browser.py")
-end
+local browser = support.browser
 
 -- JS: the chat messages of the page's list.
 local LIST = [[[...document.querySelectorAll("#messages li:not(.notice)")].map(

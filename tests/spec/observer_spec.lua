@@ -11,7 +11,7 @@ local support = require "support"
 local json = require "pulsar.json"
 
 local WAIT = 30 -- seconds; generous, for slow machines and sanitizers
-local PYTHON = "/usr/bin/python3" -- Debian's, which has python3-websockets
+local PYTHON = support.PYTHON
 local quote = support.quote
 local SCREENSHOT = "build/observer.png"
 
@@ -70,14 +70,10 @@ local function feed(url, args)
   local r = support.run(quote(url) .. " " .. (args or "") .. " --timeout " .. WAIT, nil,
                         PYTHON .. " tests/tools/observer_feed.py")
   assert.are.equal(0, r.code, r.err)
-  local lines = {}
-  for line in r.out:gmatch("[^\n]+") do lines[#lines + 1] = json.decode(line) end
-  return lines
+  return support.json_lines(r.out)
 end
 
-local function browser(args)
-  return support.run(args .. " --timeout " .. WAIT, nil, PYTHON .. " tests/tools/browser.py")
-end
+local browser = support.browser
 
 -- Waits until the replacement of a killed worker is up: `count` workers
 -- of `name`, none with `gone_pid`; returns them.
@@ -247,9 +243,7 @@ describe("the observer", function()
       return
     end
     assert.are.equal(0, r.code, r.err)
-    local out = {}
-    for line in r.out:gmatch("[^\n]+") do out[#out + 1] = json.decode(line) end
-    local first, origin, second, origin_after = table.unpack(out)
+    local first, origin, second, origin_after = table.unpack(support.json_lines(r.out))
     local api = actors(h)
     for _, row in ipairs(first) do
       assert.are.equal(tostring(row[3]), row[4]) -- the pid is shown, not only kept

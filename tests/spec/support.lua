@@ -180,6 +180,23 @@ function M.read_all(stream, timeout)
   end
 end
 
+--- Debian's python, which has python3-websockets: the real clients'.
+M.PYTHON = "/usr/bin/python3"
+
+--- tests/tools/browser.py (headless Chromium) with `args`, each step
+-- bounded by M.WAIT; {code=, out=, err=}. Code 2: Chromium cannot start
+-- here (err says why), and a spec's browser case is pending.
+function M.browser(args)
+  return M.run(args .. " --timeout " .. M.WAIT, nil, M.PYTHON .. " tests/tools/browser.py")
+end
+
+--- The JSON values of a tool's output, one per line.
+function M.json_lines(text)
+  local values = {}
+  for line in text:gmatch("[^\n]+") do values[#values + 1] = require("pulsar.json").decode(line) end
+  return values
+end
+
 --- Whether a process with this pid exists.
 function M.alive(pid)
   return os.execute(("kill -0 %d 2>/dev/null"):format(pid)) == true
