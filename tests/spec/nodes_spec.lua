@@ -293,3 +293,18 @@ describe("nodes that fail", function()
     assert.matches("back\ttrue\tAGAIN@b\n", r.out, 1, true)
   end)
 end)
+
+describe("examples/node.lua", function()
+  it("two nodes greet each other, and one sees the other go down", function()
+    local args = "--cookie-file %s --node %s --mailbox 127.0.0.1:0 %s examples/node.lua"
+    local a = support.start_server(args:format(quote(COOKIE), "a", ""), {ready = "node a at (%S+):"})
+    local b = support.start_server(args:format(quote(COOKIE), "b", "--join " .. a.address),
+                                   {ready = "node b at (%S+):"})
+    assert(b.wait_output("hello b, from the greeter on a", support.WAIT), b.err())
+    assert(a.wait_output("hello a, from the greeter on b", support.WAIT), a.err())
+    b.stop()
+    assert(a.wait_output("node b went down: it stopped", support.WAIT), a.out())
+    a.stop()
+    assert.matches("linked to a\n", b.out(), 1, true)
+  end)
+end)
