@@ -82,6 +82,13 @@ describe("nodes", function()
       local info = pulsar.get_actor():info()
       print("b is", info.nodes.b.state, info.nodes.b.address == pulsar.send("arbiter@b", "info"):wait(10).actor.tcp_address)
       print("pulsar.node", pulsar.node())
+      local core = require "pulsar.core"
+      local deadline, rtt = core.hrtime() + 20, nil
+      repeat
+        rtt = pulsar.send("arbiter@a", "info"):wait(10).nodes.c.rtt
+        if not rtt then pulsar.sleep(0.2) end
+      until rtt or core.hrtime() > deadline
+      print("rtt", math.type(rtt) == "float" and rtt > 0 and rtt < 5)
       os.exit(0)
     ]])
     assert.equal(0, r.code, r.err)
@@ -90,6 +97,7 @@ describe("nodes", function()
     assert.matches("b sees\ta,c\n", r.out, 1, true)
     assert.matches("b is\tup\ttrue\n", r.out, 1, true)
     assert.matches("pulsar.node\tc\n", r.out, 1, true)
+    assert.matches("rtt\ttrue\n", r.out, 1, true)
   end)
 
   it("an actor on one node calls an actor on another, in order, and its info names its node", function()
@@ -107,6 +115,10 @@ describe("nodes", function()
       print("unknown", err)
       ok, err = pcall(function() return pulsar.send("echoer@zz", "ping"):wait(10) end)
       print("no node", err)
+      local worker = pulsar.spawn{name = "worker", concurrency = "process", commands = {
+        call = function(_, target, command, ...) return pulsar.send(target, command, ...):wait(20) end}}:wait(20)
+      print("from a process", pulsar.send(worker, "call", "echoer@b", "shout", "proc"):wait(20))
+      print("through three nodes", pulsar.send("echoer@b", "call", "worker@c", "call", "echoer@a", "shout", "back"):wait(20))
       os.exit(0)
     ]])
     assert.equal(0, r.code, r.err)
@@ -116,6 +128,8 @@ describe("nodes", function()
     assert.matches("node\tb\tb\n", r.out, 1, true)
     assert.matches("unknown\t[^\n]*unknown target 'nobody@b'", r.out)
     assert.matches("no node\t[^\n]*no node 'zz' in the cluster %(linked: a, b%)", r.out)
+    assert.matches("from a process\tPROC@b\n", r.out, 1, true)
+    assert.matches("through three nodes\tBACK@a\n", r.out, 1, true)
   end)
 
   it("a proxy made on b works on a: send, cast and run", function()
