@@ -238,7 +238,10 @@ link_to = function(address, name)
     return failed(why, why and why:find("is taken", 1, true) ~= nil)
   end
   local real = peers[answer.name] or new_peer(answer.name, address)
-  if peer and real ~= peer then peer.dialing = false; down(peer, "it is node '" .. answer.name .. "'") end
+  if peer and real ~= peer then -- the address is another node's now: not dialled again
+    peer.dialing, peer.left = false, true
+    down(peer, "its address is node '" .. answer.name .. "'")
+  end
   real.dialing = false
   if real.state == "up" then -- linked meanwhile, the other way
     link:close("already linked")
