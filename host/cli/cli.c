@@ -94,12 +94,17 @@ static int apply_concurrency(pl_cli *c, const char *v, char *e, size_t n) {
     return 0;
 }
 
-static int apply_timeout(pl_cli *c, const char *v, char *e, size_t n) {
+/* A number of seconds above 0, for option `opt`, into *slot. */
+static int apply_seconds(const char *opt, double *slot, const char *v, char *e, size_t n) {
     double t;
     if (parse_number(v, &t) || t <= 0)
-        return fail(e, n, "--timeout takes a number of seconds above 0, not '%s'", v);
-    c->cfg.timeout = t;
+        return fail(e, n, "%s takes a number of seconds above 0, not '%s'", opt, v);
+    *slot = t;
     return 0;
+}
+
+static int apply_timeout(pl_cli *c, const char *v, char *e, size_t n) {
+    return apply_seconds("--timeout", &c->cfg.timeout, v, e, n);
 }
 
 static int apply_exit_timeout(pl_cli *c, const char *v, char *e, size_t n) {
@@ -195,11 +200,7 @@ static int apply_cluster(pl_cli *c, const char *v, char *e, size_t n) {
 }
 
 static int apply_node_timeout(pl_cli *c, const char *v, char *e, size_t n) {
-    double t;
-    if (parse_number(v, &t) || t <= 0)
-        return fail(e, n, "--node-timeout takes a number of seconds above 0, not '%s'", v);
-    c->cfg.node_timeout = t;
-    return 0;
+    return apply_seconds("--node-timeout", &c->cfg.node_timeout, v, e, n);
 }
 
 static int apply_log_level(pl_cli *c, const char *v, char *e, size_t n) {
