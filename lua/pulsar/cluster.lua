@@ -249,8 +249,10 @@ local function check_opts(opts)
     error("cluster.start: address must be a string", 3)
   end
   local ttl = opts.ttl or 10
-  if type(ttl) ~= "number" or ttl < 1 then error("cluster.start: ttl must be a number of seconds from 1", 3) end
-  return math.ceil(ttl)
+  if type(ttl) ~= "number" or not (ttl > 0) then
+    error("cluster.start: ttl must be a positive number of seconds", 3)
+  end
+  return math.max(1, math.ceil(ttl)) -- EX takes whole seconds
 end
 
 --- Registers this node and starts watching the members: a Membership, or

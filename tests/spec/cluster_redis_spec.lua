@@ -208,6 +208,43 @@ describe("membership in Redis", function()
     assert.matches("error: cannot reach Redis at " .. u:gsub("%p", "%%%0") .. ": ", r.out)
   end)
 
+  it("links real nodes started with --node ... --cluster", function()
+    if not redis then return end
+    local u = url()
+    local dir = support.temp_dir()
+    local node_script = support.script([[
+      io.stdout:setvbuf("line")
+      print("ready " .. pulsar.node())
+      for _ = 1, 400 do
+        local names = pulsar.nodes()
+        if #names > 0 then print("nodes: " .. table.concat(names, ",")) break end
+        pulsar.sleep(0.05)
+      end
+    ]])
+    local function node(name)
+      local pid_file = support.tmpname(".pid")
+      local h = support.start(("--pid-file %s --cookie-file %s --node %s --mailbox 127.0.0.1:%d "
+        .. "--cluster %s --node-timeout 3 %s"):format(quote(pid_file), quote(dir .. "/cookie"),
+        name, free_port(), quote(u), quote(node_script)))
+      h.pid = support.wait_for(function() return tonumber(support.read_file(pid_file) or "") end, 10)
+      return h
+    end
+    local a = node("a")
+    assert.truthy(a.wait_output("ready a\n", 15), a.err())
+    local b = node("b")
+    assert.truthy(b.wait_output("nodes: a\n", 15), b.out() .. b.err())
+    assert.truthy(a.wait_output("nodes: b\n", 15), a.out() .. a.err())
+    local prefix = u:match("/([^/]+)$")
+    assert.matches("^127%.0%.0%.1:%d+$", redis_cli(redis, "GET " .. prefix .. ":node:b"))
+    local dup = node("a")
+    local r = dup.result(20)
+    assert.equal(1, r.code)
+    assert.matches("node name 'a' is taken", r.err .. r.out)
+    a.kill("TERM", a.pid); b.kill("TERM", b.pid)
+    a.result(15); b.result(15)
+    os.execute("rm -rf " .. quote(dir))
+  end)
+
   it("names a bad URL", function()
     if not redis then return end
     local r = member("http://127.0.0.1:1", "a", "127.0.0.1:7001", 2, 1).result(20)
