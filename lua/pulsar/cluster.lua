@@ -34,12 +34,13 @@ local DELETE_OWN = [[
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
 return 0]]
 
---- {host=, port=, prefix=} from "redis://HOST:PORT[/PREFIX]"; raises an
--- error naming the URL when it is not one.
+--- {host=, port=, prefix=} from "redis://HOST:PORT[/PREFIX]"; raises a
+-- message naming the URL (no position: a node prints it as its one line)
+-- when it is not one.
 function M.parse_url(url)
   local function bad(why)
     error(("bad cluster URL %q: %s (expected redis://HOST:PORT[/PREFIX])"):format(
-      tostring(url), why), 3)
+      tostring(url), why), 0)
   end
   if type(url) ~= "string" then bad("not a string") end
   local rest = url:match("^redis://(.+)$")
