@@ -24,6 +24,7 @@
 #include "inbox.h"
 #include "lenvelope.h"
 #include "lfs.h"
+#include "lredis.h"
 #include "log.h"
 #include "logtail.h"
 #include "conn.h"
@@ -815,5 +816,6 @@ int luaopen_pulsar_core(lua_State *L) {
     pl_llineedit_register(L);
     pl_linbox_register(L);
     pl_lenvelope_register(L);
+    pl_lredis_register(L);
     return 1;
 }
