@@ -6,8 +6,8 @@
 --
 --   pulsar-lua tests/bench/b9_nodes.lua [N]
 --
--- N defaults to 50000. Run plainly, this script is the launcher, in three
--- roles of one file, so that scripts/bench runs one command:
+-- N defaults to 50000. One file plays three roles, so that scripts/bench runs
+-- one command (the plain one above, the launcher):
 --   1. the launcher (no --node): picks two free ports, starts node b as
 --      `pulsar-lua --node b --mailbox 127.0.0.1:PB b9_nodes.lua --serve S`,
 --      waits until b has said it is up, then runs node a as
@@ -66,7 +66,7 @@ end
 -- Waits until node b is among this node's links (the link --join makes may
 -- still be under way when the script starts): at most node_timeout seconds.
 local function wait_for_b()
-  local limit = (pulsar.cfg and pulsar.cfg.node_timeout) or 10
+  local limit = require("pulsar.core").config().node_timeout or 10
   local waited = 0
   while true do
     for _, name in ipairs(pulsar.nodes()) do
@@ -110,7 +110,6 @@ end
 -- A port nobody listens on, below the ephemeral range (32768-60999 on
 -- Linux), where no outgoing connection of this machine can hold it.
 local function free_port(avoid)
-  math.randomseed(os.time() + (avoid or 0))
   while true do
     local port = math.random(20000, 31999)
     if port ~= avoid and not shell_ok(
