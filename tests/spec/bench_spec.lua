@@ -53,7 +53,7 @@ describe("scripts/bench", function()
     has("\nB9 node<%->node round trip rate" .. figure)
     has("baseline: 40 bytes ping%-ponged over TCP on 127%.0%.0%.1")
     if r.out:find("Erlang peer skipped: ", 1, true) then return end
-    local peer = " peer: [%d.]+ us %(Erlang two nodes %(erl %-sname%): [%d.]+ us, ratio: [%d.]+%)"
+    local peer = " peer: [%d.]+ us %(Erlang two nodes %(erl %-s?name%): [%d.]+ us, ratio: [%d.]+%)"
     has("\nB9 node<%->node round trip p50" .. peer .. "  target ratio <= 1: ")
     has("\nB9 node<%->node round trip p99" .. peer)
     has("Erlang: Erlang/OTP %d+, a process on node a and one on node b")

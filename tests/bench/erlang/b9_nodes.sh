@@ -5,7 +5,8 @@
 #
 #   tests/bench/erlang/b9_nodes.sh N BUILD_DIR
 #
-# Prints node a's key=value lines (n, rtt_p50_us, rtt_p99_us, rate).
+# Prints node a's key=value lines (n, rtt_p50_us, rtt_p99_us, rate) and
+# naming=-sname or naming=-name (which one the nodes used, below).
 #
 # Names: `erl -sname` (as the issue asks) names a node NAME@HOST with this
 # machine's short hostname, which must resolve; here it does (`vm` is
@@ -55,4 +56,5 @@ cleanup() {
   epmd -port "$ERL_EPMD_PORT" -kill >/dev/null 2>&1
 }
 trap cleanup EXIT
+echo "naming=$naming"
 erl "$naming" "$a" "${common[@]}" -s b9_nodes main "$b_full" "$n" </dev/null
