@@ -520,7 +520,7 @@ static void set_string_field(lua_State *L, const char *key, const char *value) {
 /* core.config() -> a fresh table of the command line's settings */
 static int core_config(lua_State *L) {
     const pl_config *c = &pl_host_of(L)->cli->cfg;
-    lua_createtable(L, 0, 11);
+    lua_createtable(L, 0, 15);
     lua_pushinteger(L, c->workers);
     lua_setfield(L, -2, "workers");
     lua_pushnumber(L, c->timeout);
@@ -535,6 +535,11 @@ static int core_config(lua_State *L) {
     set_string_field(L, "attach", c->attach);
     set_string_field(L, "cookie_file", c->cookie_file);
     set_string_field(L, "observer", c->observer);
+    set_string_field(L, "node", c->node);
+    set_string_field(L, "join", c->join);
+    set_string_field(L, "cluster", c->cluster);
+    lua_pushnumber(L, c->node_timeout);
+    lua_setfield(L, -2, "node_timeout");
     return 1;
 }
 

@@ -158,6 +158,50 @@ static int apply_observer(pl_cli *c, const char *v, char *e, size_t n) {
     return apply_address("--observer", &c->cfg.observer, v, e, n);
 }
 
+/* A node name is part of every aid on it ("aid@name") and of targets
+ * ("worker@name"): letters, digits, '-', '_' and '.', no '@'. */
+static int apply_node(pl_cli *c, const char *v, char *e, size_t n) {
+    size_t len = strlen(v);
+    if (len == 0 || len > 64 || strspn(v, "abcdefghijklmnopqrstuvwxyz"
+                                          "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789-_.") != len)
+        return fail(e, n, "--node takes a name of 1 to 64 letters, digits, "
+                          "'-', '_' or '.', not '%s'", v);
+    c->cfg.node = v;
+    return 0;
+}
+
+/* --join lists the TCP mailboxes of running nodes. */
+static int apply_join(pl_cli *c, const char *v, char *e, size_t n) {
+    char item[PL_SOCKADDR_NAME_MAX + PL_ADDRESS_HOST_MAX];
+    for (const char *p = v;; p++) {
+        size_t len = strcspn(p, ",");
+        snprintf(item, sizeof item, "%.*s", (int)len, p);
+        if (strncmp(item, "unix:", 5) == 0)
+            return fail(e, n, "--join takes the HOST:PORT of a node's mailbox, not '%s'", item);
+        if (check_address("--join", item, e, n) != 0) return -1;
+        p += len;
+        if (!*p) break;
+    }
+    c->cfg.join = v;
+    return 0;
+}
+
+static int apply_cluster(pl_cli *c, const char *v, char *e, size_t n) {
+    if (strncmp(v, "redis://", 8) != 0 || !v[8])
+        return fail(e, n, "--cluster takes redis://HOST:PORT[/PREFIX], not '%s'", v);
+    c->cfg.cluster = v;
+    return 0;
+}
+
+static int apply_node_timeout(pl_cli *c, const char *v, char *e, size_t n) {
+    double t;
+    if (parse_number(v, &t) || t <= 0)
+        return fail(e, n, "--node-timeout takes a number of seconds above 0, not '%s'", v);
+    c->cfg.node_timeout = t;
+    return 0;
+}
+
 static int apply_log_level(pl_cli *c, const char *v, char *e, size_t n) {
     static const char *const levels[] = {"debug", "info", "warning", "error",
                                          "critical", "none"};
@@ -202,6 +246,10 @@ static const option_spec options[] = {
     {NULL, "--attach", 1, apply_attach},
     {NULL, "--cookie-file", 1, apply_cookie_file},
     {NULL, "--observer", 1, apply_observer},
+    {NULL, "--node", 1, apply_node},
+    {NULL, "--join", 1, apply_join},
+    {NULL, "--cluster", 1, apply_cluster},
+    {NULL, "--node-timeout", 1, apply_node_timeout},
 };
 
 /* Finds the spec for argv[i]; sets *glued to a value glued onto the option
@@ -237,6 +285,7 @@ static void set_defaults(pl_cli *cli) {
     cli->cfg.concurrency = "process";
     cli->cfg.timeout = 30;
     cli->cfg.exit_timeout = 3;
+    cli->cfg.node_timeout = 10;
     cli->cfg.log_level = "info";
 }
 
@@ -302,6 +351,11 @@ void pl_cli_usage(const char *progname) {
         "                        (default: ~/.pulsar-lua/cookie, made if missing)\n"
         "  --observer ADDR       serve the web observer at HOST:PORT (port 0: any);\n"
         "                        its URL, with the token, is printed at start\n"
+        "  --node NAME           run as node NAME of a cluster (needs a TCP --mailbox)\n"
+        "  --join ADDR[,ADDR]    link to the nodes at these TCP mailboxes, and to\n"
+        "                        every node they know\n"
+        "  --cluster URL         keep membership in Redis: redis://HOST:PORT[/PREFIX]\n"
+        "  --node-timeout S      silence after which a node is down (10)\n"
         "  --                    stop handling options\n"
         "  -                     run stdin as the script\n"
         "With no script and a terminal on stdin, the REPL opens.\n",

@@ -22,6 +22,10 @@ typedef struct pl_config {
     const char *attach;
     const char *cookie_file; /* NULL: ~/.pulsar-lua/cookie */
     const char *observer;    /* HOST:PORT of the web observer; NULL: none */
+    const char *node;        /* this arbiter's node name; NULL: not a node */
+    const char *join;        /* ADDR[,ADDR...] of nodes to join; NULL: none */
+    const char *cluster;     /* redis://HOST:PORT[/PREFIX]; NULL: none */
+    double node_timeout;     /* seconds of silence before a node is down */
 } pl_config;
 
 /* A -e or -l, run in command-line order before the script. */

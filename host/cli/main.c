@@ -39,6 +39,23 @@ static int refuse_conflicts(const pl_cli *cli) {
     return 1;
 }
 
+/* A node is reached on its TCP mailbox, and --join and --cluster are for
+ * nodes: a node option without what it needs is refused before anything
+ * starts. */
+static int refuse_node_misuse(const pl_cli *cli) {
+    const pl_config *c = &cli->cfg;
+    const char *why = NULL;
+    if (c->node && c->attach)
+        why = "--node makes an arbiter, and --attach a console: not both";
+    else if (c->node && (!c->mailbox || strncmp(c->mailbox, "unix:", 5) == 0))
+        why = "--node needs a TCP --mailbox HOST:PORT, where the other nodes reach it";
+    else if (!c->node && (c->join || c->cluster))
+        why = c->join ? "--join needs --node NAME" : "--cluster needs --node NAME";
+    if (!why) return 0;
+    fprintf(stderr, "pulsar-lua: %s\n", why);
+    return 1;
+}
+
 /* The pid file this arbiter holds, if any. It is released on every way out
  * that runs exit handlers: returning from main, and Lua's os.exit called
  * outside a task (which calls exit() at once). */
@@ -84,7 +101,7 @@ int main(int argc, char **argv) {
     int code = 0;
     if (cli.show_help) {
         pl_cli_usage(argv[0]);
-    } else if ((code = refuse_conflicts(&cli)) == 0) {
+    } else if ((code = refuse_conflicts(&cli)) == 0 && (code = refuse_node_misuse(&cli)) == 0) {
         if (cli.show_version) print_version();
         int only_version = cli.show_version && !cli.script && !cli.nactions &&
                            !cli.interactive;

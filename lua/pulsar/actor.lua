@@ -119,7 +119,7 @@ function Actor:info()
   local info = {
     actor = {
       name = self.name, unique_name = self.unique_name, aid = self.aid, kind = self.kind,
-      state = self.state, pid = core.pid(), thread_id = core.thread_id(),
+      state = self.state, pid = core.pid(), thread_id = core.thread_id(), node = self.cfg.node,
       uptime = now - self._born, age = self._age,
       memory_lua = math.floor(collectgarbage("count") * 1024),
       memory_limit = select(2, core.memory()), -- nil: none

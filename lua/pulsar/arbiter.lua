@@ -46,6 +46,14 @@ local spawned = 0
 local gave_up        -- why an application gave up, when it ended the last actors
 
 local start_deadline, stopping_deadline, launch -- defined below, used by spawn and commands
+local nodes          -- pulsar.nodes, on a node (--node NAME)
+
+-- A new aid: on a node it ends in "@NODE", so that it names one actor in
+-- the whole cluster.
+local function new_aid()
+  local node = arbiter.cfg.node
+  return node and core.random_id() .. "@" .. node or core.random_id()
+end
 
 local function label(rec) return ("actor '%s' (%s)"):format(rec.name, rec.aid) end
 
@@ -73,7 +81,9 @@ local function start_tcp_listener(address)
                arbiter.cfg.max_handshakes)
   end)
   if not tcp_listener then error(("cannot open the mailbox at %s: %s"):format(address, why), 0) end
-  tcp_listener:unref()
+  -- a node serves its cluster until it is stopped; otherwise a mailbox
+  -- alone does not keep the arbiter alive
+  if not arbiter.cfg.node then tcp_listener:unref() end
   arbiter.tcp_address = tcp_listener.address
   log.info("mailbox listening on %s (TCP; peers must know the cookie)", arbiter.tcp_address)
 end
@@ -115,6 +125,8 @@ end
 local function lookup(target)
   local rec = records[target] or by_unique[target]
   if rec then return rec end
+  local short = mailbox.local_name(target) -- "worker@a" on node a
+  if short ~= target then return lookup(short) end
   local named = by_name[target]
   if not named then return nil end
   for _, r in ipairs(named) do
@@ -160,6 +172,12 @@ local function unindex_record(rec)
 end
 
 local function route(aid)
+  local node = nodes and mailbox.remote_node(aid)
+  if node then
+    local peer, why = nodes.route(node)
+    if not peer then return nil, why end
+    return peer, nil, "@" .. node -- its calls fail when that node goes down
+  end
   local rec = lookup(aid)
   if not rec then return nil, ("unknown target '%s'"):format(aid) end
   if not rec.link then return nil, label(rec) .. " is not connected" end
@@ -171,17 +189,37 @@ local function inflight_key(sender, id) return sender .. "\0" .. id end
 local function fail_request(env, message)
   if env.sender == arbiter.aid then return end -- its own calls fail via pending
   local caller = records[env.sender]
-  if caller and caller.link then mailbox.reply(caller.link, env, nil, message) end
+  if caller and caller.link then return mailbox.reply(caller.link, env, nil, message) end
+  local node = nodes and mailbox.remote_node(env.sender)
+  local peer = node and nodes.route(node)
+  if peer then mailbox.reply(peer, env, nil, message) end
+end
+
+-- Relays an envelope for an actor on another node, on that node's link;
+-- a call is remembered there, to fail if the node goes down.
+local function relay_to_node(link, payload, command, target, sender, id, ack, node)
+  local peer, why = nodes.route(node)
+  local ok
+  if peer then ok, why = peer:send(payload) end
+  if command == "callback" then return end
+  local env = ack and id and sender and {command = command, id = id, sender = sender}
+  if not ok then
+    if env then mailbox.reply(link, env, nil, ("cannot send '%s' to %s: %s"):format(command, target, why)) end
+    return
+  end
+  if env then peer.inflight[inflight_key(sender, id)] = env end
 end
 
 -- Relays an envelope that is not for the arbiter itself, from the fields
 -- mailbox.receive read off its head; the payload goes on unchanged.
 local function relay(link, payload, command, target, sender, id, ack)
   mailbox.counters.relayed = mailbox.counters.relayed + 1
+  local replier = command == "callback" and (by_link[link] or (nodes and nodes.peer_of(link)))
+  if replier and ack then replier.inflight[inflight_key(target, ack)] = nil end
+  local node = nodes and mailbox.remote_node(target)
+  if node then return relay_to_node(link, payload, command, target, sender, id, ack, node) end
   local rec = lookup(target)
   if command == "callback" then
-    local replier = by_link[link]
-    if replier and ack then replier.inflight[inflight_key(target, ack)] = nil end
     if rec and rec.link then rec.link:send(payload) end
     return
   end
@@ -396,9 +434,12 @@ end
 -- `as_monitor` makes a monitor: a thread actor of kind "monitor".
 function M.spawn(params, manager, as_monitor)
   if arbiter.state ~= "running" then error("spawn: the arbiter is stopping", 2) end
+  if type(params) == "table" and params.node ~= nil and params.node ~= arbiter.cfg.node then
+    return M.spawn_on_node(params)
+  end
   local kind = check_params(params)
   if not manager then arbiter:_fire("on_params", params) end
-  local spec = actor_spec(params, core.random_id(), as_monitor and "thread" or kind, manager)
+  local spec = actor_spec(params, new_aid(), as_monitor and "thread" or kind, manager)
   if as_monitor then spec.kind = "monitor" end
   local ok, err = pcall(core.encode, spec) -- refuse what cannot cross, here
   if not ok then
@@ -421,6 +462,17 @@ function M.spawn(params, manager, as_monitor)
     rec.spawn:set_exception(("spawn: %s could not start: %s"):format(label(rec), tostring(why)))
   end
   return rec.spawn
+end
+
+--- spawn{node = "b", ...}: the arbiter of node b spawns it (its hooks and
+-- commands cross by value, as to a local actor) and manages it.
+function M.spawn_on_node(params)
+  if not nodes then error("spawn: node '" .. tostring(params.node) .. "': this arbiter is not a node (--node NAME)", 3) end
+  if not nodes.valid_name(params.node) then error("spawn: node must be a node's name", 3) end
+  local copy = {}
+  for k, v in pairs(params) do copy[k] = v end
+  copy.node = nil
+  return mailbox.send("arbiter@" .. params.node, "spawn", copy)
 end
 
 -- Starts the process, thread or monitor of a new record.
@@ -628,7 +680,7 @@ local function install_commands()
     if not rec.manager then rec.notified = core.now() end -- its first heartbeat
     publish(rec.name) -- a running actor takes its name over from one still starting
     rec.pid = rec.pid or (info and info.actor and info.actor.pid)
-    rec.proxy = mailbox.proxy(rec.aid, rec.name, arbiter.address)
+    rec.proxy = mailbox.proxy(rec.aid, rec.name, arbiter.address, arbiter.cfg.node)
     rec.spawn:set_result(rec.proxy)
     return true
   end)
@@ -668,6 +720,10 @@ function M.setup(the_arbiter)
   mailbox.setup(arbiter, route, relay)
   install_commands()
   start_listener()
+  if arbiter.cfg.node then
+    nodes = require "pulsar.nodes"
+    nodes.setup(arbiter, fail_request)
+  end
 end
 
 ---------------------------------------------------------------------------
@@ -676,6 +732,7 @@ end
 M.role = {
   stop_children = function(a) M.stop_all(a.cfg.exit_timeout or 3) end,
   close = function()
+    if nodes then nodes.close() end
     close_listener()
     local observer = package.loaded["pulsar.observer"]
     if observer then observer.stop() end
@@ -686,6 +743,7 @@ M.role = {
     info.actor.mailbox.relayed = mailbox.counters.relayed -- what did not go direct
     info.actor.mailbox.forwarded = core.inbox_forwarded() -- from processes, in C
     info.actor.tcp_address = a.tcp_address
+    if nodes then info.nodes = nodes.info() end
   end,
   on_notify = function(_, aid, info)
     local rec = records[aid]

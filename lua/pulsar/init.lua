@@ -44,6 +44,50 @@ function pulsar.Application(params) return require("pulsar.application")(params)
 function pulsar.create_server(params) return require("pulsar.net").create_server(params) end
 function pulsar.open_connection(...) return require("pulsar.net").open_connection(...) end
 
+--- Nodes (docs/API.md "Nodes"): this node's name, nil for a plain arbiter.
+function pulsar.node()
+  local a = actor.current()
+  return (a and a.cfg or core.config()).node
+end
+
+local function on_a_node(what)
+  if not pulsar.node() then error(what .. ": this arbiter is not a node (--node NAME)", 3) end
+  return actor.current().kind == "arbiter"
+end
+
+--- The names of the nodes this one is linked to, sorted. Outside the
+-- arbiter it asks the arbiter, so it waits: call it in a task.
+function pulsar.nodes()
+  if not pulsar.node() then return {} end
+  if actor.current().kind == "arbiter" then return require("pulsar.nodes").names() end
+  return mailbox.send("arbiter", "pulsar:nodes"):wait()
+end
+
+local node_watchers -- outside the arbiter: name -> {fn, ...}
+
+--- Calls fn(name, reason) once when node `name` goes down (at once when it
+-- is not linked now).
+function pulsar.monitor_node(name, fn)
+  if on_a_node("monitor_node") then return require("pulsar.nodes").monitor(name, fn) end
+  if type(name) ~= "string" then error("monitor_node: the node's name must be a string", 2) end
+  if type(fn) ~= "function" then error("monitor_node: fn must be a function", 2) end
+  if not node_watchers then
+    node_watchers = {}
+    mailbox.command("pulsar:node_down", function(_, node, why)
+      local list = node_watchers[node]
+      node_watchers[node] = nil
+      for _, f in ipairs(list or {}) do f(node, why) end
+    end, {ack = false})
+  end
+  local list = node_watchers[name]
+  if not list then
+    list = {}
+    node_watchers[name] = list
+    mailbox.cast("arbiter", "pulsar:monitor_node", name)
+  end
+  list[#list + 1] = fn
+end
+
 --- The Actor of the current VM.
 pulsar.get_actor = actor.current
 

@@ -40,8 +40,8 @@ Proxy.__name = "pulsar.ActorProxy"
 Proxy.__tostring = function(p) return ("ActorProxy(%s, %s)"):format(p.name, p.aid) end
 debug.getregistry()["pulsar.ActorProxy"] = Proxy -- the codec looks it up
 
-function M.proxy(aid, name, address)
-  return setmetatable({aid = aid, name = name, address = address}, Proxy)
+function M.proxy(aid, name, address, node)
+  return setmetatable({aid = aid, name = name, address = address, node = node}, Proxy)
 end
 
 function M.is_proxy(v) return getmetatable(v) == Proxy end
@@ -60,6 +60,7 @@ local inbox         -- this VM's inbox, in a VM that messages in its process
 local routes = {}   -- target (aid or name) -> route into an inbox of this process
 local links         -- pulsar.links, in an actor's VM (not the arbiter's), once used
 local links_wanted  -- this VM is an actor's, which may use it
+local node_suffix   -- "@NODE" on a node (docs/API.md "Nodes"), else nil
 M.counters = {sent = 0, received = 0, relayed = 0}
 
 local receive_envelope, actor_down -- defined below, called by the inbox
@@ -73,6 +74,7 @@ local receive_envelope, actor_down -- defined below, called by the inbox
 -- with the handshake.
 function M.setup(actor, route, relay)
   me, router, forward = actor, route, relay
+  node_suffix = actor.cfg and actor.cfg.node and "@" .. actor.cfg.node or nil
   if actor.kind ~= "process" and actor.kind ~= "arbiter" and not inbox then
     inbox = core.inbox_open(actor.aid, receive_envelope, actor_down)
   end
@@ -136,6 +138,7 @@ end
 -- the arbiter's link: in order with the handshake and the heartbeats.
 local function send_linked(aid, payload)
   if not links_wanted or aid == "arbiter" or aid == me.manager then return end
+  if M.remote_node(aid) then return end -- another node: through the arbiter
   local ok, why, resolved = M.links().send(aid, payload)
   if ok == false then return end
   return ok, why, resolved
@@ -271,9 +274,29 @@ local function handle(link, command, ...)
   return dispatch(link, command, ...)
 end
 
+--- The node a target names ("worker@b" -> "b"), when it is not this one;
+-- nil for a target on this node (or when this arbiter is not a node).
+-- A plain arbiter has no nodes: there, "x@y" is just a name.
+function M.remote_node(target)
+  if not node_suffix or type(target) ~= "string" then return nil end
+  local node = target:match("@([^@]+)$")
+  if node and node_suffix ~= "@" .. node then return node end
+  return nil
+end
+
+--- A target on this node without its "@NODE" ("worker@a" -> "worker" on
+-- node a); any other target as it is.
+function M.local_name(target)
+  if node_suffix and type(target) == "string" and target:sub(-#node_suffix) == node_suffix then
+    return target:sub(1, -#node_suffix - 1)
+  end
+  return target
+end
+
 --- Whether an envelope's target is this VM's actor.
 local function is_me(target)
-  return target == nil or target == me.aid or (target == "arbiter" and me.kind == "arbiter")
+  if target == nil or target == me.aid then return true end
+  return me.kind == "arbiter" and (target == "arbiter" or (node_suffix and target == "arbiter" .. node_suffix))
 end
 M.is_me = is_me
 
@@ -399,6 +422,26 @@ function M.cast(target, command, ...)
   if not link then return nil, why end
   M.counters.sent = M.counters.sent + 1
   return true
+end
+
+--- Sends request `command` to `target` on `link` itself (the arbiter's
+-- first words to another node, whose name it may not know yet); returns a
+-- Future of the reply, failed by fail_pending(pending_key).
+function M.send_on(link, target, pending_key, command, ...)
+  next_id = next_id + 1
+  local id = next_id
+  local f = future.Future(("the reply to '%s' from %s"):format(command, target))
+  local encoded, payload = pcall(encode_request, command, id, me.aid, target, true, ...)
+  if not encoded then error(error_text(payload), 2) end
+  local ok, why = link:send(payload)
+  if not ok then
+    f:set_exception(("cannot send '%s' to %s: %s"):format(command, target, tostring(why)))
+    return f
+  end
+  M.counters.sent = M.counters.sent + 1
+  pending[id], npending = f, npending + 1
+  f._target = pending_key
+  return f
 end
 
 --- Fails every Future waiting for a reply from `aid` (every one, if aid is

@@ -79,7 +79,22 @@ local function start_observer()
   if not ok then load_failure(tostring(err)) end
 end
 
+-- --join and --cluster: a node links to the cluster before its script
+-- runs, so that the script finds its peers linked. A name taken, or Redis
+-- that cannot be reached, is the end, in one line.
+local function join_cluster()
+  local cfg = core.config()
+  if not cfg.node then return end
+  local nodes = require "pulsar.nodes"
+  local ok, err = pcall(function()
+    if cfg.cluster then nodes.join_cluster(cfg.cluster) end
+    if cfg.join then nodes.join(cfg.join) end
+  end)
+  if not ok then load_failure(tostring(err)) end
+end
+
 local function run_main(request)
+  join_cluster()
   start_observer()
   run_lua_init(request)
   for _, action in ipairs(request.actions) do run_action(action) end
@@ -210,7 +225,8 @@ function M.main(request)
   if core.config().attach then return require("pulsar.attach").main(request) end -- a console
   settle_request(request)
   local cfg = core.config()
-  local arbiter = actor.new {name = "arbiter", kind = "arbiter", cfg = cfg,
+  local aid = cfg.node and core.random_id() .. "@" .. cfg.node or nil -- one name in a cluster
+  local arbiter = actor.new {aid = aid, name = "arbiter", kind = "arbiter", cfg = cfg,
                              role = require("pulsar.arbiter").role}
   require("pulsar.commands").install()
   local ok, err = pcall(require("pulsar.arbiter").setup, arbiter)
