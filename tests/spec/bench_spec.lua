@@ -1,8 +1,8 @@
 -- scripts/bench's command line and output (docs/BENCHMARKS.md): a benchmark
 -- name it does not know is refused before anything builds or runs, with the
 -- names it knows, and exit status 2; and the benchmarks added last (B1's
--- thread floor and node peers, B3, B7, B8, B10) print their lines in quick
--- mode.
+-- thread floor and node peers, B3, B7, B8, B9, B10) print their lines in
+-- quick mode.
 -- (scripts/test runs the whole quick mode; figures are never judged here.)
 local support = require "support"
 
@@ -12,11 +12,11 @@ local function have_node()
 end
 
 describe("scripts/bench", function()
-  for _, name in ipairs {"B9", "B0", "B11", "Bx"} do
+  for _, name in ipairs {"B0", "B11", "B99", "Bx"} do
     it("refuses the unknown benchmark " .. name, function()
       local r = support.run("--no-build " .. name, nil, "scripts/bench")
       assert.are.equal(2, r.code, r.out .. r.err)
-      assert.matches("bench: unknown benchmark " .. name .. "; known: B1 B2 B3 B4 B5 B6 B7 B8 B10", r.err)
+      assert.matches("bench: unknown benchmark " .. name .. "; known: B1 B2 B3 B4 B5 B6 B7 B8 B9 B10", r.err)
       assert.are.equal("", r.out)
     end)
   end
@@ -41,6 +41,22 @@ describe("scripts/bench", function()
     else
       has("node peers skipped: ")
     end
+  end)
+
+  it("prints B9, node<->node round trip, beside its TCP floor and two Erlang nodes in quick mode", function()
+    local r = support.run("--quick --no-build B9", nil, "scripts/bench")
+    assert.are.equal(0, r.code, r.out .. r.err)
+    local function has(pattern) assert.matches(pattern, r.out, 1, false) end
+    local figure = ": [%d.]+ [%w/ ]+ %(baseline: [%d.]+ [%w/ ]+, ratio: [%d.]+%)"
+    has("\nB9 node<%->node round trip p50" .. figure .. "  target <= 2x: ")
+    has("\nB9 node<%->node round trip p99" .. figure)
+    has("\nB9 node<%->node round trip rate" .. figure)
+    has("baseline: 40 bytes ping%-ponged over TCP on 127%.0%.0%.1")
+    if r.out:find("Erlang peer skipped: ", 1, true) then return end
+    local peer = " peer: [%d.]+ us %(Erlang two nodes %(erl %-s?name%): [%d.]+ us, ratio: [%d.]+%)"
+    has("\nB9 node<%->node round trip p50" .. peer .. "  target ratio <= 1: ")
+    has("\nB9 node<%->node round trip p99" .. peer)
+    has("Erlang: Erlang/OTP %d+, a process on node a and one on node b")
   end)
 
   it("prints B10, WebSocket echo, beside its C floor and node's ws in quick mode", function()
