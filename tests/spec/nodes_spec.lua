@@ -200,6 +200,22 @@ describe("nodes", function()
     assert.matches("STILL@b\n", r.out, 1, true)
   end)
 
+  it("a malformed message from a proved peer closes that link only", function()
+    local core = require "pulsar.core"
+    local f = pulsar.Future("a link to a")
+    core.connect(a.address, function(link, err) if link then f:set_result(link) else f:set_exception(err) end end)
+    local link = f:wait(10)
+    local cookie = assert(core.load_cookie(COOKIE))
+    assert(require("pulsar.auth").prove(link, cookie, 10))
+    local closed = pulsar.Future("the close")
+    link:set_handler(function() end, function(reason) closed:set_result(reason) end)
+    link:send("\xc1 not MessagePack")
+    closed:wait(10)
+    assert(support.wait_for(function() return a.log():find("undecodable message", 1, true) end, 10), a.log())
+    local r = run_scenario("c", a.address, [[print(pulsar.send("echoer@a", "call", "echoer@b", "shout", "fine"):wait(10)) os.exit(0)]])
+    assert.matches("FINE@b\n", r.out, 1, true)
+  end)
+
   it("a --join address that does not answer: a clear error, and the node starts alone", function()
     local core = require "pulsar.core"
     local listener = assert(core.listen("127.0.0.1:0", function(link) link:close("no") end))
