@@ -75,11 +75,13 @@ local function connect(where, timeout)
   return res[1], res[2]
 end
 
--- Waits for one command's reply: reply, nil or nil, err.
-local function command(client, args)
+-- Waits at most timeout s for one command's reply: reply, nil or nil, err
+-- (and true when Redis did not answer in time).
+local function command(client, args, timeout)
   local f = future.Future("redis " .. args[1])
   client:command(args, function(reply, err) f:set_result({reply, err}) end)
-  local res = f:wait()
+  local ok, res = pcall(f.wait, f, timeout)
+  if not ok then return nil, ("no answer to %s within %g s"):format(args[1], timeout), true end
   return res[1], res[2]
 end
 
@@ -101,6 +103,16 @@ local function same(a, b)
   return true
 end
 
+-- A command on this membership's connection; a Redis that does not answer
+-- within ttl s (stopped, or a network that drops packets) counts as lost.
+function Membership:_call(args)
+  local c = self.client
+  if not c then return nil, "not connected" end
+  local reply, err, stalled = command(c, args, self.ttl)
+  if stalled then self:_lost(err) end
+  return reply, err
+end
+
 function Membership:members() return copy(self.view) end
 
 function Membership:on_change(fn)
@@ -120,14 +132,14 @@ end
 
 -- SET NX EX; taken by another address: nil, the message naming both.
 function Membership:_register()
-  local c, key = self.client, self.key
-  local ok, err = command(c, {"SET", key, self.address, "NX", "EX", tostring(self.ttl)})
+  local key = self.key
+  local ok, err = self:_call({"SET", key, self.address, "NX", "EX", tostring(self.ttl)})
   if err then return nil, err end
   if ok then return true end
-  local holder, err2 = command(c, {"GET", key})
+  local holder, err2 = self:_call({"GET", key})
   if err2 then return nil, err2 end
   if holder == nil or holder == self.address then -- expired meanwhile, or ours
-    local _, err3 = command(c, {"SET", key, self.address, "EX", tostring(self.ttl)})
+    local _, err3 = self:_call({"SET", key, self.address, "EX", tostring(self.ttl)})
     if err3 then return nil, err3 end
     return true
   end
@@ -137,7 +149,7 @@ end
 
 -- Renews the key (SET XX EX); expired meanwhile: registers again.
 function Membership:_renew()
-  local ok, err = command(self.client,
+  local ok, err = self:_call(
     {"SET", self.key, self.address, "XX", "EX", tostring(self.ttl)})
   if err then return nil, err end
   if ok then return true end
@@ -148,7 +160,7 @@ end
 function Membership:_scan()
   local keys, cursor = {}, "0"
   repeat
-    local reply, err = command(self.client,
+    local reply, err = self:_call(
       {"SCAN", cursor, "MATCH", self.prefix .. ":node:*", "COUNT", SCAN_COUNT})
     if err then return nil, err end
     cursor = reply[1]
@@ -165,7 +177,7 @@ function Membership:_list()
   if #keys > 0 then
     local args = {"MGET"}
     for i, k in ipairs(keys) do args[i + 1] = k end
-    local values, err2 = command(self.client, args)
+    local values, err2 = self:_call(args)
     if err2 then return nil, err2 end
     local skip = #self.prefix + #":node:"
     for i, k in ipairs(keys) do
@@ -180,7 +192,7 @@ end
 -- Losing Redis and finding it again
 
 function Membership:_lost(why)
-  if self.lost or self.stopped then return end
+  if self.lost or self.stopped or self.starting then return end
   self.lost = true
   log.warning("cluster: lost Redis at %s: membership frozen at its last view (%s)",
               self.url, tostring(why))
@@ -236,7 +248,7 @@ function Membership:stop()
   local c = self.client
   self.client = nil
   if c and not self.lost and c:connected() then
-    command(c, {"EVAL", DELETE_OWN, "1", self.key, self.address})
+    command(c, {"EVAL", DELETE_OWN, "1", self.key, self.address}, self.ttl)
   end
   if c then c:close() end
 end
@@ -270,8 +282,10 @@ function M.start(opts)
   local client, why = connect(self, math.max(ttl, 2))
   if not client then return nil, ("cannot reach Redis at %s: %s"):format(opts.url, why) end
   self:_attach(client)
+  self.starting = true
   local ok, err = self:_register()
   if ok then ok, err = self:_list() end
+  self.starting = false
   if not ok then
     self.client = nil
     client:close()

@@ -200,6 +200,22 @@ describe("membership in Redis", function()
     again.stop()
   end)
 
+  it("counts a Redis that stops answering (SIGSTOP) as lost, and finds it again", function()
+    if not redis then return end
+    local own = assert(start_redis())
+    local u = own.url .. "/stopped"
+    local a = member(u, "a", "127.0.0.1:7001", 1, 12)
+    assert.truthy(a.wait_output("ready\n", 10), a.err())
+    own.kill("STOP", own.pid)
+    local lost = support.wait_for(function() return a.err():match("cluster: lost Redis at") end, 10)
+    own.kill("CONT", own.pid)
+    assert.truthy(lost, a.err())
+    assert.truthy(support.wait_for(function() return a.err():match("is back") end, 10), a.err())
+    a.kill("TERM", a.pid)
+    a.result(10)
+    own.stop()
+  end)
+
   it("says so when Redis cannot be reached at start", function()
     if not redis then return end
     local u = ("redis://127.0.0.1:%d/x"):format(free_port())
