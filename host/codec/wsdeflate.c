@@ -3,9 +3,16 @@
  * Window sizes. Our deflater uses the bits agreed for our side; zlib refuses
  * 8 for raw deflate (since 1.2.9 it quietly means 9 for a zlib stream, and
  * deflateInit2 fails for a raw one), so 8 becomes 9 here. A peer's zlib has
- * the same quirk, so data compressed "with 8" may reach back 512 bytes: our
- * inflater therefore never uses fewer than 9 bits (a larger window inflates
- * anything a smaller one made).
+ * the same quirk, so data compressed "with 8" may reach back 512 bytes. Our
+ * inflater always uses the largest window, 15 bits, whatever the peer
+ * agreed: a larger window inflates anything a smaller one made, and zlib
+ * judges a distance beyond the window ("too far back") from the window
+ * plus what the current call has written, so with a small window one bad
+ * message was refused or not depending on how its bytes arrived (fuzz_ws
+ * found it). With 15 bits every distance deflate can express is checked
+ * against the whole history, the same way however the bytes are cut. The
+ * cost: a 32 KiB window for a connection that receives compressed
+ * messages, made on its first one.
  *
  * Both streams are made on the first message that needs them: a connection
  * that never sends a compressed message never pays deflate's 256 KiB. */
@@ -39,9 +46,8 @@ pl_wsd *pl_wsd_new(const pl_ws_deflate_params *p, int client) {
     pl_wsd *d = calloc(1, sizeof *d);
     if (!d) return NULL;
     int ours = client ? p->client_max_window_bits : p->server_max_window_bits;
-    int theirs = client ? p->server_max_window_bits : p->client_max_window_bits;
     d->out_bits = zlib_bits(ours);
-    d->in_bits = zlib_bits(theirs);
+    d->in_bits = 15; /* whatever the peer's bits (see the head) */
     d->out_reset = client ? p->client_no_context_takeover : p->server_no_context_takeover;
     d->in_reset = client ? p->server_no_context_takeover : p->client_no_context_takeover;
     return d;
