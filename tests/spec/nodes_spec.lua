@@ -256,6 +256,12 @@ describe("nodes that fail", function()
     local c = start_scenario("c", a.address, [[
       local core = require "pulsar.core"
       pulsar.monitor_node("b", function(name, why) print("monitor", name, why) io.stdout:flush() end)
+      local watcher = pulsar.spawn{name = "watcher", concurrency = "thread",
+        start = function()
+          pulsar.monitor_node("b", function(name, why) print("actor's monitor", name, why) io.stdout:flush() end)
+        end,
+        commands = {nodes = function() return table.concat(pulsar.nodes(), ",") end}}:wait(20)
+      print("an actor sees", pulsar.send(watcher, "nodes"):wait(10))
       local calls = {}
       for i = 1, 3 do calls[i] = pulsar.send("echoer@b", "sleep", 60) end
       calls[4] = pulsar.send("echoer@a", "call", "echoer@b", "sleep", 60)
@@ -268,7 +274,7 @@ describe("nodes that fail", function()
         print("call", i, ok, err)
       end
       print("a goes on", pulsar.send("echoer@a", "shout", "x"):wait(10))
-      pulsar.sleep(0.2)
+      pulsar.sleep(0.5)
       os.exit(0)
     ]], "--node-timeout 3")
     assert(c.wait_output("pending\n", support.WAIT), c.err())
@@ -283,6 +289,8 @@ describe("nodes that fail", function()
       assert.matches("call\t" .. i .. "\tfalse\t[^\n]*node 'b' is down", r.out)
     end
     assert.matches("monitor\tb\t", r.out, 1, true)
+    assert.matches("an actor sees\ta,b\n", r.out, 1, true)
+    assert.matches("actor's monitor\tb\tits link closed", r.out, 1, true)
     assert.matches("a goes on\tX@a\n", r.out, 1, true)
     assert.truthy(elapsed < 3 + 1 + 2, "took " .. elapsed .. " s") -- + the scenario's own end
   end)
